@@ -1,0 +1,30 @@
+"""The main job of ``make demo``: the sanity-check CNN on the offline digits data set.
+
+Run:
+  python -m experiments.demo --config=experiments/configs/demo.py --workdir=runs/demo
+
+On 2 CPU cores it trains for about 10-20 seconds (plus compilation) and reaches a test
+accuracy of about 0.97 on the 360 held-out digits. ``:smoke`` trains for 20 steps only.
+"""
+
+import ml_collections
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    """Config; ``arg="smoke"`` gives a seconds-long run for tests."""
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.data = ml_collections.ConfigDict(dict(source="digits", num_classes=10))
+    c.model = ml_collections.ConfigDict(dict(name="cnn", activation="relu", beta=1.0))
+    c.train = ml_collections.ConfigDict(dict(
+        optimizer="adam", learning_rate=1e-3, weight_decay=0.0, schedule="constant",
+        batch_size=64, epochs=8, checkpoint_every=50, keep_checkpoints=2, log_every=23,
+    ))
+    c.attribution = ml_collections.ConfigDict(dict(num_images=10))
+    if arg == "smoke":
+        c.train.epochs = 1
+        c.train.log_every = 5
+        c.attribution.num_images = 4
+    elif arg not in (None, ""):
+        raise ValueError(f"unknown config variant {arg!r} (use 'smoke' or nothing)")
+    return c

@@ -1,0 +1,103 @@
+"""CIFAR ResNet-18 (He et al. 2016, arXiv 1512.03385) with a configurable activation.
+
+The CIFAR variant used by the score-matching paper (Srinivas & Fleuret 2021) and by
+DiffROAR (Shah et al. 2021): a 3x3 stem with stride 1 and no max-pool, BasicBlocks
+``[2, 2, 2, 2]`` of widths 64/128/256/512, BatchNorm, global average pooling and a dense
+head. With 10 classes it has 11,173,962 trainable parameters. ``activation="softplus"``
+(with ``beta``) gives the smooth network that score matching needs: a ReLU network is
+piecewise linear in its input, so its input Hessian is zero almost everywhere.
+
+Every BatchNorm output is tapped as ``<bn>_out`` (FullGrad needs gradients with respect to
+the values carrying the effective biases ``beta - mean * gamma / sqrt(var + eps)``), each
+block's output as ``act``, and the head's output as ``logits_out``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxgrad.models.layers import Activation, check_image_batch, get_activation, tap
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convolutions with BatchNorm and a (projected when needed) identity shortcut."""
+
+    features: int
+    strides: int = 1
+    activation: str | Activation = "relu"
+    beta: float = 1.0
+    bn_momentum: float = 0.9
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        act = get_activation(self.activation, self.beta)
+        conv = functools.partial(nn.Conv, use_bias=False, kernel_init=nn.initializers.he_normal())
+        norm = functools.partial(
+            nn.BatchNorm, use_running_average=not train, momentum=self.bn_momentum, epsilon=1e-5
+        )
+        y = conv(self.features, (3, 3), strides=self.strides, padding=1, name="conv1")(x)
+        y = tap(self, "bn1_out", norm(name="bn1")(y))
+        y = act(y)
+        y = conv(self.features, (3, 3), padding=1, name="conv2")(y)
+        y = tap(self, "bn2_out", norm(name="bn2")(y))
+        if self.strides != 1 or x.shape[-1] != self.features:
+            x = conv(self.features, (1, 1), strides=self.strides, name="shortcut_conv")(x)
+            x = tap(self, "shortcut_bn_out", norm(name="shortcut_bn")(x))
+        return tap(self, "act", act(y + x))
+
+
+class ResNet(nn.Module):
+    """CIFAR-style ResNet built from :class:`BasicBlock` stages.
+
+    Attributes:
+      num_classes: number of logits K.
+      stage_sizes: blocks per stage; ``(2, 2, 2, 2)`` is ResNet-18.
+      widths: channels per stage.
+      activation: ``"relu"``, ``"softplus"`` (with ``beta``) or a callable.
+      beta: softplus sharpness.
+      bn_momentum: running-average momentum (Flax convention: 0.9 keeps 90% of the old value,
+        PyTorch's ``momentum=0.1``).
+    """
+
+    num_classes: int = 10
+    stage_sizes: Sequence[int] = (2, 2, 2, 2)
+    widths: Sequence[int] = (64, 128, 256, 512)
+    activation: str | Activation = "relu"
+    beta: float = 1.0
+    bn_momentum: float = 0.9
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        """Logits ``[B, K]`` of images ``x: [B, H, W, C]``; ``train`` selects batch statistics."""
+        expected = None
+        if not self.is_initializing() and "stem_conv" in self.variables.get("params", {}):
+            expected = self.variables["params"]["stem_conv"]["kernel"].shape[-2]
+        check_image_batch(x, "x", expected)
+        act = get_activation(self.activation, self.beta)
+        x = nn.Conv(
+            self.widths[0], (3, 3), padding=1, use_bias=False,
+            kernel_init=nn.initializers.he_normal(), name="stem_conv",
+        )(x)
+        x = nn.BatchNorm(
+            use_running_average=not train, momentum=self.bn_momentum, epsilon=1e-5, name="stem_bn"
+        )(x)
+        x = tap(self, "stem_bn_out", x)
+        x = tap(self, "stem_act", act(x))
+        for i, (num_blocks, width) in enumerate(zip(self.stage_sizes, self.widths, strict=True)):
+            for j in range(num_blocks):
+                strides = 2 if i > 0 and j == 0 else 1
+                x = BasicBlock(
+                    width, strides, self.activation, self.beta, self.bn_momentum,
+                    name=f"layer{i + 1}_block{j + 1}",
+                )(x, train)
+        x = jnp.mean(x, axis=(1, 2))
+        x = nn.Dense(self.num_classes, name="logits")(x)
+        return tap(self, "logits_out", x)
+
+
+ResNet18 = functools.partial(ResNet, stage_sizes=(2, 2, 2, 2), widths=(64, 128, 256, 512))

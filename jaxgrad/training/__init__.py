@@ -1,0 +1,33 @@
+"""Train state, sharded update steps, losses, optimizers, checkpoints and metric logs."""
+
+from jaxgrad.training.checkpoint import Checkpointer
+from jaxgrad.training.logging import MetricWriter, Progress, read_metrics
+from jaxgrad.training.loop import fit
+from jaxgrad.training.losses import LossFn, classifier_loss, cross_entropy, masked_mean
+from jaxgrad.training.optim import make_optimizer, make_schedule
+from jaxgrad.training.state import (
+    TrainState,
+    create_train_state,
+    evaluate,
+    make_eval_step,
+    make_train_step,
+)
+
+__all__ = [
+    "Checkpointer",
+    "LossFn",
+    "MetricWriter",
+    "Progress",
+    "TrainState",
+    "classifier_loss",
+    "create_train_state",
+    "cross_entropy",
+    "evaluate",
+    "fit",
+    "make_eval_step",
+    "make_optimizer",
+    "make_schedule",
+    "make_train_step",
+    "masked_mean",
+    "read_metrics",
+]

@@ -1,0 +1,99 @@
+"""JSON-lines metrics and progress lines with rate and ETA.
+
+Only process 0 writes, so a multi-host run produces one log. Metrics are read back from the
+device only when they are logged (every ``log_every`` steps), never once per step.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+import jax
+import numpy as np
+
+
+def _to_python(value: Any) -> Any:
+    if isinstance(value, (np.ndarray, jax.Array)):
+        value = np.asarray(value)
+        return value.item() if value.ndim == 0 else value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+class MetricWriter:
+    """Appends one JSON object per call to ``path`` (on process 0 only).
+
+    Appending means a resumed run continues the same file; rows carry their ``step``, so a
+    reader can keep the last row per step.
+    """
+
+    def __init__(self, path: str | Path | None):
+        self.path = None if path is None else Path(path)
+        self._enabled = self.path is not None and jax.process_index() == 0
+        if self._enabled:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(self, step: int, metrics: dict[str, Any], **extra: Any) -> None:
+        """Writes ``{"step": step, **metrics, **extra}`` as one line."""
+        if not self._enabled:
+            return
+        row = {"step": int(step), **{k: _to_python(v) for k, v in {**metrics, **extra}.items()}}
+        with self.path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """Reads a JSON-lines metrics file back as a list of dicts."""
+    with Path(path).open() as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+class Progress:
+    """Log lines ``name: step/total (pct) rate it/s [examples/s], elapsed, ETA, metrics``.
+
+    Prints on process 0 only, at most every ``every_seconds`` (and at the last step), so it
+    reads well in CI logs and terminals alike.
+    """
+
+    def __init__(self, total: int, *, start: int = 0, name: str = "train", unit: str = "step",
+                 examples_per_step: int | None = None, every_seconds: float = 5.0,
+                 stream: TextIO | None = None):
+        self.total, self.start, self.name, self.unit = total, start, name, unit
+        self.examples_per_step = examples_per_step
+        self.every_seconds = every_seconds
+        self.stream = stream or sys.stdout
+        self._t0 = time.perf_counter()
+        self._last = -float("inf")
+        self._enabled = jax.process_index() == 0
+
+    def update(self, step: int, metrics: dict[str, Any] | None = None, *, force: bool = False) -> None:
+        """Reports that ``step`` units are done (absolute, counting from 0)."""
+        now = time.perf_counter()
+        if not self._enabled or not (force or step >= self.total or now - self._last >= self.every_seconds):
+            return
+        self._last = now
+        elapsed = now - self._t0
+        done = step - self.start
+        rate = done / elapsed if elapsed > 0 else 0.0
+        eta = (self.total - step) / rate if rate > 0 else float("nan")
+        parts = [f"{self.name}: {step}/{self.total} ({100.0 * step / max(self.total, 1):.0f}%)",
+                 f"{rate:.2f} {self.unit}/s"]
+        if self.examples_per_step:
+            parts.append(f"{rate * self.examples_per_step:.0f} examples/s")
+        parts.append(f"elapsed {_fmt(elapsed)}")
+        parts.append(f"ETA {_fmt(eta)}")
+        if metrics:
+            parts.append(" ".join(f"{k}={float(v):.4g}" for k, v in metrics.items()))
+        print(", ".join(parts), file=self.stream, flush=True)
+
+
+def _fmt(seconds: float) -> str:
+    if not np.isfinite(seconds):
+        return "?"
+    return str(datetime.timedelta(seconds=round(seconds)))

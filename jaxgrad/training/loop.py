@@ -1,0 +1,100 @@
+"""A resumable, sharded training loop around :func:`make_train_step`.
+
+``fit`` restores the newest checkpoint (if any) and continues from its step: batches are a
+pure function of ``(data key, step)`` and step keys are ``fold_in(step key, step)``, so an
+interrupted and resumed run is bit-for-bit the uninterrupted one. Metrics are read back from
+the device every ``log_every`` steps only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import Mesh
+
+from jaxgrad import sharding as shd
+from jaxgrad.data.base import Dataset
+from jaxgrad.data.iterators import batches
+from jaxgrad.training.checkpoint import Checkpointer
+from jaxgrad.training.logging import MetricWriter, Progress
+from jaxgrad.training.state import TrainState
+
+
+def fit(state: TrainState, train_step: Callable, data: Dataset, *, key: jax.Array, batch_size: int,
+        num_steps: int, mesh: Mesh | None = None, checkpoint_dir: str | Path | None = None,
+        checkpoint_every: int = 1000, keep_checkpoints: int = 3, metrics_path: str | Path | None = None,
+        log_every: int = 50, eval_fn: Callable[[TrainState], dict[str, float]] | None = None,
+        eval_every: int | None = None, progress: bool = True,
+        on_step: Callable[[int, TrainState], None] | None = None) -> TrainState:
+    """Trains ``state`` for ``num_steps`` total steps (counting steps already done).
+
+    Args:
+      state: the initial train state (replicated on ``mesh`` if one is given); ignored in
+        favour of the newest checkpoint when ``checkpoint_dir`` holds one.
+      train_step: from :func:`make_train_step` (with the same ``mesh``).
+      data: the training split, ``{"image", "label"}`` arrays.
+      key: the run's key; split into a data-order key and a step key.
+      batch_size: global batch size (divisible by the device count when sharded).
+      num_steps: the step count to train up to.
+      mesh: data mesh, or None for one device.
+      checkpoint_dir: where to save every ``checkpoint_every`` steps (and at the end),
+        keeping ``keep_checkpoints``; None disables checkpoints.
+      metrics_path: JSON-lines file for training (and evaluation) metrics.
+      log_every: steps between metric read-backs (a host sync) and log rows.
+      eval_fn: optional ``state -> metrics dict`` run every ``eval_every`` steps and at the end.
+      progress: print progress lines with rate and ETA.
+      on_step: optional ``(step, state)`` callback after each update (e.g. for tests).
+
+    Returns:
+      The final train state.
+    """
+    if num_steps < 0:
+        raise ValueError(f"num_steps must be >= 0, got {num_steps}")
+    data_key, step_key = jax.random.fold_in(key, 0), jax.random.fold_in(key, 1)
+    ckpt = None
+    if checkpoint_dir is not None:
+        ckpt = Checkpointer(checkpoint_dir, save_every=checkpoint_every, keep=keep_checkpoints)
+        restored = ckpt.restore_latest(state)
+        if restored is not None:
+            state = restored
+    start = int(jax.device_get(state.step))
+    writer = MetricWriter(metrics_path)
+    bar = Progress(num_steps, start=start, examples_per_step=batch_size) if progress else None
+    if mesh is not None:
+        step_key = jax.device_put(step_key, shd.replicated(mesh))
+    pending: list[dict[str, Any]] = []
+    it = batches(data, key=data_key, batch_size=batch_size, start_step=start,
+                 num_steps=max(num_steps - start, 0), process_index=jax.process_index(),
+                 process_count=jax.process_count())
+    step = start
+    try:
+        for batch in it:
+            if mesh is not None:
+                batch = shd.shard_batch(batch, mesh)
+            state, metrics = train_step(state, batch, step_key)
+            step += 1
+            pending.append(metrics)
+            if on_step is not None:
+                on_step(step, state)
+            if step % log_every == 0 or step == num_steps:
+                mean = jax.device_get(jax.tree.map(lambda *v: jnp.mean(jnp.stack(v)), *pending))
+                pending = []
+                writer.write(step, mean, split="train")
+                if bar is not None:
+                    bar.update(step, mean)
+            if eval_fn is not None and eval_every and step % eval_every == 0 and step != num_steps:
+                writer.write(step, eval_fn(state), split="eval")
+            if ckpt is not None:
+                ckpt.save(step, state)
+        if eval_fn is not None:
+            writer.write(step, eval_fn(state), split="eval")
+        if ckpt is not None and ckpt.latest_step() != step and step > 0:
+            ckpt.save(step, state, force=True)
+    finally:
+        if ckpt is not None:
+            ckpt.close()
+    return state

@@ -1,0 +1,77 @@
+"""Classification losses, per example and masked, and the loss-function contract of training.
+
+A training loss function has the signature ``loss_fn(params, model_state, batch, key) ->
+(loss, (new_model_state, metrics))``: ``params`` are the trainable parameters, ``model_state``
+the other mutable collections (``{"batch_stats": ...}`` for BatchNorm models, ``{}``
+otherwise), ``batch`` a dict with ``image``, ``label`` and ``mask``, ``key`` a per-step key.
+``loss`` is a scalar (the masked mean) and ``metrics`` a dict of scalars.
+:func:`classifier_loss` builds one from a Linen model and any per-example loss, e.g. a
+regularized loss of :mod:`jaxgrad.score_matching` or PGD's adversarial loss.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+LossFn = Callable[[Any, dict, dict, jax.Array], tuple[jax.Array, tuple[dict, dict]]]
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Softmax cross-entropy per example.
+
+    Args:
+      logits: ``[B, K]`` float.
+      labels: ``[B]`` int in ``[0, K)``.
+
+    Returns:
+      ``[B]`` float, unreduced.
+    """
+    if logits.ndim != 2:
+        raise ValueError(f"logits must have shape [B, K], got {logits.shape}")
+    if labels.shape != logits.shape[:1]:
+        raise ValueError(f"labels must have shape {logits.shape[:1]}, got {labels.shape}")
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+
+
+def masked_mean(values: jax.Array, mask: jax.Array | None) -> jax.Array:
+    """Mean of ``values [B]`` over the rows where ``mask`` is 1 (all rows if ``mask`` is None)."""
+    if mask is None:
+        return jnp.mean(values)
+    mask = mask.astype(values.dtype)
+    return jnp.sum(values * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+
+
+def classifier_loss(model: nn.Module, per_example_loss: Callable[..., jax.Array] = cross_entropy,
+                    *, augment: Callable[[jax.Array, jax.Array], jax.Array] | None = None) -> LossFn:
+    """A training ``loss_fn`` for a Linen classifier applied in training mode.
+
+    Args:
+      model: a Linen module taking ``(x, train)``.
+      per_example_loss: ``(logits [B, K], labels [B]) -> [B]``.
+      augment: optional ``(key, images) -> images`` applied first (e.g. ``cifar_augment``).
+
+    Returns:
+      ``loss_fn(params, model_state, batch, key)`` following the module's contract, with
+      metrics ``accuracy`` (masked).
+    """
+
+    def loss_fn(params, model_state, batch, key):
+        x, labels, mask = batch["image"], batch["label"], batch.get("mask")
+        if augment is not None:
+            x = augment(jax.random.fold_in(key, 0), x)
+        variables = {"params": params, **model_state}
+        if model_state:
+            logits, new_state = model.apply(variables, x, train=True, mutable=list(model_state))
+        else:
+            logits, new_state = model.apply(variables, x, train=True), model_state
+        loss = masked_mean(per_example_loss(logits, labels), mask)
+        correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
+        return loss, (dict(new_state), {"accuracy": masked_mean(correct, mask)})
+
+    return loss_fn

@@ -1,0 +1,155 @@
+"""The train state and the sharded, donated, once-compiled training and evaluation steps.
+
+Follows big_vision's update step: shapes from ``eval_shape``, shardings decided once, the
+state donated, the per-step key derived with ``fold_in(key, step)``, metrics returned as a
+dict of device scalars (read back on the host only every few steps).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh
+
+from jaxgrad import sharding as shd
+from jaxgrad.models.adapters import init_variables
+from jaxgrad.training.losses import LossFn, masked_mean
+from jaxgrad.types import LogitFn
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything that changes during training; a pytree of arrays (checkpointable as is).
+
+    Attributes:
+      step: int32 scalar, the number of updates done.
+      params: trainable parameters (``variables["params"]``).
+      model_state: other collections, e.g. ``{"batch_stats": ...}``; ``{}`` if none.
+      opt_state: the optimizer's state.
+    """
+
+    step: jax.Array
+    params: Any
+    model_state: dict
+    opt_state: Any
+
+    @property
+    def variables(self) -> dict:
+        """The variables dict that ``model.apply`` (and ``linen_logit_fn``) take."""
+        return {"params": self.params, **self.model_state}
+
+
+def create_train_state(model: nn.Module, tx: optax.GradientTransformation, key: jax.Array,
+                       sample_x: jax.Array, *, mesh: Mesh | None = None) -> TrainState:
+    """Initialises a model and optimizer into a :class:`TrainState`.
+
+    Args:
+      model: Linen module taking ``(x, train)``.
+      tx: optax optimizer.
+      key: PRNG key for the initializers.
+      sample_x: an input with the per-example shape, ``[B, *S]``.
+      mesh: if given, the state is created directly replicated on the mesh.
+    """
+    sample_x = jnp.asarray(sample_x)
+
+    def init():
+        variables = init_variables(model, key, sample_x)
+        params = variables.pop("params")
+        return TrainState(jnp.zeros((), jnp.int32), params, variables, tx.init(params))
+
+    if mesh is None:
+        return jax.jit(init)()
+    return jax.jit(init, out_shardings=shd.replicated(mesh))()
+
+
+def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, *, mesh: Mesh | None = None,
+                    donate: bool = True) -> Callable[[TrainState, dict, jax.Array], tuple[TrainState, dict]]:
+    """Builds the jitted update ``step(state, batch, key) -> (new_state, metrics)``.
+
+    Compiled once per batch shape. The state is donated (its buffers are reused for the new
+    state: do not use the old one after the call). The per-step key is
+    ``fold_in(key, state.step)``, so passing the same ``key`` every step is correct and a
+    resumed run draws the same randomness as an uninterrupted one.
+
+    Args:
+      loss_fn: ``loss_fn(params, model_state, batch, key) -> (loss, (model_state, metrics))``,
+        see :mod:`jaxgrad.training.losses`.
+      tx: optax optimizer.
+      mesh: a data mesh; the batch is expected sharded on ``data`` (see ``shard_batch``) and
+        the state replicated. ``None`` runs on the default device.
+      donate: donate the state's buffers.
+
+    Returns:
+      The jitted step. ``metrics`` holds ``loss``, ``grad_norm`` and the loss's own metrics.
+    """
+
+    def step(state: TrainState, batch: dict, key: jax.Array):
+        step_key = jax.random.fold_in(key, state.step)
+        grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+        (loss, (model_state, metrics)), grads = grad_fn(state.params, state.model_state, batch, step_key)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        new_state = state.replace(step=state.step + 1, params=params, model_state=model_state,
+                                  opt_state=opt_state)
+        return new_state, {**metrics, "loss": loss, "grad_norm": optax.global_norm(grads)}
+
+    donate_argnums = (0,) if donate else ()
+    if mesh is None:
+        return jax.jit(step, donate_argnums=donate_argnums)
+    repl, data = shd.replicated(mesh), shd.batch_sharding(mesh)
+    return jax.jit(step, donate_argnums=donate_argnums, in_shardings=(repl, data, repl),
+                   out_shardings=(repl, repl))
+
+
+def make_eval_step(logit_fn: LogitFn, *, mesh: Mesh | None = None) -> Callable[[Any, dict], dict]:
+    """Builds the jitted ``eval_step(params, batch) -> sums`` for a ``logit_fn``.
+
+    Returns masked sums (``loss_sum``, ``correct``, ``count``) so that batches add up
+    exactly; :func:`evaluate` turns them into means.
+    """
+
+    def eval_step(params, batch):
+        logits = logit_fn(params, batch["image"])
+        labels = batch["label"]
+        mask = batch.get("mask", jnp.ones(labels.shape, jnp.float32))
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+        correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
+        return {"loss_sum": jnp.sum(loss * mask), "correct": jnp.sum(correct * mask),
+                "count": jnp.sum(mask)}
+
+    if mesh is None:
+        return jax.jit(eval_step)
+    return jax.jit(eval_step, in_shardings=(shd.replicated(mesh), shd.batch_sharding(mesh)),
+                   out_shardings=shd.replicated(mesh))
+
+
+def evaluate(eval_step: Callable, params: Any, data: dict, *, batch_size: int,
+             mesh: Mesh | None = None) -> dict[str, float]:
+    """Loss and accuracy of ``params`` over a whole data split (padded, masked batches).
+
+    Returns:
+      ``{"loss": ..., "accuracy": ..., "count": ...}`` as Python floats.
+    """
+    from jaxgrad.data.iterators import eval_batches
+
+    totals = None
+    for batch in eval_batches(data, batch_size, process_index=jax.process_index(),
+                              process_count=jax.process_count()):
+        if mesh is not None:
+            batch = shd.shard_batch(batch, mesh)
+        sums = eval_step(params, batch)
+        totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+    totals = jax.device_get(totals)
+    count = float(totals["count"])
+    return {"loss": float(totals["loss_sum"]) / count, "accuracy": float(totals["correct"]) / count,
+            "count": count}
+
+
+__all__ = ["TrainState", "create_train_state", "evaluate", "make_eval_step", "make_train_step",
+           "masked_mean"]

@@ -1,0 +1,114 @@
+"""Attribution figures: signed maps, absolute maps and grids (matplotlib imported lazily).
+
+Normalisation (documented because it changes what a reader sees): a map ``[H, W, C]`` is
+first summed over channels (keeping the sign), then divided by the ``clip_percentile``-th
+percentile of its absolute values and clipped to ``[-1, 1]``. Signed maps show positive
+attribution in red and negative in blue on separate channels (Sundararajan & Taly ask that
+the two signs never be merged); absolute maps show ``|a|`` in grey levels. Each panel can
+carry the sum of the raw (unnormalised) attribution, which completeness-satisfying methods
+tie to the change of the logit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+
+def normalize_signed(attribution: np.ndarray, clip_percentile: float = 99.5) -> np.ndarray:
+    """``[H, W(, C)]`` -> ``[H, W]`` in ``[-1, 1]``: channel sum, divide by a percentile of ``|a|``, clip."""
+    a = np.asarray(attribution, dtype=np.float64)
+    if a.ndim == 3:
+        a = a.sum(axis=-1)
+    if a.ndim != 2:
+        raise ValueError(f"attribution must have shape [H, W] or [H, W, C], got {a.shape}")
+    if not 0 < clip_percentile <= 100:
+        raise ValueError(f"clip_percentile must lie in (0, 100], got {clip_percentile}")
+    scale = np.percentile(np.abs(a), clip_percentile)
+    if scale <= 0:
+        scale = np.abs(a).max()
+    return np.clip(a / scale, -1.0, 1.0) if scale > 0 else np.zeros_like(a)
+
+
+def signed_rgb(attribution: np.ndarray, clip_percentile: float = 99.5) -> np.ndarray:
+    """An RGB image ``[H, W, 3]`` on white: red for positive, blue for negative attribution."""
+    a = normalize_signed(attribution, clip_percentile)
+    pos, neg = np.clip(a, 0, 1), np.clip(-a, 0, 1)
+    rgb = np.ones((*a.shape, 3))
+    rgb[..., 1] -= pos + neg  # both signs fade green
+    rgb[..., 2] -= pos        # positive: red
+    rgb[..., 0] -= neg        # negative: blue
+    return np.clip(rgb, 0, 1)
+
+
+def absolute_map(attribution: np.ndarray, clip_percentile: float = 99.5) -> np.ndarray:
+    """``|a|`` summed over channels, scaled to ``[0, 1]`` by the same percentile clipping."""
+    a = np.asarray(attribution, dtype=np.float64)
+    if a.ndim == 3:
+        a = np.abs(a).sum(axis=-1)
+    return np.abs(normalize_signed(np.abs(a), clip_percentile))
+
+
+def attribution_grid(images: np.ndarray, attributions: Sequence[np.ndarray] | np.ndarray,
+                     path: str | Path, *, row_titles: Sequence[str] | None = None,
+                     column_titles: Sequence[str] | None = None, signed: bool = True,
+                     clip_percentile: float = 99.5, show_sums: bool = True,
+                     title: str | None = None) -> Path:
+    """Writes a PNG grid: the inputs in the first row, one row of maps per method.
+
+    Args:
+      images: ``[N, H, W, C]`` in ``[0, 1]``.
+      attributions: one ``[N, H, W, C]`` array per method (or a single array).
+      path: the PNG file to write.
+      row_titles: method names, one per attribution array.
+      column_titles: one per image (e.g. ``"label 3, pred 3"``).
+      signed: red/blue signed maps (default) or grey absolute maps.
+      clip_percentile: see the module docstring.
+      show_sums: print the raw attribution sum under each map.
+      title: figure title.
+
+    Returns:
+      The path written.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    images = np.asarray(images)
+    if isinstance(attributions, np.ndarray) or hasattr(attributions, "shape"):
+        attributions = [attributions]
+    attributions = [np.asarray(a) for a in attributions]
+    for i, a in enumerate(attributions):
+        if a.shape != images.shape:
+            raise ValueError(f"attributions[{i}] must have the images' shape {images.shape}, got {a.shape}")
+    n, rows = len(images), 1 + len(attributions)
+    fig, axes = plt.subplots(rows, n, figsize=(1.6 * n, 1.7 * rows), squeeze=False)
+    for j in range(n):
+        img = images[j]
+        axes[0, j].imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1)
+        if column_titles is not None:
+            axes[0, j].set_title(column_titles[j], fontsize=7)
+        for i, a in enumerate(attributions, start=1):
+            ax = axes[i, j]
+            if signed:
+                ax.imshow(signed_rgb(a[j], clip_percentile))
+            else:
+                ax.imshow(absolute_map(a[j], clip_percentile), cmap="gray", vmin=0, vmax=1)
+            if show_sums:
+                ax.set_xlabel(f"sum {float(a[j].sum()):+.3g}", fontsize=6)
+            if j == 0 and row_titles is not None:
+                ax.set_ylabel(row_titles[i - 1], fontsize=7)
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if title:
+        fig.suptitle(title + ("  (red +, blue -)" if signed else ""), fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
