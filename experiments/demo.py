@@ -87,7 +87,7 @@ def run(config, workdir: str | Path) -> dict:
     )
     results = {
         "test_accuracy": result["accuracy"], "test_loss": result["loss"],
-        "num_test": int(result["count"]), "steps": int(jax.device_get(state.step)),
+        "num_test": int(result["count"]), "steps": int(shd.to_host(state.step)),
         "batch_size": batch_size, "devices": n_dev, "seconds": time.perf_counter() - t_start,
     }
     if jax.process_index() == 0:
@@ -132,6 +132,7 @@ def main(argv) -> None:
 
     del argv
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+    shd.initialize_distributed()  # a no-op on one host; detects a TPU pod
     workdir = Path(flags.FLAGS.workdir)
     run(flags.FLAGS.config, workdir)
     print(f"report: {workdir.absolute() / 'report.md'}", flush=True)

@@ -117,6 +117,23 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
     return jax.device_put(tree, replicated(mesh))
 
 
+def to_host(tree: Any) -> Any:
+    """Copies a pytree of replicated arrays to numpy, also in multi-process runs.
+
+    ``jax.device_get`` refuses arrays that span devices of other processes; a replicated
+    array's local copy holds the whole value, so that is read instead.
+    """
+
+    def get(x):
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            if not x.is_fully_replicated:
+                raise ValueError("to_host needs replicated arrays; gather sharded ones first")
+            return np.asarray(x.addressable_data(0))
+        return np.asarray(jax.device_get(x))
+
+    return jax.tree.map(get, tree)
+
+
 def is_main_process() -> bool:
     """True on process 0: the only one that writes files in a multi-host run."""
     return jax.process_index() == 0

@@ -45,6 +45,13 @@ def init_variables(model: nn.Module, key: jax.Array, sample_x: jax.Array) -> dic
 
     Returns:
       ``{"params": ..., "batch_stats": ...}`` (the latter only for BatchNorm models).
+
+    Note:
+      Wrap it in ``jax.jit(init_variables, static_argnums=0)`` to compile the whole
+      initialisation at once. On XLA's CPU backend, random draws of multi-dimensional
+      shapes compile about 4x slower with JAX's default ``jax_threefry_partitionable=True``
+      (a ResNet-18 with narrow widths: 17 s against 4.8 s); jaxgrad leaves that global
+      setting to the caller.
     """
     variables = model.init(key, sample_x, train=False)
     return {k: v for k, v in variables.items() if k not in (PERTURBATIONS, INTERMEDIATES)}
@@ -65,25 +72,27 @@ def zero_perturbations(model: nn.Module, variables: Params, sample_x: jax.Array)
 
 
 def nnx_logit_fn(module: Any) -> tuple[LogitFn, Params]:
-    """Splits a Flax NNX module into ``(logit_fn, state)`` following the contract.
+    """Splits a Flax NNX module into ``(logit_fn, params)`` following the contract.
 
     The module is put into evaluation mode (``module.eval()``) first, so Dropout is off and
-    BatchNorm uses its running averages. ``state`` holds all of the module's variables and is
-    the ``params`` argument of ``logit_fn``.
+    BatchNorm uses its running averages. ``params`` is the module's ``nnx.Param`` state,
+    the argument that gradients, randomization and sharding act on; the remaining state
+    (BatchNorm statistics, RNG counters) is fixed in evaluation mode and travels with the
+    graph definition.
 
     Example:
       >>> from flax import nnx
       >>> import jax.numpy as jnp
-      >>> logit_fn, state = nnx_logit_fn(nnx.Linear(4, 3, rngs=nnx.Rngs(0)))
-      >>> logit_fn(state, jnp.ones((2, 4))).shape
+      >>> logit_fn, params = nnx_logit_fn(nnx.Linear(4, 3, rngs=nnx.Rngs(0)))
+      >>> logit_fn(params, jnp.ones((2, 4))).shape
       (2, 3)
     """
     from flax import nnx
 
     module.eval()
-    graphdef, state = nnx.split(module)
+    graphdef, params, rest = nnx.split(module, nnx.Param, ...)
 
     def logit_fn(params: Params, x: jax.Array) -> jax.Array:
-        return nnx.merge(graphdef, params)(x)
+        return nnx.merge(graphdef, params, rest)(x)
 
-    return logit_fn, state
+    return logit_fn, params

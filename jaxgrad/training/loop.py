@@ -61,38 +61,40 @@ def fit(state: TrainState, train_step: Callable, data: Dataset, *, key: jax.Arra
         restored = ckpt.restore_latest(state)
         if restored is not None:
             state = restored
-    start = int(jax.device_get(state.step))
+    start = int(shd.to_host(state.step))
     writer = MetricWriter(metrics_path)
     bar = Progress(num_steps, start=start, examples_per_step=batch_size) if progress else None
     if mesh is not None:
         step_key = jax.device_put(step_key, shd.replicated(mesh))
-    pending: list[dict[str, Any]] = []
+    summed: dict[str, Any] | None = None  # metrics summed on device since the last log
+    count = 0
     it = batches(data, key=data_key, batch_size=batch_size, start_step=start,
                  num_steps=max(num_steps - start, 0), process_index=jax.process_index(),
                  process_count=jax.process_count())
-    step = start
+    step = saved_step = start
     try:
         for batch in it:
             if mesh is not None:
                 batch = shd.shard_batch(batch, mesh)
             state, metrics = train_step(state, batch, step_key)
             step += 1
-            pending.append(metrics)
+            summed = metrics if summed is None else jax.tree.map(jnp.add, summed, metrics)
+            count += 1
             if on_step is not None:
                 on_step(step, state)
             if step % log_every == 0 or step == num_steps:
-                mean = jax.device_get(jax.tree.map(lambda *v: jnp.mean(jnp.stack(v)), *pending))
-                pending = []
+                mean = {k: v / count for k, v in shd.to_host(summed).items()}
+                summed, count = None, 0
                 writer.write(step, mean, split="train")
                 if bar is not None:
                     bar.update(step, mean)
             if eval_fn is not None and eval_every and step % eval_every == 0 and step != num_steps:
                 writer.write(step, eval_fn(state), split="eval")
-            if ckpt is not None:
-                ckpt.save(step, state)
+            if ckpt is not None and ckpt.save(step, state):
+                saved_step = step
         if eval_fn is not None:
             writer.write(step, eval_fn(state), split="eval")
-        if ckpt is not None and ckpt.latest_step() != step and step > 0:
+        if ckpt is not None and saved_step != step and step > start:
             ckpt.save(step, state, force=True)
     finally:
         if ckpt is not None:

@@ -145,7 +145,7 @@ def evaluate(eval_step: Callable, params: Any, data: dict, *, batch_size: int,
             batch = shd.shard_batch(batch, mesh)
         sums = eval_step(params, batch)
         totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-    totals = jax.device_get(totals)
+    totals = shd.to_host(totals)
     count = float(totals["count"])
     return {"loss": float(totals["loss_sum"]) / count, "accuracy": float(totals["correct"]) / count,
             "count": count}

@@ -1,0 +1,212 @@
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxgrad.models import (
+    MLP,
+    MnistCNN,
+    ResNet18,
+    get_model,
+    init_variables,
+    linen_logit_fn,
+    max_pool_2x2,
+    nnx_logit_fn,
+    softplus,
+    zero_perturbations,
+)
+
+
+def n_params(tree):
+    return sum(x.size for x in jax.tree.leaves(tree))
+
+
+@pytest.mark.parametrize(
+    "model, shape, expected_params",
+    [
+        (MnistCNN(), (3, 28, 28, 1), 3_274_634),  # the TF tutorial CNN: 5x5x32, 5x5x64, 1024, 10
+        (MnistCNN(), (3, 8, 8, 1), 32 * 26 + 64 * (25 * 32 + 1) + 1024 * 257 + 10 * 1025),
+        (MnistCNN(), (3, 56, 28, 1), None),  # BlockMNIST size
+        (MLP(), (3, 28, 28, 1), 784 * 2500 + 2500 + 2500 * 1500 + 1500 + 1500 * 500 + 500 + 5010),
+        (MLP(hidden=(32,)), (3, 8, 8, 1), 64 * 32 + 32 + 330),
+    ],
+)
+def test_mnist_models_shapes_dtypes_and_sizes(model, shape, expected_params, key):
+    variables = jax.jit(init_variables, static_argnums=0)(model, key, jnp.zeros((1, *shape[1:])))
+    assert set(variables) == {"params"}
+    logits = jax.jit(linen_logit_fn(model))(variables, jnp.ones(shape))
+    assert logits.shape == (3, 10) and logits.dtype == jnp.float32
+    if expected_params is not None:
+        assert n_params(variables["params"]) == expected_params
+
+
+def test_layer_names_follow_the_sanity_check_code(key):
+    x = jnp.zeros((1, 8, 8, 1))
+    cnn = jax.eval_shape(functools.partial(init_variables, MnistCNN()), key, x)["params"]
+    assert list(cnn) == ["hidden1", "hidden2", "fc1", "softmax_linear"]
+    mlp = jax.eval_shape(functools.partial(init_variables, MLP()), key, x)["params"]
+    assert list(mlp) == ["hidden1", "hidden2", "hidden3", "logits"]
+
+
+def test_cnn_initializers_are_the_papers(key):
+    p = init_variables(MnistCNN(), key, jnp.zeros((1, 28, 28, 1)))["params"]
+    np.testing.assert_array_equal(p["fc1"]["bias"], np.float32(0.1))
+    w = np.asarray(p["fc1"]["kernel"])
+    assert np.abs(w).max() <= 0.2 + 1e-6  # truncated at 2 std of 0.1
+    assert 0.08 < w.std() < 0.09  # std of a normal(0, 0.1) truncated at 2 sigma: 0.088
+    m = init_variables(MLP(), key, jnp.zeros((1, 28, 28, 1)))["params"]
+    w = np.asarray(m["hidden1"]["kernel"])
+    assert np.abs(w).max() <= 2 * 2 / np.sqrt(784) + 1e-6
+    np.testing.assert_allclose(w.std(), 0.88 * 2 / np.sqrt(784), rtol=0.02)
+    np.testing.assert_array_equal(m["hidden1"]["bias"], 0.0)
+
+
+SMALL_WIDTHS = (8, 16, 32, 64)
+
+
+@pytest.fixture(scope="module")
+def small_resnet():
+    """One initialisation of a narrow ResNet-18 shared by the tests (initialising is slow on CPU)."""
+    key = jax.random.key(0)
+    model = ResNet18(num_classes=10, widths=SMALL_WIDTHS)
+    variables = jax.jit(init_variables, static_argnums=0)(model, key, jnp.zeros((1, 4, 4, 3)))
+    # Non-trivial running statistics, so evaluation-mode BatchNorm is not the identity.
+    variables["batch_stats"] = jax.tree.map(
+        lambda s: s + 0.1 * jax.random.uniform(jax.random.fold_in(key, 2), s.shape),
+        variables["batch_stats"],
+    )
+    return variables
+
+
+def test_resnet18_parameter_count_and_shapes(key, small_resnet):
+    model = ResNet18(num_classes=10)
+    shapes = jax.eval_shape(functools.partial(init_variables, model), key, jnp.zeros((1, 32, 32, 3)))
+    assert n_params(shapes["params"]) == 11_173_962
+    assert set(shapes) == {"params", "batch_stats"}
+    assert n_params(shapes["batch_stats"]) == 2 * (64 + 4 * 64 + 5 * 128 + 5 * 256 + 5 * 512)
+    out = jax.eval_shape(linen_logit_fn(model), shapes, jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32))
+    assert out.shape == (2, 10) and out.dtype == jnp.float32
+    model = ResNet18(num_classes=10, widths=SMALL_WIDTHS)
+    variables = small_resnet
+    logits = jax.jit(linen_logit_fn(model))(variables, jnp.ones((2, 32, 32, 3)))
+    assert logits.shape == (2, 10) and logits.dtype == jnp.float32
+    # Training mode updates the batch statistics.
+    _, new = model.apply(variables, jnp.ones((2, 32, 32, 3)), train=True, mutable=["batch_stats"])
+    assert not np.allclose(
+        new["batch_stats"]["stem_bn"]["mean"], variables["batch_stats"]["stem_bn"]["mean"]
+    )
+
+
+def _input_hessian(activation, key, variables):
+    model = ResNet18(num_classes=10, activation=activation, beta=5.0, widths=SMALL_WIDTHS)
+    x = jax.random.uniform(key, (1, 4, 4, 3), minval=0.1, maxval=0.9)  # a generic point
+    logit_fn = linen_logit_fn(model)
+    f = lambda z: logit_fn(variables, z.reshape(x.shape))[0, 3]  # noqa: E731
+    return jax.jit(jax.hessian(f))(x.ravel())
+
+
+def test_softplus_resnet_has_a_nonzero_input_hessian_and_relu_a_zero_one(key, small_resnet):
+    h_soft = _input_hessian("softplus", key, small_resnet)
+    h_relu = _input_hessian("relu", key, small_resnet)
+    assert h_soft.shape == (48, 48)
+    np.testing.assert_allclose(h_soft, h_soft.T, atol=1e-5 * np.abs(h_soft).max())
+    assert np.abs(h_soft).max() > 1e-4
+    assert np.abs(h_relu).max() == 0.0  # piecewise linear: the Hessian vanishes a.e.
+
+
+def test_softplus_tends_to_relu_and_activation_by_callable(key):
+    x = jnp.linspace(-3, 3, 13)
+    np.testing.assert_allclose(softplus(x, beta=200.0), jax.nn.relu(x), atol=5e-3)
+    model = MnistCNN(activation=jnp.tanh)
+    v = init_variables(model, key, jnp.zeros((1, 8, 8, 1)))
+    assert linen_logit_fn(model)(v, jnp.ones((1, 8, 8, 1))).shape == (1, 10)
+    with pytest.raises(ValueError, match="activation"):
+        init_variables(MnistCNN(activation="gelu"), key, jnp.zeros((1, 8, 8, 1)))
+
+
+def test_reshape_max_pool_equals_reduce_window(key):
+    x = jax.random.normal(key, (2, 7, 9, 3))
+    expected = jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+    np.testing.assert_array_equal(max_pool_2x2(x), expected)
+
+
+def test_taps_expose_intermediate_gradients(key):
+    model = MnistCNN()
+    x = jax.random.uniform(key, (2, 8, 8, 1))
+    variables = init_variables(model, key, x)
+    perts = zero_perturbations(model, variables, x)
+    assert set(perts) >= {"hidden1_out", "hidden2_act", "fc1_out", "softmax_linear_out"}
+
+    def logit(p, z):
+        return model.apply({**variables, "perturbations": p}, z)[:, 4].sum()
+
+    g_pert, g_x = jax.grad(logit, argnums=(0, 1))(perts, x)
+    # The gradient at the logits tap is the one-hot of the selected class.
+    np.testing.assert_allclose(g_pert["softmax_linear_out"], jnp.zeros((2, 10)).at[:, 4].set(1.0))
+    # Chain rule through the last layer: d logit / d fc1_act = W[:, 4].
+    w = variables["params"]["softmax_linear"]["kernel"][:, 4]
+    np.testing.assert_allclose(g_pert["fc1_act"], jnp.broadcast_to(w, (2, 1024)), rtol=1e-6)
+    # Plain apply is unaffected by the taps.
+    np.testing.assert_allclose(model.apply(variables, x), model.apply({**variables, "perturbations": perts}, x))
+    assert g_x.shape == x.shape
+
+
+def test_nnx_adapter_follows_the_contract():
+    from flax import nnx
+
+    class Net(nnx.Module):
+        def __init__(self, rngs):
+            self.lin = nnx.Linear(64, 10, rngs=rngs)
+            self.drop = nnx.Dropout(0.5, rngs=rngs)
+
+        def __call__(self, x):
+            return self.lin(self.drop(x.reshape(x.shape[0], -1)))
+
+    net = Net(nnx.Rngs(0))
+    logit_fn, state = nnx_logit_fn(net)
+    x = jnp.ones((3, 8, 8, 1))
+    out = jax.jit(logit_fn)(state, x)
+    np.testing.assert_array_equal(out, jax.jit(logit_fn)(state, x))  # deterministic: eval mode
+    assert out.shape == (3, 10)
+    expected = x.reshape(3, -1) @ net.lin.kernel[...] + net.lin.bias[...][None]  # dropout off
+    np.testing.assert_allclose(out, expected, rtol=1e-5)
+    # Gradients flow to the state (the params pytree of the contract).
+    g = jax.grad(lambda s: logit_fn(s, x).sum())(state)
+    assert jax.tree.leaves(g)
+
+
+@pytest.mark.parametrize(
+    "model, good, bad, match",
+    [
+        (MnistCNN(), (1, 8, 8, 1), (2, 8, 8, 3), "channel"),
+        (MnistCNN(), (1, 8, 8, 1), (2, 64), "rank 4"),
+        (MnistCNN(), (1, 8, 8, 1), (2, 12, 12, 1), "fc1 expects"),
+        (MLP(hidden=(16,)), (1, 8, 8, 1), (2, 28, 28, 1), "features"),
+    ],
+)
+def test_bad_input_names_the_problem(model, good, bad, match, key):
+    variables = init_variables(model, key, jnp.zeros(good))
+    with pytest.raises(ValueError, match=match):
+        linen_logit_fn(model)(variables, jnp.zeros(bad))
+
+
+@pytest.mark.parametrize("bad, match", [((2, 4, 4, 1), "channel"), ((2, 48), "rank 4")])
+def test_resnet_bad_input_names_the_problem(bad, match, small_resnet):
+    model = ResNet18(num_classes=10, widths=SMALL_WIDTHS)
+    variables = small_resnet
+    with pytest.raises(ValueError, match=match):
+        linen_logit_fn(model)(variables, jnp.zeros(bad))
+
+
+def test_integer_input_is_rejected(key):
+    variables = init_variables(MnistCNN(), key, jnp.zeros((1, 8, 8, 1)))
+    with pytest.raises(TypeError, match="floating"):
+        linen_logit_fn(MnistCNN())(variables, jnp.zeros((1, 8, 8, 1), jnp.int32))
+
+
+def test_get_model():
+    assert isinstance(get_model("cnn"), MnistCNN)
+    with pytest.raises(ValueError, match="model name"):
+        get_model("vgg")
