@@ -42,11 +42,7 @@ def load_tfds(name: str, split: str = "train", *, data_dir: str | None = None,
         ) from e
     tfds_name, num_classes = TFDS_NAMES.get(name, (name, None))
     source = tfds.data_source(tfds_name, split=split, data_dir=data_dir, download=download)
-    n = len(source)
-    if hasattr(source, "__getitems__"):
-        examples = source.__getitems__(list(range(n)))
-    else:  # pragma: no cover
-        examples = [source[i] for i in range(n)]
+    examples = [source[i] for i in range(len(source))]
     images = np.stack([np.asarray(ex["image"]) for ex in examples])
     labels = np.asarray([ex["label"] for ex in examples])
     if images.ndim == 3:
