@@ -113,8 +113,24 @@ def shard_batch(batch: Any, mesh: Mesh) -> Any:
 
 
 def replicate(tree: Any, mesh: Mesh) -> Any:
-    """Places every leaf of ``tree`` on every device of ``mesh`` (params, optimizer state)."""
-    return jax.device_put(tree, replicated(mesh))
+    """Places every leaf of ``tree`` on every device of ``mesh`` (params, optimizer state, keys).
+
+    Every process must pass the same values. With several processes the global arrays are
+    built from each process's copy (``device_put`` cannot target other processes' devices).
+    """
+    sharding = replicated(mesh)
+    if jax.process_count() == 1:
+        return jax.device_put(tree, sharding)
+
+    def put(x):
+        if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            impl = jax.random.key_impl(x)
+            data = put(jax.random.key_data(x))
+            return jax.jit(lambda d: jax.random.wrap_key_data(d, impl=impl), out_shardings=sharding)(data)
+        x = np.asarray(x)
+        return jax.make_array_from_process_local_data(sharding, x, x.shape)
+
+    return jax.tree.map(put, tree)
 
 
 def to_host(tree: Any) -> Any:

@@ -65,7 +65,7 @@ def fit(state: TrainState, train_step: Callable, data: Dataset, *, key: jax.Arra
     writer = MetricWriter(metrics_path)
     bar = Progress(num_steps, start=start, examples_per_step=batch_size) if progress else None
     if mesh is not None:
-        step_key = jax.device_put(step_key, shd.replicated(mesh))
+        step_key = shd.replicate(step_key, mesh)
     summed: dict[str, Any] | None = None  # metrics summed on device since the last log
     count = 0
     it = batches(data, key=data_key, batch_size=batch_size, start_step=start,

@@ -97,7 +97,7 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, *, mesh: 
         params = optax.apply_updates(state.params, updates)
         new_state = state.replace(step=state.step + 1, params=params, model_state=model_state,
                                   opt_state=opt_state)
-        return new_state, {**metrics, "loss": loss, "grad_norm": optax.global_norm(grads)}
+        return new_state, {**metrics, "loss": loss, "grad_norm": optax.tree.norm(grads)}
 
     donate_argnums = (0,) if donate else ()
     if mesh is None:
