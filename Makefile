@@ -24,6 +24,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 
+lint: $(STAMP)
+	$(BIN)/python -m ruff check jaxgrad experiments tests benchmarks
+	$(BIN)/python -m ruff format --check jaxgrad experiments tests benchmarks
+
 bench: $(STAMP)
 	$(BIN)/python -m pip install -q -c constraints.txt -e ".[bench]"
 	XLA_FLAGS= $(BIN)/python benchmarks/train_step.py

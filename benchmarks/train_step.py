@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 
 import jax
@@ -31,9 +32,11 @@ def bench_jax(name: str, batch_size: int, steps: int) -> dict:
     model = MnistCNN() if name == "cnn" else ResNet18(num_classes=10)
     shape = SHAPES[name]
     rng = np.random.default_rng(0)
-    batch = {"image": jnp.asarray(rng.uniform(size=(batch_size, *shape)), jnp.float32),
-             "label": jnp.asarray(rng.integers(0, 10, batch_size), jnp.int32),
-             "mask": jnp.ones((batch_size,), jnp.float32)}
+    batch = {
+        "image": jnp.asarray(rng.uniform(size=(batch_size, *shape)), jnp.float32),
+        "label": jnp.asarray(rng.integers(0, 10, batch_size), jnp.int32),
+        "mask": jnp.ones((batch_size,), jnp.float32),
+    }
     tx = optax.sgd(0.01, momentum=0.9)
     t0 = time.perf_counter()
     state = create_train_state(model, tx, jax.random.key(0), batch["image"][:1])
@@ -78,7 +81,9 @@ def torch_models():
             self.bn2 = nn.BatchNorm2d(cout)
             self.short = nn.Sequential()
             if stride != 1 or cin != cout:
-                self.short = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+                self.short = nn.Sequential(
+                    nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)
+                )
 
         def forward(self, x):
             y = torch.relu(self.bn1(self.conv1(x)))
@@ -87,7 +92,9 @@ def torch_models():
     class ResNet18T(nn.Module):
         def __init__(self):
             super().__init__()
-            self.stem = nn.Sequential(nn.Conv2d(3, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU())
+            self.stem = nn.Sequential(
+                nn.Conv2d(3, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU()
+            )
             layers, cin = [], 64
             for i, w in enumerate((64, 128, 256, 512)):
                 for j in range(2):
@@ -126,8 +133,13 @@ def bench_torch(name: str, batch_size: int, steps: int) -> dict:
         step()
         times.append(time.perf_counter() - t)
     sec = float(np.median(times))
-    return {"step_s": sec, "examples_per_s": batch_size / sec, "params": n_params,
-            "threads": torch.get_num_threads(), "version": torch.__version__}
+    return {
+        "step_s": sec,
+        "examples_per_s": batch_size / sec,
+        "params": n_params,
+        "threads": torch.get_num_threads(),
+        "version": torch.__version__,
+    }
 
 
 def main() -> None:
@@ -136,10 +148,18 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--models", default="cnn,resnet18")
     a = p.parse_args()
-    out = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                       "jax": jax.__version__, "backend": jax.default_backend(),
-                       "devices": jax.device_count()},
-           "batch_size": a.batch_size, "timed_steps": a.steps, "results": {}}
+    out = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "jax": jax.__version__,
+            "backend": jax.default_backend(),
+            "devices": jax.device_count(),
+        },
+        "batch_size": a.batch_size,
+        "timed_steps": a.steps,
+        "results": {},
+    }
     try:
         import torch  # noqa: F401
 
@@ -151,9 +171,11 @@ def main() -> None:
         row = {"jax": bench_jax(name, a.batch_size, a.steps)}
         if have_torch:
             row["torch"] = bench_torch(name, a.batch_size, a.steps)
-            row["ratio_jax_over_torch"] = row["jax"]["examples_per_s"] / row["torch"]["examples_per_s"]
+            row["ratio_jax_over_torch"] = (
+                row["jax"]["examples_per_s"] / row["torch"]["examples_per_s"]
+            )
         out["results"][name] = row
-        print(f"# {name}: {json.dumps(row)}", flush=True)
+        print(f"# {name}: {json.dumps(row)}", file=sys.stderr, flush=True)
     print(json.dumps(out, indent=2))
 
 

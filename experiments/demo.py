@@ -53,22 +53,39 @@ def run(config, workdir: str | Path) -> dict:
     batch_size = math.ceil(config.train.batch_size / n_dev) * n_dev
     num_steps = config.train.epochs * steps_per_epoch(len(train["label"]), batch_size)
 
-    model = get_model(config.model.name, num_classes=config.data.num_classes,
-                      activation=config.model.activation, beta=config.model.beta)
-    schedule = make_schedule(config.train.schedule, config.train.learning_rate, total_steps=num_steps)
+    model = get_model(
+        config.model.name,
+        num_classes=config.data.num_classes,
+        activation=config.model.activation,
+        beta=config.model.beta,
+    )
+    schedule = make_schedule(
+        config.train.schedule, config.train.learning_rate, total_steps=num_steps
+    )
     tx = make_optimizer(config.train.optimizer, schedule, weight_decay=config.train.weight_decay)
     state = create_train_state(model, tx, init_key, train["image"][:1], mesh=mesh)
     train_step = make_train_step(classifier_loss(model), tx, mesh=mesh)
     logit_fn = linen_logit_fn(model)
     eval_step = make_eval_step(logit_fn, mesh=mesh)
 
-    print(f"training {config.model.name} on {config.data.source}: {len(train['label'])} images, "
-          f"{num_steps} steps of batch {batch_size} on {n_dev} device(s)", flush=True)
+    print(
+        f"training {config.model.name} on {config.data.source}: {len(train['label'])} images, "
+        f"{num_steps} steps of batch {batch_size} on {n_dev} device(s)",
+        flush=True,
+    )
     state = fit(
-        state, train_step, train, key=train_key, batch_size=batch_size, num_steps=num_steps,
-        mesh=mesh, checkpoint_dir=workdir / "checkpoints",
-        checkpoint_every=config.train.checkpoint_every, keep_checkpoints=config.train.keep_checkpoints,
-        metrics_path=workdir / "metrics.jsonl", log_every=config.train.log_every,
+        state,
+        train_step,
+        train,
+        key=train_key,
+        batch_size=batch_size,
+        num_steps=num_steps,
+        mesh=mesh,
+        checkpoint_dir=workdir / "checkpoints",
+        checkpoint_every=config.train.checkpoint_every,
+        keep_checkpoints=config.train.keep_checkpoints,
+        metrics_path=workdir / "metrics.jsonl",
+        log_every=config.train.log_every,
         eval_fn=lambda s: evaluate(eval_step, s.variables, test, batch_size=batch_size, mesh=mesh),
     )
     result = evaluate(eval_step, state.variables, test, batch_size=batch_size, mesh=mesh)
@@ -80,15 +97,21 @@ def run(config, workdir: str | Path) -> dict:
     pred = jnp.argmax(logits, -1)
     grads = jax.jit(input_gradients, static_argnums=0)(logit_fn, state.variables, x, pred)
     figure = attribution_grid(
-        np.asarray(x), [np.asarray(grads)], workdir / "input_gradients.png",
+        np.asarray(x),
+        [np.asarray(grads)],
+        workdir / "input_gradients.png",
         row_titles=["input-gradient"],
         column_titles=[f"y={int(a)} pred={int(b)}" for a, b in zip(y, pred, strict=True)],
         title="Signed input-gradients of the predicted logit",
     )
     results = {
-        "test_accuracy": result["accuracy"], "test_loss": result["loss"],
-        "num_test": int(result["count"]), "steps": int(shd.to_host(state.step)),
-        "batch_size": batch_size, "devices": n_dev, "seconds": time.perf_counter() - t_start,
+        "test_accuracy": result["accuracy"],
+        "test_loss": result["loss"],
+        "num_test": int(result["count"]),
+        "steps": int(shd.to_host(state.step)),
+        "batch_size": batch_size,
+        "devices": n_dev,
+        "seconds": time.perf_counter() - t_start,
     }
     if jax.process_index() == 0:
         (workdir / "results.json").write_text(json.dumps(results, indent=2))
@@ -127,7 +150,7 @@ def _write_report(workdir: Path, config, results: dict, figure: Path) -> None:
 
 
 def main(argv) -> None:
-    """absl entry point."""
+    """Absl entry point."""
     from absl import flags, logging
 
     del argv
@@ -142,7 +165,10 @@ if __name__ == "__main__":
     from absl import app, flags
     from ml_collections import config_flags
 
-    config_flags.DEFINE_config_file("config", "experiments/configs/demo.py", "Demo config.",
-                                    lock_config=True)
-    flags.DEFINE_string("workdir", "runs/demo", "Where to write checkpoints, metrics and the report.")
+    config_flags.DEFINE_config_file(
+        "config", "experiments/configs/demo.py", "Demo config.", lock_config=True
+    )
+    flags.DEFINE_string(
+        "workdir", "runs/demo", "Where to write checkpoints, metrics and the report."
+    )
     app.run(main)

@@ -52,7 +52,9 @@ def select_logits(logits: ArrayLike, target: ArrayLike) -> jax.Array:
     return jnp.take_along_axis(logits, target[:, None], axis=1)[:, 0]
 
 
-def input_gradients(logit_fn: LogitFn, params: Params, x: ArrayLike, target: ArrayLike) -> jax.Array:
+def input_gradients(
+    logit_fn: LogitFn, params: Params, x: ArrayLike, target: ArrayLike
+) -> jax.Array:
     """Gradient of each example's ``target`` logit with respect to its input.
 
     Args:

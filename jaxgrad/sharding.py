@@ -26,9 +26,14 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 DATA_AXIS = "data"
 
 
-def initialize_distributed(coordinator_address: str | None = None, num_processes: int | None = None,
-                           process_id: int | None = None, *, cpu_collectives: str | None = None,
-                           **kwargs: Any) -> bool:
+def initialize_distributed(
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    *,
+    cpu_collectives: str | None = None,
+    **kwargs: Any,
+) -> bool:
     """Initialises multi-host JAX when there is more than one process; a no-op otherwise.
 
     On a TPU pod call it with no arguments (the cluster is detected). On CPUs, e.g. several
@@ -55,8 +60,10 @@ def initialize_distributed(coordinator_address: str | None = None, num_processes
     if not (explicit or on_tpu_pod):
         return False
     jax.distributed.initialize(
-        coordinator_address=coordinator_address, num_processes=num_processes,
-        process_id=process_id, **kwargs,
+        coordinator_address=coordinator_address,
+        num_processes=num_processes,
+        process_id=process_id,
+        **kwargs,
     )
     return True
 
@@ -70,7 +77,9 @@ def _looks_like_tpu_pod() -> bool:
 def data_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
     """A 1-D mesh with axis ``data`` over ``devices`` (default: every device of every process)."""
     devices = list(jax.devices() if devices is None else devices)
-    return jax.make_mesh((len(devices),), (DATA_AXIS,), axis_types=(AxisType.Auto,), devices=devices)
+    return jax.make_mesh(
+        (len(devices),), (DATA_AXIS,), axis_types=(AxisType.Auto,), devices=devices
+    )
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
@@ -126,7 +135,9 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
         if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
             impl = jax.random.key_impl(x)
             data = put(jax.random.key_data(x))
-            return jax.jit(lambda d: jax.random.wrap_key_data(d, impl=impl), out_shardings=sharding)(data)
+            return jax.jit(
+                lambda d: jax.random.wrap_key_data(d, impl=impl), out_shardings=sharding
+            )(data)
         x = np.asarray(x)
         return jax.make_array_from_process_local_data(sharding, x, x.shape)
 

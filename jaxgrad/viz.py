@@ -38,8 +38,8 @@ def signed_rgb(attribution: np.ndarray, clip_percentile: float = 99.5) -> np.nda
     pos, neg = np.clip(a, 0, 1), np.clip(-a, 0, 1)
     rgb = np.ones((*a.shape, 3))
     rgb[..., 1] -= pos + neg  # both signs fade green
-    rgb[..., 2] -= pos        # positive: red
-    rgb[..., 0] -= neg        # negative: blue
+    rgb[..., 2] -= pos  # positive: red
+    rgb[..., 0] -= neg  # negative: blue
     return np.clip(rgb, 0, 1)
 
 
@@ -51,11 +51,18 @@ def absolute_map(attribution: np.ndarray, clip_percentile: float = 99.5) -> np.n
     return np.abs(normalize_signed(np.abs(a), clip_percentile))
 
 
-def attribution_grid(images: np.ndarray, attributions: Sequence[np.ndarray] | np.ndarray,
-                     path: str | Path, *, row_titles: Sequence[str] | None = None,
-                     column_titles: Sequence[str] | None = None, signed: bool = True,
-                     clip_percentile: float = 99.5, show_sums: bool = True,
-                     title: str | None = None) -> Path:
+def attribution_grid(
+    images: np.ndarray,
+    attributions: Sequence[np.ndarray] | np.ndarray,
+    path: str | Path,
+    *,
+    row_titles: Sequence[str] | None = None,
+    column_titles: Sequence[str] | None = None,
+    signed: bool = True,
+    clip_percentile: float = 99.5,
+    show_sums: bool = True,
+    title: str | None = None,
+) -> Path:
     """Writes a PNG grid: the inputs in the first row, one row of maps per method.
 
     Args:
@@ -83,7 +90,9 @@ def attribution_grid(images: np.ndarray, attributions: Sequence[np.ndarray] | np
     attributions = [np.asarray(a) for a in attributions]
     for i, a in enumerate(attributions):
         if a.shape != images.shape:
-            raise ValueError(f"attributions[{i}] must have the images' shape {images.shape}, got {a.shape}")
+            raise ValueError(
+                f"attributions[{i}] must have the images' shape {images.shape}, got {a.shape}"
+            )
     n, rows = len(images), 1 + len(attributions)
     fig, axes = plt.subplots(rows, n, figsize=(1.6 * n, 1.7 * rows), squeeze=False)
     for j in range(n):

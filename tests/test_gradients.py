@@ -36,7 +36,10 @@ def test_gradients_of_a_nonlinear_model_match_finite_differences(key, x64):
     for b in range(2):
         for i in range(6):
             e = jnp.zeros_like(x).at[b, i].set(eps)
-            fd = (select_logits(logit_fn(params, x + e), target) - select_logits(logit_fn(params, x - e), target))[b] / (2 * eps)
+            fd = (
+                select_logits(logit_fn(params, x + e), target)
+                - select_logits(logit_fn(params, x - e), target)
+            )[b] / (2 * eps)
             np.testing.assert_allclose(g[b, i], fd, rtol=1e-6, atol=1e-9)
 
 

@@ -82,11 +82,15 @@ def small_resnet():
 
 def test_resnet18_parameter_count_and_shapes(key, small_resnet):
     model = ResNet18(num_classes=10)
-    shapes = jax.eval_shape(functools.partial(init_variables, model), key, jnp.zeros((1, 32, 32, 3)))
+    shapes = jax.eval_shape(
+        functools.partial(init_variables, model), key, jnp.zeros((1, 32, 32, 3))
+    )
     assert n_params(shapes["params"]) == 11_173_962
     assert set(shapes) == {"params", "batch_stats"}
     assert n_params(shapes["batch_stats"]) == 2 * (64 + 4 * 64 + 5 * 128 + 5 * 256 + 5 * 512)
-    out = jax.eval_shape(linen_logit_fn(model), shapes, jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32))
+    out = jax.eval_shape(
+        linen_logit_fn(model), shapes, jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32)
+    )
     assert out.shape == (2, 10) and out.dtype == jnp.float32
     model = ResNet18(num_classes=10, widths=SMALL_WIDTHS)
     variables = small_resnet
@@ -149,7 +153,9 @@ def test_taps_expose_intermediate_gradients(key):
     w = variables["params"]["softmax_linear"]["kernel"][:, 4]
     np.testing.assert_allclose(g_pert["fc1_act"], jnp.broadcast_to(w, (2, 1024)), rtol=1e-6)
     # Plain apply is unaffected by the taps.
-    np.testing.assert_allclose(model.apply(variables, x), model.apply({**variables, "perturbations": perts}, x))
+    np.testing.assert_allclose(
+        model.apply(variables, x), model.apply({**variables, "perturbations": perts}, x)
+    )
     assert g_x.shape == x.shape
 
 

@@ -25,7 +25,6 @@ from jaxgrad.training import (
     create_train_state,
     cross_entropy,
     evaluate,
-    fit,
     make_eval_step,
     make_optimizer,
     make_schedule,
@@ -61,7 +60,9 @@ def run_steps(model, data, devices, num_steps=6, batch_size=64):
     step = make_train_step(classifier_loss(model), tx, mesh=mesh)
     losses = []
     for i in range(num_steps):
-        batch = shd.shard_batch(get_batch(data, i, key=jax.random.key(1), batch_size=batch_size), mesh)
+        batch = shd.shard_batch(
+            get_batch(data, i, key=jax.random.key(1), batch_size=batch_size), mesh
+        )
         state, metrics = step(state, batch, jax.random.key(2))
         losses.append(float(metrics["loss"]))
     return np.array(losses), state
@@ -78,8 +79,12 @@ def test_one_and_eight_devices_give_the_same_losses(model, digits):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
     # The batch is really split over 8 devices, and the state replicated.
     batch = shd.shard_batch({"x": np.zeros((64, 3))}, shd.data_mesh())
-    assert len(batch["x"].addressable_shards) == 8 and batch["x"].addressable_shards[0].data.shape == (8, 3)
-    assert s8.params["hidden1" if isinstance(model, MnistCNN) else "Conv_0"]["kernel"].sharding.is_fully_replicated
+    assert len(batch["x"].addressable_shards) == 8 and batch["x"].addressable_shards[
+        0
+    ].data.shape == (8, 3)
+    assert s8.params["hidden1" if isinstance(model, MnistCNN) else "Conv_0"][
+        "kernel"
+    ].sharding.is_fully_replicated
 
 
 def test_train_step_compiles_once_and_donates(digits):
@@ -96,7 +101,9 @@ def test_train_step_compiles_once_and_donates(digits):
     step = make_train_step(counting_loss, tx)
     old = state
     for i in range(3):
-        state, _ = step(state, get_batch(digits[0], i, key=jax.random.key(1), batch_size=32), jax.random.key(2))
+        state, _ = step(
+            state, get_batch(digits[0], i, key=jax.random.key(1), batch_size=32), jax.random.key(2)
+        )
     assert len(traces) == 1
     assert int(state.step) == 3
     assert old.params["fc1"]["kernel"].is_deleted()  # donated
@@ -130,18 +137,24 @@ def test_demo_training_reaches_95_percent_on_digits(tmp_path):
     assert f"{results['test_accuracy']:.4f}" in report and "input_gradients.png" in report
     assert (tmp_path / "input_gradients.png").stat().st_size > 10_000
     rows = read_metrics(tmp_path / "metrics.jsonl")
-    assert rows[-1]["split"] == "eval" and rows[-1]["accuracy"] == pytest.approx(results["test_accuracy"])
+    assert rows[-1]["split"] == "eval" and rows[-1]["accuracy"] == pytest.approx(
+        results["test_accuracy"]
+    )
     assert json.loads((tmp_path / "config.json").read_text())["model"]["name"] == "cnn"
     assert Checkpointer(tmp_path / "checkpoints").latest_step() == results["steps"]
 
 
 def test_schedules_and_optimizers():
     ms = make_schedule("multistep", 0.1, milestones=(10, 20), gamma=0.1)
-    np.testing.assert_allclose([ms(0), ms(9), ms(10), ms(19), ms(20)], [0.1, 0.1, 0.01, 0.01, 0.001], rtol=1e-6)
+    np.testing.assert_allclose(
+        [ms(0), ms(9), ms(10), ms(19), ms(20)], [0.1, 0.1, 0.01, 0.01, 0.001], rtol=1e-6
+    )
     cos = make_schedule("cosine", 0.1, total_steps=100)
     np.testing.assert_allclose([cos(0), cos(50), cos(100)], [0.1, 0.05, 0.0], atol=1e-7)
     warm = make_schedule("cosine", 0.1, total_steps=110, warmup_steps=10)
-    np.testing.assert_allclose([warm(0), warm(5), warm(10), warm(60)], [0.0, 0.05, 0.1, 0.05], atol=1e-7)
+    np.testing.assert_allclose(
+        [warm(0), warm(5), warm(10), warm(60)], [0.0, 0.05, 0.1, 0.05], atol=1e-7
+    )
     wm = make_schedule("multistep", 0.1, milestones=(20,), warmup_steps=10)
     np.testing.assert_allclose([wm(19), wm(20)], [0.1, 0.01], rtol=1e-6)
     # SGD with coupled weight decay: v = m v + (g + wd w); w -= lr v.
@@ -153,10 +166,12 @@ def test_schedules_and_optimizers():
     w1 = w + u1
     u2, _ = tx.update(g, st, w1)
     np.testing.assert_allclose(u2, -0.1 * (0.9 * (g + 0.01 * w) + g + 0.01 * w1), rtol=1e-6)
-    for bad, match in [(lambda: make_schedule("linear", 0.1), "schedule"),
-                       (lambda: make_schedule("cosine", 0.1), "total_steps"),
-                       (lambda: make_optimizer("rmsprop", 0.1), "optimizer"),
-                       (lambda: make_optimizer("sgd", 0.1, weight_decay=-1), "weight_decay")]:
+    for bad, match in [
+        (lambda: make_schedule("linear", 0.1), "schedule"),
+        (lambda: make_schedule("cosine", 0.1), "total_steps"),
+        (lambda: make_optimizer("rmsprop", 0.1), "optimizer"),
+        (lambda: make_optimizer("sgd", 0.1, weight_decay=-1), "weight_decay"),
+    ]:
         with pytest.raises(ValueError, match=match):
             bad()
 
@@ -180,7 +195,9 @@ def test_metric_writer_and_progress(tmp_path, capsys):
     w.write(5, {"loss": jnp.array(0.5), "acc": np.float32(0.25)}, split="train")
     w.write(10, {"loss": 0.25})
     assert read_metrics(tmp_path / "m.jsonl") == [
-        {"step": 5, "loss": 0.5, "acc": 0.25, "split": "train"}, {"step": 10, "loss": 0.25}]
+        {"step": 5, "loss": 0.5, "acc": 0.25, "split": "train"},
+        {"step": 10, "loss": 0.25},
+    ]
     p = Progress(100, examples_per_step=32, every_seconds=0.0)
     time.sleep(0.01)
     p.update(50, {"loss": 1.0})
@@ -193,8 +210,13 @@ def test_evaluate_counts_every_example_once(digits):
     state = create_train_state(model, optax.sgd(0.1), jax.random.key(0), digits[1]["image"][:1])
     logit_fn = linen_logit_fn(model)
     mesh = shd.data_mesh()
-    res = evaluate(make_eval_step(logit_fn, mesh=mesh), shd.replicate(state.variables, mesh),
-                   digits[1], batch_size=64, mesh=mesh)
+    res = evaluate(
+        make_eval_step(logit_fn, mesh=mesh),
+        shd.replicate(state.variables, mesh),
+        digits[1],
+        batch_size=64,
+        mesh=mesh,
+    )
     logits = logit_fn(state.variables, digits[1]["image"])
     expected = float(np.mean(np.argmax(logits, -1) == digits[1]["label"]))
     assert res["count"] == 360
@@ -204,8 +226,9 @@ def test_evaluate_counts_every_example_once(digits):
 def _worker(workdir, *extra, devices=1, **popen):
     env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
     cmd = [sys.executable, str(WORKER), "--workdir", str(workdir), *map(str, extra)]
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            cwd=REPO, **popen)
+    return subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO, **popen
+    )
 
 
 def _finish(proc, timeout=300):
@@ -261,8 +284,19 @@ def test_two_processes_train_together_like_one(tmp_path):
     _finish(single)
     port = _free_port()
     procs = [
-        _worker(tmp_path / "multi", "--steps", steps, "--checkpoint-every", 10,
-                "--coordinator", f"127.0.0.1:{port}", "--num-processes", 2, "--process-id", i)
+        _worker(
+            tmp_path / "multi",
+            "--steps",
+            steps,
+            "--checkpoint-every",
+            10,
+            "--coordinator",
+            f"127.0.0.1:{port}",
+            "--num-processes",
+            2,
+            "--process-id",
+            i,
+        )
         for i in range(2)
     ]
     outs = [_finish(p) for p in procs]

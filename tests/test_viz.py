@@ -6,14 +6,14 @@ from jaxgrad.viz import absolute_map, attribution_grid, normalize_signed, signed
 
 def test_signed_normalisation_keeps_sign_and_clips():
     a = np.zeros((4, 4, 3))
-    a[0, 0] = [1.0, 1.0, 1.0]   # channel sum +3
+    a[0, 0] = [1.0, 1.0, 1.0]  # channel sum +3
     a[1, 1] = [-0.5, 0.0, 0.0]  # -0.5
     n = normalize_signed(a, clip_percentile=100)
     assert n[0, 0] == 1.0 and n[1, 1] == pytest.approx(-0.5 / 3)
     rgb = signed_rgb(a, clip_percentile=100)
     np.testing.assert_allclose(rgb[0, 0], [1.0, 0.0, 0.0])  # positive: red
-    assert rgb[1, 1, 2] == 1.0 and rgb[1, 1, 0] < 1.0          # negative: blue
-    np.testing.assert_allclose(rgb[2, 2], [1.0, 1.0, 1.0])      # zero: white
+    assert rgb[1, 1, 2] == 1.0 and rgb[1, 1, 0] < 1.0  # negative: blue
+    np.testing.assert_allclose(rgb[2, 2], [1.0, 1.0, 1.0])  # zero: white
     assert absolute_map(a, 100)[1, 1] == pytest.approx(0.5 / 3)
     np.testing.assert_array_equal(normalize_signed(np.zeros((3, 3))), 0.0)
 
@@ -21,8 +21,14 @@ def test_signed_normalisation_keeps_sign_and_clips():
 def test_grid_writes_a_png(tmp_path):
     rng = np.random.default_rng(0)
     images = rng.uniform(size=(3, 8, 8, 1))
-    path = attribution_grid(images, [rng.normal(size=images.shape)] * 2, tmp_path / "g.png",
-                            row_titles=["a", "b"], column_titles=["x", "y", "z"], title="t")
+    path = attribution_grid(
+        images,
+        [rng.normal(size=images.shape)] * 2,
+        tmp_path / "g.png",
+        row_titles=["a", "b"],
+        column_titles=["x", "y", "z"],
+        title="t",
+    )
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="shape"):
         attribution_grid(images, [np.zeros((3, 8, 8, 3))], tmp_path / "bad.png")

@@ -16,10 +16,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.seed = 0
     c.data = ml_collections.ConfigDict(dict(source="digits", num_classes=10))
     c.model = ml_collections.ConfigDict(dict(name="cnn", activation="relu", beta=1.0))
-    c.train = ml_collections.ConfigDict(dict(
-        optimizer="adam", learning_rate=1e-3, weight_decay=0.0, schedule="constant",
-        batch_size=64, epochs=8, checkpoint_every=50, keep_checkpoints=2, log_every=23,
-    ))
+    c.train = ml_collections.ConfigDict(
+        dict(
+            optimizer="adam",
+            learning_rate=1e-3,
+            weight_decay=0.0,
+            schedule="constant",
+            batch_size=64,
+            epochs=8,
+            checkpoint_every=50,
+            keep_checkpoints=2,
+            log_every=23,
+        )
+    )
     c.attribution = ml_collections.ConfigDict(dict(num_images=10))
     if arg == "smoke":
         c.train.epochs = 1

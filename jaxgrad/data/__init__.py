@@ -29,9 +29,9 @@ def load_dataset(source: str, split: str = "train", **kwargs) -> Dataset:
     if source == "digits":
         return load_digits(split, **kwargs)
     if source.startswith("idx:"):
-        return load_idx(source[len("idx:"):], split, **kwargs)
+        return load_idx(source[len("idx:") :], split, **kwargs)
     if source.startswith("tfds:"):
-        return load_tfds(source[len("tfds:"):], split, **kwargs)
+        return load_tfds(source[len("tfds:") :], split, **kwargs)
     raise ValueError(f"source must be 'digits', 'idx:<folder>' or 'tfds:<name>', got {source!r}")
 
 

@@ -60,7 +60,9 @@ def validate_dataset(data: Dataset, name: str, num_classes: int | None = None) -
     return data
 
 
-def make_dataset(image: np.ndarray, label: np.ndarray, name: str, num_classes: int | None) -> Dataset:
+def make_dataset(
+    image: np.ndarray, label: np.ndarray, name: str, num_classes: int | None
+) -> Dataset:
     """Builds a validated split from raw arrays (uint8 images are scaled by 1/255)."""
     image = np.asarray(image)
     if image.dtype == np.uint8:

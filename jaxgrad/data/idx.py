@@ -64,8 +64,9 @@ def _has(folder: Path, prefix: str) -> bool:
     return (folder / name).is_file() or (folder / f"{name}.gz").is_file()
 
 
-def load_idx(folder: str | Path, split: str = "train", *, num_train: int = 8000,
-             num_classes: int = 10) -> Dataset:
+def load_idx(
+    folder: str | Path, split: str = "train", *, num_train: int = 8000, num_classes: int = 10
+) -> Dataset:
     """Loads a split of an MNIST-format data set from ``folder``.
 
     Args:

@@ -35,7 +35,9 @@ def epoch_order(key: jax.Array, epoch: int, num_examples: int, shuffle: bool = T
     return np.asarray(jax.random.permutation(jax.random.fold_in(key, epoch), num_examples))
 
 
-def batch_indices(order: np.ndarray, position: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+def batch_indices(
+    order: np.ndarray, position: int, batch_size: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Indices and mask of batch ``position`` of an epoch with the given ``order``."""
     n = len(order)
     idx = np.arange(position * batch_size, (position + 1) * batch_size)
@@ -58,8 +60,16 @@ def _check(data: Dataset, batch_size: int, process_index: int, process_count: in
     return n
 
 
-def get_batch(data: Dataset, step: int, *, key: jax.Array, batch_size: int, shuffle: bool = True,
-              process_index: int = 0, process_count: int = 1) -> dict[str, np.ndarray]:
+def get_batch(
+    data: Dataset,
+    step: int,
+    *,
+    key: jax.Array,
+    batch_size: int,
+    shuffle: bool = True,
+    process_index: int = 0,
+    process_count: int = 1,
+) -> dict[str, np.ndarray]:
     """The batch of global step ``step`` (this process's part of it).
 
     Returns:
@@ -82,9 +92,17 @@ def _take(data, order, position, batch_size, process_index, process_count):
     return batch
 
 
-def batches(data: Dataset, *, key: jax.Array, batch_size: int, start_step: int = 0,
-            num_steps: int | None = None, shuffle: bool = True, process_index: int = 0,
-            process_count: int = 1) -> Iterator[dict[str, np.ndarray]]:
+def batches(
+    data: Dataset,
+    *,
+    key: jax.Array,
+    batch_size: int,
+    start_step: int = 0,
+    num_steps: int | None = None,
+    shuffle: bool = True,
+    process_index: int = 0,
+    process_count: int = 1,
+) -> Iterator[dict[str, np.ndarray]]:
     """Yields the batches of steps ``start_step, start_step + 1, ...`` (forever if ``num_steps`` is None).
 
     Same content as :func:`get_batch` for every step, with each epoch's permutation drawn once.
@@ -110,8 +128,9 @@ def batches(data: Dataset, *, key: jax.Array, batch_size: int, start_step: int =
         step += 1
 
 
-def eval_batches(data: Dataset, batch_size: int, *, process_index: int = 0,
-                 process_count: int = 1) -> Iterator[dict[str, np.ndarray]]:
+def eval_batches(
+    data: Dataset, batch_size: int, *, process_index: int = 0, process_count: int = 1
+) -> Iterator[dict[str, np.ndarray]]:
     """One pass over ``data`` in order, padded and masked (for evaluation)."""
     n = _check(data, batch_size, process_index, process_count)
     order = np.arange(n)

@@ -23,8 +23,9 @@ TFDS_NAMES = {
 }
 
 
-def load_tfds(name: str, split: str = "train", *, data_dir: str | None = None,
-              download: bool = False) -> Dataset:
+def load_tfds(
+    name: str, split: str = "train", *, data_dir: str | None = None, download: bool = False
+) -> Dataset:
     """Loads a whole split of a tensorflow-datasets image classification data set into memory.
 
     Args:

@@ -68,7 +68,9 @@ def zero_perturbations(model: nn.Module, variables: Params, sample_x: jax.Array)
         _, state = model.apply(variables, x, train=False, mutable=[PERTURBATIONS])
         return state[PERTURBATIONS]
 
-    return jax.tree.map(lambda s: jax.numpy.zeros(s.shape, s.dtype), jax.eval_shape(shapes, sample_x))
+    return jax.tree.map(
+        lambda s: jax.numpy.zeros(s.shape, s.dtype), jax.eval_shape(shapes, sample_x)
+    )
 
 
 def nnx_logit_fn(module: Any) -> tuple[LogitFn, Params]:

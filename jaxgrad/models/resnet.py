@@ -80,8 +80,12 @@ class ResNet(nn.Module):
         check_image_batch(x, "x", expected)
         act = get_activation(self.activation, self.beta)
         x = nn.Conv(
-            self.widths[0], (3, 3), padding=1, use_bias=False,
-            kernel_init=nn.initializers.he_normal(), name="stem_conv",
+            self.widths[0],
+            (3, 3),
+            padding=1,
+            use_bias=False,
+            kernel_init=nn.initializers.he_normal(),
+            name="stem_conv",
         )(x)
         x = nn.BatchNorm(
             use_running_average=not train, momentum=self.bn_momentum, epsilon=1e-5, name="stem_bn"
@@ -92,7 +96,11 @@ class ResNet(nn.Module):
             for j in range(num_blocks):
                 strides = 2 if i > 0 and j == 0 else 1
                 x = BasicBlock(
-                    width, strides, self.activation, self.beta, self.bn_momentum,
+                    width,
+                    strides,
+                    self.activation,
+                    self.beta,
+                    self.bn_momentum,
                     name=f"layer{i + 1}_block{j + 1}",
                 )(x, train)
         x = jnp.mean(x, axis=(1, 2))

@@ -31,8 +31,14 @@ class Checkpointer:
       >>> state = ckpt.restore_latest(state) or state                          # doctest: +SKIP
     """
 
-    def __init__(self, directory: str | Path, *, save_every: int = 1000, keep: int = 3,
-                 async_save: bool = True):
+    def __init__(
+        self,
+        directory: str | Path,
+        *,
+        save_every: int = 1000,
+        keep: int = 3,
+        async_save: bool = True,
+    ):
         if save_every < 1:
             raise ValueError(f"save_every must be >= 1, got {save_every}")
         if keep < 1:
@@ -40,7 +46,9 @@ class Checkpointer:
         self.directory = Path(directory).absolute()
         self.save_every = save_every
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=keep, save_interval_steps=save_every, create=True,
+            max_to_keep=keep,
+            save_interval_steps=save_every,
+            create=True,
             enable_async_checkpointing=async_save,
         )
         self._manager = ocp.CheckpointManager(self.directory, options=options)

@@ -61,9 +61,17 @@ class Progress:
     reads well in CI logs and terminals alike.
     """
 
-    def __init__(self, total: int, *, start: int = 0, name: str = "train", unit: str = "step",
-                 examples_per_step: int | None = None, every_seconds: float = 5.0,
-                 stream: TextIO | None = None):
+    def __init__(
+        self,
+        total: int,
+        *,
+        start: int = 0,
+        name: str = "train",
+        unit: str = "step",
+        examples_per_step: int | None = None,
+        every_seconds: float = 5.0,
+        stream: TextIO | None = None,
+    ):
         self.total, self.start, self.name, self.unit = total, start, name, unit
         self.examples_per_step = examples_per_step
         self.every_seconds = every_seconds
@@ -72,18 +80,24 @@ class Progress:
         self._last = -float("inf")
         self._enabled = jax.process_index() == 0
 
-    def update(self, step: int, metrics: dict[str, Any] | None = None, *, force: bool = False) -> None:
+    def update(
+        self, step: int, metrics: dict[str, Any] | None = None, *, force: bool = False
+    ) -> None:
         """Reports that ``step`` units are done (absolute, counting from 0)."""
         now = time.perf_counter()
-        if not self._enabled or not (force or step >= self.total or now - self._last >= self.every_seconds):
+        if not self._enabled or not (
+            force or step >= self.total or now - self._last >= self.every_seconds
+        ):
             return
         self._last = now
         elapsed = now - self._t0
         done = step - self.start
         rate = done / elapsed if elapsed > 0 else 0.0
         eta = (self.total - step) / rate if rate > 0 else float("nan")
-        parts = [f"{self.name}: {step}/{self.total} ({100.0 * step / max(self.total, 1):.0f}%)",
-                 f"{rate:.2f} {self.unit}/s"]
+        parts = [
+            f"{self.name}: {step}/{self.total} ({100.0 * step / max(self.total, 1):.0f}%)",
+            f"{rate:.2f} {self.unit}/s",
+        ]
         if self.examples_per_step:
             parts.append(f"{rate * self.examples_per_step:.0f} examples/s")
         parts.append(f"elapsed {_fmt(elapsed)}")

@@ -24,12 +24,25 @@ from jaxgrad.training.logging import MetricWriter, Progress
 from jaxgrad.training.state import TrainState
 
 
-def fit(state: TrainState, train_step: Callable, data: Dataset, *, key: jax.Array, batch_size: int,
-        num_steps: int, mesh: Mesh | None = None, checkpoint_dir: str | Path | None = None,
-        checkpoint_every: int = 1000, keep_checkpoints: int = 3, metrics_path: str | Path | None = None,
-        log_every: int = 50, eval_fn: Callable[[TrainState], dict[str, float]] | None = None,
-        eval_every: int | None = None, progress: bool = True,
-        on_step: Callable[[int, TrainState], None] | None = None) -> TrainState:
+def fit(
+    state: TrainState,
+    train_step: Callable,
+    data: Dataset,
+    *,
+    key: jax.Array,
+    batch_size: int,
+    num_steps: int,
+    mesh: Mesh | None = None,
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_every: int = 1000,
+    keep_checkpoints: int = 3,
+    metrics_path: str | Path | None = None,
+    log_every: int = 50,
+    eval_fn: Callable[[TrainState], dict[str, float]] | None = None,
+    eval_every: int | None = None,
+    progress: bool = True,
+    on_step: Callable[[int, TrainState], None] | None = None,
+) -> TrainState:
     """Trains ``state`` for ``num_steps`` total steps (counting steps already done).
 
     Args:
@@ -68,9 +81,15 @@ def fit(state: TrainState, train_step: Callable, data: Dataset, *, key: jax.Arra
         step_key = shd.replicate(step_key, mesh)
     summed: dict[str, Any] | None = None  # metrics summed on device since the last log
     count = 0
-    it = batches(data, key=data_key, batch_size=batch_size, start_step=start,
-                 num_steps=max(num_steps - start, 0), process_index=jax.process_index(),
-                 process_count=jax.process_count())
+    it = batches(
+        data,
+        key=data_key,
+        batch_size=batch_size,
+        start_step=start,
+        num_steps=max(num_steps - start, 0),
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+    )
     step = saved_step = start
     try:
         for batch in it:

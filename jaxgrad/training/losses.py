@@ -47,8 +47,12 @@ def masked_mean(values: jax.Array, mask: jax.Array | None) -> jax.Array:
     return jnp.sum(values * mask) / jnp.maximum(jnp.sum(mask), 1.0)
 
 
-def classifier_loss(model: nn.Module, per_example_loss: Callable[..., jax.Array] = cross_entropy,
-                    *, augment: Callable[[jax.Array, jax.Array], jax.Array] | None = None) -> LossFn:
+def classifier_loss(
+    model: nn.Module,
+    per_example_loss: Callable[..., jax.Array] = cross_entropy,
+    *,
+    augment: Callable[[jax.Array, jax.Array], jax.Array] | None = None,
+) -> LossFn:
     """A training ``loss_fn`` for a Linen classifier applied in training mode.
 
     Args:

@@ -14,9 +14,15 @@ from collections.abc import Sequence
 import optax
 
 
-def make_schedule(name: str, learning_rate: float, *, total_steps: int | None = None,
-                  milestones: Sequence[int] = (), gamma: float = 0.1,
-                  warmup_steps: int = 0) -> optax.Schedule:
+def make_schedule(
+    name: str,
+    learning_rate: float,
+    *,
+    total_steps: int | None = None,
+    milestones: Sequence[int] = (),
+    gamma: float = 0.1,
+    warmup_steps: int = 0,
+) -> optax.Schedule:
     """A learning-rate schedule by name: ``constant``, ``multistep`` or ``cosine``."""
     if learning_rate <= 0:
         raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
@@ -40,9 +46,17 @@ def make_schedule(name: str, learning_rate: float, *, total_steps: int | None = 
     return sched
 
 
-def make_optimizer(name: str, learning_rate: float | optax.Schedule, *, momentum: float = 0.9,
-                   nesterov: bool = False, weight_decay: float = 0.0, b1: float = 0.9,
-                   b2: float = 0.999, eps: float = 1e-8) -> optax.GradientTransformation:
+def make_optimizer(
+    name: str,
+    learning_rate: float | optax.Schedule,
+    *,
+    momentum: float = 0.9,
+    nesterov: bool = False,
+    weight_decay: float = 0.0,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+) -> optax.GradientTransformation:
     """An optax optimizer by name: ``sgd``, ``adam`` or ``adamw``.
 
     Args:

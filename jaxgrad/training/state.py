@@ -45,8 +45,14 @@ class TrainState:
         return {"params": self.params, **self.model_state}
 
 
-def create_train_state(model: nn.Module, tx: optax.GradientTransformation, key: jax.Array,
-                       sample_x: jax.Array, *, mesh: Mesh | None = None) -> TrainState:
+def create_train_state(
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    key: jax.Array,
+    sample_x: jax.Array,
+    *,
+    mesh: Mesh | None = None,
+) -> TrainState:
     """Initialises a model and optimizer into a :class:`TrainState`.
 
     Args:
@@ -68,8 +74,13 @@ def create_train_state(model: nn.Module, tx: optax.GradientTransformation, key: 
     return jax.jit(init, out_shardings=shd.replicated(mesh))()
 
 
-def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, *, mesh: Mesh | None = None,
-                    donate: bool = True) -> Callable[[TrainState, dict, jax.Array], tuple[TrainState, dict]]:
+def make_train_step(
+    loss_fn: LossFn,
+    tx: optax.GradientTransformation,
+    *,
+    mesh: Mesh | None = None,
+    donate: bool = True,
+) -> Callable[[TrainState, dict, jax.Array], tuple[TrainState, dict]]:
     """Builds the jitted update ``step(state, batch, key) -> (new_state, metrics)``.
 
     Compiled once per batch shape. The state is donated (its buffers are reused for the new
@@ -92,19 +103,26 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, *, mesh: 
     def step(state: TrainState, batch: dict, key: jax.Array):
         step_key = jax.random.fold_in(key, state.step)
         grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-        (loss, (model_state, metrics)), grads = grad_fn(state.params, state.model_state, batch, step_key)
+        (loss, (model_state, metrics)), grads = grad_fn(
+            state.params, state.model_state, batch, step_key
+        )
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        new_state = state.replace(step=state.step + 1, params=params, model_state=model_state,
-                                  opt_state=opt_state)
+        new_state = state.replace(
+            step=state.step + 1, params=params, model_state=model_state, opt_state=opt_state
+        )
         return new_state, {**metrics, "loss": loss, "grad_norm": optax.tree.norm(grads)}
 
     donate_argnums = (0,) if donate else ()
     if mesh is None:
         return jax.jit(step, donate_argnums=donate_argnums)
     repl, data = shd.replicated(mesh), shd.batch_sharding(mesh)
-    return jax.jit(step, donate_argnums=donate_argnums, in_shardings=(repl, data, repl),
-                   out_shardings=(repl, repl))
+    return jax.jit(
+        step,
+        donate_argnums=donate_argnums,
+        in_shardings=(repl, data, repl),
+        out_shardings=(repl, repl),
+    )
 
 
 def make_eval_step(logit_fn: LogitFn, *, mesh: Mesh | None = None) -> Callable[[Any, dict], dict]:
@@ -120,17 +138,24 @@ def make_eval_step(logit_fn: LogitFn, *, mesh: Mesh | None = None) -> Callable[[
         mask = batch.get("mask", jnp.ones(labels.shape, jnp.float32))
         loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
         correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
-        return {"loss_sum": jnp.sum(loss * mask), "correct": jnp.sum(correct * mask),
-                "count": jnp.sum(mask)}
+        return {
+            "loss_sum": jnp.sum(loss * mask),
+            "correct": jnp.sum(correct * mask),
+            "count": jnp.sum(mask),
+        }
 
     if mesh is None:
         return jax.jit(eval_step)
-    return jax.jit(eval_step, in_shardings=(shd.replicated(mesh), shd.batch_sharding(mesh)),
-                   out_shardings=shd.replicated(mesh))
+    return jax.jit(
+        eval_step,
+        in_shardings=(shd.replicated(mesh), shd.batch_sharding(mesh)),
+        out_shardings=shd.replicated(mesh),
+    )
 
 
-def evaluate(eval_step: Callable, params: Any, data: dict, *, batch_size: int,
-             mesh: Mesh | None = None) -> dict[str, float]:
+def evaluate(
+    eval_step: Callable, params: Any, data: dict, *, batch_size: int, mesh: Mesh | None = None
+) -> dict[str, float]:
     """Loss and accuracy of ``params`` over a whole data split (padded, masked batches).
 
     Returns:
@@ -139,17 +164,27 @@ def evaluate(eval_step: Callable, params: Any, data: dict, *, batch_size: int,
     from jaxgrad.data.iterators import eval_batches
 
     totals = None
-    for batch in eval_batches(data, batch_size, process_index=jax.process_index(),
-                              process_count=jax.process_count()):
+    for batch in eval_batches(
+        data, batch_size, process_index=jax.process_index(), process_count=jax.process_count()
+    ):
         if mesh is not None:
             batch = shd.shard_batch(batch, mesh)
         sums = eval_step(params, batch)
         totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
     totals = shd.to_host(totals)
     count = float(totals["count"])
-    return {"loss": float(totals["loss_sum"]) / count, "accuracy": float(totals["correct"]) / count,
-            "count": count}
+    return {
+        "loss": float(totals["loss_sum"]) / count,
+        "accuracy": float(totals["correct"]) / count,
+        "count": count,
+    }
 
 
-__all__ = ["TrainState", "create_train_state", "evaluate", "make_eval_step", "make_train_step",
-           "masked_mean"]
+__all__ = [
+    "TrainState",
+    "create_train_state",
+    "evaluate",
+    "make_eval_step",
+    "make_train_step",
+    "masked_mean",
+]

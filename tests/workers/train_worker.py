@@ -31,8 +31,13 @@ def main() -> None:
     p.add_argument("--process-id", type=int, default=0)
     a = p.parse_args()
     if a.coordinator:
-        shd.initialize_distributed(a.coordinator, a.num_processes, a.process_id,
-                                   cpu_collectives="gloo", initialization_timeout=120)
+        shd.initialize_distributed(
+            a.coordinator,
+            a.num_processes,
+            a.process_id,
+            cpu_collectives="gloo",
+            initialization_timeout=120,
+        )
 
     import jax
     import numpy as np
@@ -61,11 +66,20 @@ def main() -> None:
             time.sleep(a.sleep)
 
     state = fit(
-        state, train_step, data, key=jax.random.key(1), batch_size=a.batch_size,
-        num_steps=a.steps, mesh=mesh,
+        state,
+        train_step,
+        data,
+        key=jax.random.key(1),
+        batch_size=a.batch_size,
+        num_steps=a.steps,
+        mesh=mesh,
         checkpoint_dir=workdir / "checkpoints" if a.checkpoint_every else None,
-        checkpoint_every=max(a.checkpoint_every, 1), keep_checkpoints=2,
-        metrics_path=workdir / "metrics.jsonl", log_every=1, progress=False, on_step=on_step,
+        checkpoint_every=max(a.checkpoint_every, 1),
+        keep_checkpoints=2,
+        metrics_path=workdir / "metrics.jsonl",
+        log_every=1,
+        progress=False,
+        on_step=on_step,
     )
     leaves = jax.tree.leaves(shd.to_host({"params": state.params, "opt": state.opt_state}))
     np.savez(workdir / f"final_{jax.process_index()}.npz", *leaves)
