@@ -75,3 +75,140 @@ def input_gradients(
         return jnp.sum(select_logits(logit_fn(params, x_), target))
 
     return jax.grad(total)(x)
+
+
+def log_density(logit_fn: LogitFn, params: Params, x: ArrayLike, target: ArrayLike | None = None) -> jax.Array:
+    """The classifier's implicit unnormalised log-density (Srinivas & Fleuret 2021, arXiv 2006.09128).
+
+    Reading the logits as an energy model ``p(x, y) = exp(f_y(x)) / Z``: with a target it
+    is ``log p(x | y) + const = f_y(x)``, without one ``log p(x) + const =
+    logsumexp_y f_y(x)``. The constant (``log Z``) does not depend on ``x``, so gradients,
+    Hessians and differences between inputs are exact.
+
+    Args:
+      logit_fn: ``(params, x [B, *S]) -> logits [B, K]``.
+      params: the model's params pytree.
+      x: ``[B, *S]`` float.
+      target: ``[B]`` int, or None for the marginal.
+
+    Returns:
+      ``[B]``.
+    """
+    logits = logit_fn(params, jnp.asarray(x))
+    if target is None:
+        return jax.nn.logsumexp(logits, axis=-1)
+    return select_logits(logits, target)
+
+
+def score(logit_fn: LogitFn, params: Params, x: ArrayLike, target: ArrayLike | None = None) -> jax.Array:
+    """Score of the implicit density, ``grad_x log p(x | y)`` (or ``grad_x log p(x)``).
+
+    With a target this equals :func:`input_gradients` (the logit-gradient is the
+    class-conditional score); without one it is the softmax-weighted sum of all
+    logit-gradients.
+
+    Returns:
+      ``[B, *S]``.
+    """
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(f"x must be a floating-point array, got dtype {x.dtype}")
+    if target is not None:
+        check_target(target, x.shape[0])
+    return jax.grad(lambda z: jnp.sum(log_density(logit_fn, params, z, target)))(x)
+
+
+def shift_logits(logit_fn: LogitFn, g) -> LogitFn:
+    """Adds ``g(params, x)`` to every logit: the same softmax, different input-gradients.
+
+    Softmax is invariant to a shift common to all classes, so the returned classifier has
+    the same probabilities, cross-entropy and loss-gradients as ``logit_fn`` while each
+    logit-gradient changes by ``grad_x g`` (Srinivas & Fleuret 2021, Sec. 3). ``g`` may
+    depend on ``params`` (e.g. a learned shift network stored beside the classifier).
+
+    Args:
+      logit_fn: ``(params, x [B, *S]) -> [B, K]``.
+      g: ``(params, x [B, *S]) -> [B]``, one shift per example.
+
+    Returns:
+      ``shifted(params, x) = logit_fn(params, x) + g(params, x)[:, None]``.
+    """
+
+    def shifted(params: Params, x: jax.Array) -> jax.Array:
+        logits = logit_fn(params, x)
+        shift = g(params, x)
+        if shift.shape != logits.shape[:1]:
+            raise ValueError(f"g must return one value per example, shape {logits.shape[:1]}, got {shift.shape}")
+        return logits + shift[:, None]
+
+    return shifted
+
+
+def hvp(f, x: ArrayLike, v: ArrayLike) -> jax.Array:
+    """Hessian-vector products of a per-example function, forward-over-reverse.
+
+    Args:
+      f: ``[B, *S] -> [B]`` with independent examples (or ``[*S] -> []``).
+      x: the point, ``[B, *S]``.
+      v: the directions, ``x``'s shape.
+
+    Returns:
+      ``H_b v_b`` for every example, ``[B, *S]``: ``jax.jvp(jax.grad(sum f), (x,), (v,))``.
+    """
+    x, v = jnp.asarray(x), jnp.asarray(v)
+    if v.shape != x.shape:
+        raise ValueError(f"v must have x's shape {x.shape}, got {v.shape}")
+    return jax.jvp(jax.grad(lambda z: jnp.sum(f(z))), (x,), (v.astype(x.dtype),))[1]
+
+
+def shift_to_target_map(logit_fn: LogitFn, target_class: int, target_map: ArrayLike) -> LogitFn:
+    """A classifier with the same softmax whose ``target_class`` input-gradient is ``target_map``.
+
+    The closed form of the shift manipulation: with ``g(x) = <m, x> - f_c(x)`` added to every
+    logit, ``f~_c(x) = <m, x>`` so ``grad_x f~_c = m`` at every input, while softmax (hence
+    predictions, cross-entropy and loss-gradients) is unchanged. The other classes'
+    gradients move by the same ``m - grad_x f_c``.
+
+    Args:
+      logit_fn: ``(params, x [B, *S]) -> [B, K]``.
+      target_class: the class whose gradient is set.
+      target_map: ``[*S]``, any image.
+
+    Returns:
+      The shifted ``logit_fn``.
+    """
+    m = jnp.asarray(target_map)
+
+    def g(params: Params, x: jax.Array) -> jax.Array:
+        if x.shape[1:] != m.shape:
+            raise ValueError(f"target_map must have the per-example shape {x.shape[1:]}, got {m.shape}")
+        axes = tuple(range(1, x.ndim))
+        return jnp.sum(x * m[None], axis=axes) - logit_fn(params, x)[:, target_class]
+
+    return shift_logits(logit_fn, g)
+
+
+def cosine_similarity(a: ArrayLike, b: ArrayLike, eps: float = 1e-12) -> jax.Array:
+    """Per-example cosine similarity of ``[B, *S]`` arrays (``b`` may be ``[*S]``), ``[B]``."""
+    a = jnp.asarray(a)
+    b = jnp.broadcast_to(jnp.asarray(b), a.shape)
+    axes = tuple(range(1, a.ndim))
+    num = jnp.sum(a * b, axis=axes)
+    den = jnp.sqrt(jnp.sum(a * a, axis=axes) * jnp.sum(b * b, axis=axes))
+    return num / jnp.maximum(den, eps)
+
+
+def gradient_manipulation_loss(logit_fn: LogitFn, params: Params, x: ArrayLike, y: ArrayLike,
+                               target_map: ArrayLike, *, alpha: ArrayLike = 1.0) -> jax.Array:
+    """Cross-entropy plus ``alpha * (1 - cos(grad_x f_y(x), m))`` per example, ``[B]``.
+
+    The learned form of the shift manipulation (Srinivas & Fleuret 2021, Sec. 3): fine-tuning
+    with this loss pulls every logit-gradient of the label toward the arbitrary map ``m``
+    (``[*S]``) while cross-entropy keeps the classifier; differentiable in ``params``
+    (double backprop).
+    """
+    x = jnp.asarray(x)
+    logits = logit_fn(params, x)
+    ce = -select_logits(jax.nn.log_softmax(logits, axis=-1), y)
+    grads = input_gradients(logit_fn, params, x, y)
+    return ce + alpha * (1.0 - cosine_similarity(grads, target_map))
