@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxgrad.types import ArrayLike, LogitFn, Params
 
@@ -19,13 +20,15 @@ def check_target(target: ArrayLike, batch: int, num_classes: int | None = None) 
       ValueError: wrong shape, or (when concrete) a class outside ``[0, num_classes)``.
       TypeError: a non-integer dtype.
     """
+    concrete = None if isinstance(target, jax.core.Tracer) else np.asarray(target)
     target = jnp.asarray(target)
     if target.shape != (batch,):
         raise ValueError(f"target must have shape [B] = ({batch},), got {target.shape}")
     if not jnp.issubdtype(target.dtype, jnp.integer):
         raise TypeError(f"target must be an integer array, got dtype {target.dtype}")
-    if num_classes is not None and not isinstance(target, jax.core.Tracer) and target.size:
-        lo, hi = int(target.min()), int(target.max())
+    if num_classes is not None and concrete is not None and concrete.size:
+        # numpy, not jnp: inside a trace even ops on concrete arrays would be staged.
+        lo, hi = int(concrete.min()), int(concrete.max())
         if lo < 0 or hi >= num_classes:
             raise ValueError(f"target must lie in [0, {num_classes}), got values in [{lo}, {hi}]")
     return target

@@ -15,7 +15,7 @@ from jaxgrad.gradients import (
     select_logits,
     shift_logits,
 )
-from jaxgrad.models import MnistCNN, init_variables, linen_logit_fn
+from jaxgrad.models import MLP, MnistCNN, init_variables, linen_logit_fn
 from jaxgrad.score_matching import (
     anti_score_matching_loss,
     gradient_norm_regularizer,
@@ -76,7 +76,7 @@ def test_hutchinson_mean_and_variance_match_closed_forms(distribution, method, k
 
 
 def test_rademacher_hutchinson_is_exact_for_a_diagonal_hessian(key, x64):
-    f = lambda x: -0.5 * jnp.sum(jnp.array([1.0, 2.0, 3.0]) * x**2, axis=-1)  # noqa: E731
+    f = lambda x: -0.5 * jnp.sum(jnp.array([[1.0, 2.0, 3.0]]) * x**2, axis=-1)  # noqa: E731
     est = hessian_trace_hutchinson(f, jnp.ones((4, 3)), key=key, num_probes=3)
     np.testing.assert_allclose(est, -6.0, rtol=1e-12)
 
@@ -123,11 +123,11 @@ def test_taylor_bias_shrinks_with_sigma(key, x64):
 def test_score_matching_recovers_a_gaussian(estimator, key, x64):
     true_mean = jnp.array([1.0, -2.0, 0.5])
     true_std = jnp.array([0.5, 1.0, 2.0])
-    data = true_mean + true_std * jax.random.normal(key, (4000, 3), jnp.float64)
+    data = true_mean[None] + true_std[None] * jax.random.normal(key, (4000, 3), jnp.float64)
     theta0 = {"mean": jnp.zeros(3), "log_prec": jnp.zeros(3)}
 
     def loss(theta, k):
-        f = lambda x: -0.5 * jnp.sum(jnp.exp(theta["log_prec"]) * (x - theta["mean"]) ** 2, axis=-1)  # noqa: E731
+        f = lambda x: -0.5 * jnp.sum(jnp.exp(theta["log_prec"])[None] * (x - theta["mean"][None]) ** 2, axis=-1)  # noqa: E731
         kw = {} if estimator == "exact" else dict(key=k, num_probes=1, distribution="gaussian")
         return jnp.mean(score_matching_loss(f, data, estimator=estimator, **kw))
 
@@ -201,21 +201,59 @@ def test_gradients_view_of_the_density(small_cnns):
     np.testing.assert_allclose(hv[0].ravel(), jax.hessian(fb)(x[0].ravel()) @ v[0].ravel(), rtol=1e-3, atol=1e-6)
 
 
-def test_estimators_agree_with_each_other_on_the_softplus_cnn(small_cnns, key):
-    models, x = small_cnns
-    logit_fn, variables = models["softplus"]
-    target = jnp.array([3, 7])
+@pytest.fixture(scope="module")
+def smooth_mlp():
+    """A small softplus MLP: smooth everywhere (no ReLU or max-pool kinks)."""
+    model = MLP(hidden=(32, 16), activation="softplus", beta=3.0)
+    x = jax.random.uniform(jax.random.key(3), (2, 6, 6, 1), minval=0.1, maxval=0.9)
+    variables = init_variables(model, jax.random.key(1), x[:1])
+    return (linen_logit_fn(model), variables), x
+
+
+def test_estimators_agree_with_each_other_on_a_smooth_model(smooth_mlp, key):
+    (logit_fn, variables), x = smooth_mlp
+    n = 512
+    xs = jnp.repeat(x, n, axis=0)  # n independent single-probe estimates per image
+    target = jnp.repeat(jnp.array([3, 7]), n)
     f = lambda z: select_logits(logit_fn(variables, z), target)  # noqa: E731
-    exact = hessian_trace_exact(f, x)
-    hutch = hessian_trace_hutchinson(f, x, key=key, num_probes=512, distribution="gaussian", chunk_size=128)
-    np.testing.assert_allclose(hutch, exact, rtol=0.25)
-    taylor = hessian_trace_taylor(f, x, key=key, sigma=0.05, num_samples=2048, antithetic=True, chunk_size=512)
-    np.testing.assert_allclose(taylor, exact, rtol=0.25)
+    exact = hessian_trace_exact(lambda z: select_logits(logit_fn(variables, z), jnp.array([3, 7])), x)
+    estimates = {
+        "hutchinson": hessian_trace_hutchinson(f, xs, key=key, distribution="gaussian", chunk_size=1),
+        "taylor_antithetic": hessian_trace_taylor(f, xs, key=key, sigma=0.05, antithetic=True),
+    }
+    for name, est in estimates.items():
+        est = est.reshape(2, n)
+        se = jnp.std(est, axis=1) / np.sqrt(n)
+        assert jnp.all(jnp.abs(est.mean(1) - exact) < 4 * se), (name, est.mean(1), exact, se)
 
 
-def test_jit_vmap_grad_and_determinism(small_cnns, key):
+def taylor_rounding(f, x, sigma):
+    """Float32 rounding bound of the Taylor estimate: (2 / sigma^2) * a few ulps of |f|.
+
+    f(x + v) - f(x) cancels catastrophically for small sigma, so programs that round
+    differently (jit fusion, another device count) legitimately differ by this much.
+    """
+    return float(2 / sigma**2 * 8 * np.finfo(np.float32).eps * jnp.max(jnp.abs(f(x))))
+
+
+def test_taylor_sees_the_kinks_that_autodiff_hessians_ignore(small_cnns, key):
+    # Max-pooling is piecewise: jax.hessian differentiates inside the current piece, while
+    # f(x + v) - f(x) crosses the kinks, whose contribution grows like 1 / sigma.
     models, x = small_cnns
     logit_fn, variables = models["softplus"]
+    n = 512
+    f = lambda z: select_logits(logit_fn(variables, z), jnp.repeat(jnp.array([3, 7]), n))  # noqa: E731
+    exact = hessian_trace_exact(lambda z: select_logits(logit_fn(variables, z), jnp.array([3, 7])), x)
+    devs = []
+    for sigma in (0.05, 0.01):
+        est = jax.jit(lambda z, s=sigma: hessian_trace_taylor(f, z, key=key, sigma=s, antithetic=True))(
+            jnp.repeat(x, n, axis=0)).reshape(2, n)
+        devs.append(float(jnp.max(jnp.abs(est.mean(1) - exact) / (jnp.std(est, axis=1) / np.sqrt(n)))))
+    assert devs[1] > devs[0] > 3  # many standard errors away, and further as sigma shrinks
+
+
+def test_jit_vmap_grad_and_determinism(smooth_mlp, key):
+    (logit_fn, variables), x = smooth_mlp
     target = jnp.array([3, 7])
     f = lambda z: select_logits(logit_fn(variables, z), target)  # noqa: E731
     for fn in (
@@ -226,20 +264,19 @@ def test_jit_vmap_grad_and_determinism(small_cnns, key):
     ):
         eager = fn(x)
         assert eager.shape == (2,)
-        np.testing.assert_allclose(jax.jit(fn)(x), eager, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(jax.jit(fn)(x), eager, rtol=1e-5, atol=taylor_rounding(f, x, 0.01))
         np.testing.assert_array_equal(fn(x), eager)  # same key, same result
     # vmap over a leading axis of x (each slice a batch of 1).
     per = jax.vmap(lambda z: hessian_trace_exact(lambda y: select_logits(logit_fn(variables, y), target[:1]), z[None]))(x)
     np.testing.assert_allclose(per[0, 0], hessian_trace_exact(f, x)[0], rtol=1e-5)
     # grad with respect to params of every regularized loss (double backprop) is finite.
     for kind in ("score_matching", "anti_score_matching", "gradient_norm", "none"):
-        g = jax.grad(lambda p: jnp.mean(regularized_loss(logit_fn, p, x, target, kind=kind, key=key)))(variables)
+        g = jax.jit(jax.grad(lambda p, k=kind: jnp.mean(regularized_loss(logit_fn, p, x, target, kind=k, key=key))))(variables)
         assert all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(g))
 
 
-def test_one_and_eight_devices_agree(small_cnns, key):
-    models, x = small_cnns
-    logit_fn, variables = models["softplus"]
+def test_one_and_eight_devices_agree(smooth_mlp, key):
+    (logit_fn, variables), x = smooth_mlp
     xb = jnp.tile(x, (4, 1, 1, 1))  # batch 8
     target = jnp.arange(8) % 10
     f = lambda z: select_logits(logit_fn(variables, z), target)  # noqa: E731
@@ -252,7 +289,7 @@ def test_one_and_eight_devices_agree(small_cnns, key):
     ):
         one = jax.jit(fn)(xb)
         eight = jax.jit(fn)(xs)
-        np.testing.assert_allclose(eight, one, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(eight, one, rtol=1e-5, atol=taylor_rounding(f, xb, 0.01))
 
 
 def test_losses_and_regularizers_closed_forms(key, x64):
