@@ -29,6 +29,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from jaxgrad import _random
 from jaxgrad.gradients import check_target, select_logits
 from jaxgrad.types import ArrayLike, LogitFn, Params
 
@@ -100,9 +101,9 @@ def hessian_trace_exact(f: PerExampleFn, x: ArrayLike, *, chunk_size: int | None
 
 def _probes(key: jax.Array, shape: tuple[int, ...], dtype, distribution: str) -> jax.Array:
     if distribution == "rademacher":
-        return jax.random.rademacher(key, shape, dtype=dtype)
+        return _random.rademacher(key, shape, dtype)
     if distribution == "gaussian":
-        return jax.random.normal(key, shape, dtype=dtype)
+        return _random.normal(key, shape, dtype)
     raise ValueError(f"distribution must be 'rademacher' or 'gaussian', got {distribution!r}")
 
 
@@ -194,7 +195,7 @@ def hessian_trace_taylor(f: PerExampleFn, x: ArrayLike, *, key: jax.Array, sigma
     f0 = f(x) if f_x is None else f_x
 
     def one(k):
-        v = sigma * jax.random.normal(k, x.shape, x.dtype)
+        v = sigma * _random.normal(k, x.shape, x.dtype)
         if antithetic:
             return (f(x + v) + f(x - v) - 2.0 * f0) / sigma**2
         return 2.0 * (f(x + v) - f0) / sigma**2

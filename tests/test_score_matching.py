@@ -364,3 +364,11 @@ def test_bad_arguments_are_named(key):
         regularized_loss(lambda p, z: z, None, x, jnp.zeros(2, jnp.int32), kind="l2")
     with pytest.raises(ValueError, match="v must have"):
         hvp(f, x, jnp.ones(3))
+
+
+def test_flat_draws_equal_shaped_draws(key):
+    from jaxgrad import _random
+
+    shape = (3, 5, 4, 2)
+    np.testing.assert_array_equal(_random.normal(key, shape), jax.random.normal(key, shape))
+    np.testing.assert_array_equal(_random.rademacher(key, shape), jax.random.rademacher(key, shape, jnp.float32))
