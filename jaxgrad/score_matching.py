@@ -319,6 +319,8 @@ def regularizer(logit_fn: LogitFn, params: Params, x: ArrayLike, target: ArrayLi
         return gradient_norm_regularizer(f, x)
     if estimator == "taylor":
         kwargs["sigma"] = sigma
+    else:
+        kwargs.pop("num_samples", None)
     h = hessian_trace(f, x, estimator=estimator, key=key, **kwargs)
     if kind == "anti_score_matching":
         return anti_score_matching_loss(h, tau=tau)

@@ -372,3 +372,24 @@ def test_flat_draws_equal_shaped_draws(key):
     shape = (3, 5, 4, 2)
     np.testing.assert_array_equal(_random.normal(key, shape), jax.random.normal(key, shape))
     np.testing.assert_array_equal(_random.rademacher(key, shape), jax.random.rademacher(key, shape, jnp.float32))
+
+
+@pytest.mark.parametrize("kind", ["score_matching", "anti_score_matching", "gradient_norm", "none"])
+def test_regularized_training_step_is_eq_4(kind, smooth_mlp, key):
+    from jaxgrad.training import create_train_state, make_train_step, regularized_classifier_loss
+
+    (logit_fn, variables), x = smooth_mlp
+    model = MLP(hidden=(32, 16), activation="softplus", beta=3.0)
+    batch = {"image": jnp.tile(x, (4, 1, 1, 1)), "label": jnp.arange(8) % 10, "mask": jnp.ones(8)}
+    loss_fn = regularized_classifier_loss(model, kind=kind, lam=0.1)
+    loss, (_, metrics) = loss_fn(variables["params"], {}, batch, key)
+    # The regularizer's key is fold_in(key, 1); with it, the loss is the mean of Eq. 4.
+    expected = regularized_loss(logit_fn, variables, batch["image"], batch["label"], kind=kind, lam=0.1,
+                                key=jax.random.fold_in(key, 1))
+    np.testing.assert_allclose(loss, jnp.mean(expected), rtol=1e-5)
+    tx = optax.sgd(1e-3)
+    state = create_train_state(model, tx, jax.random.key(0), x[:1])
+    step = make_train_step(loss_fn, tx)
+    for _ in range(2):
+        state, m = step(state, batch, key)
+    assert bool(jnp.isfinite(m["loss"])) and int(state.step) == 2

@@ -3,7 +3,13 @@
 from jaxgrad.training.checkpoint import Checkpointer
 from jaxgrad.training.logging import MetricWriter, Progress, read_metrics
 from jaxgrad.training.loop import fit
-from jaxgrad.training.losses import LossFn, classifier_loss, cross_entropy, masked_mean
+from jaxgrad.training.losses import (
+    LossFn,
+    classifier_loss,
+    cross_entropy,
+    masked_mean,
+    regularized_classifier_loss,
+)
 from jaxgrad.training.optim import make_optimizer, make_schedule
 from jaxgrad.training.state import (
     TrainState,
@@ -30,4 +36,5 @@ __all__ = [
     "make_train_step",
     "masked_mean",
     "read_metrics",
+    "regularized_classifier_loss",
 ]

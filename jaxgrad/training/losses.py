@@ -47,11 +47,15 @@ def masked_mean(values: jax.Array, mask: jax.Array | None) -> jax.Array:
     return jnp.sum(values * mask) / jnp.maximum(jnp.sum(mask), 1.0)
 
 
+Regularizer = Callable[[Callable, Any, jax.Array, jax.Array, jax.Array], jax.Array]
+
+
 def classifier_loss(
     model: nn.Module,
     per_example_loss: Callable[..., jax.Array] = cross_entropy,
     *,
     augment: Callable[[jax.Array, jax.Array], jax.Array] | None = None,
+    regularizer: Regularizer | None = None,
 ) -> LossFn:
     """A training ``loss_fn`` for a Linen classifier applied in training mode.
 
@@ -59,10 +63,16 @@ def classifier_loss(
       model: a Linen module taking ``(x, train)``.
       per_example_loss: ``(logits [B, K], labels [B]) -> [B]``.
       augment: optional ``(key, images) -> images`` applied first (e.g. ``cifar_augment``).
+      regularizer: optional ``(logit_fn, params, x, labels, key) -> [B]`` added to the
+        per-example loss (see :func:`regularized_classifier_loss`). Its ``logit_fn`` is the
+        model in training mode: with BatchNorm, the statistics of the batch it is given
+        (so a perturbed batch ``x + v`` is normalised by its own statistics and examples
+        interact slightly, as in the authors' PyTorch code); the running averages it would
+        update are discarded.
 
     Returns:
       ``loss_fn(params, model_state, batch, key)`` following the module's contract, with
-      metrics ``accuracy`` (masked).
+      metrics ``accuracy`` (masked) and ``regularizer`` when one is given.
     """
 
     def loss_fn(params, model_state, batch, key):
@@ -74,8 +84,50 @@ def classifier_loss(
             logits, new_state = model.apply(variables, x, train=True, mutable=list(model_state))
         else:
             logits, new_state = model.apply(variables, x, train=True), model_state
-        loss = masked_mean(per_example_loss(logits, labels), mask)
+        per_example = per_example_loss(logits, labels)
+        metrics = {}
+        if regularizer is not None:
+
+            def train_logit_fn(p, z):
+                if model_state:
+                    return model.apply({"params": p, **model_state}, z, train=True,
+                                       mutable=list(model_state))[0]
+                return model.apply({"params": p}, z, train=True)
+
+            reg = regularizer(train_logit_fn, params, x, labels, jax.random.fold_in(key, 1))
+            per_example = per_example + reg
+            metrics["regularizer"] = masked_mean(reg, mask)
+        loss = masked_mean(per_example, mask)
         correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
-        return loss, (dict(new_state), {"accuracy": masked_mean(correct, mask)})
+        metrics["accuracy"] = masked_mean(correct, mask)
+        return loss, (dict(new_state), metrics)
 
     return loss_fn
+
+
+def regularized_classifier_loss(model: nn.Module, *, kind: str, lam: float | None = None,
+                                augment: Callable | None = None, **hyper: Any) -> LossFn:
+    """The training loss of Srinivas & Fleuret (2021), Eq. 4: cross-entropy + ``lam`` x regularizer.
+
+    ``kind`` is ``none``, ``score_matching``, ``anti_score_matching`` or ``gradient_norm``;
+    ``lam`` and the other hyper-parameters (``mu``, ``tau``, ``sigma``, ``num_samples``,
+    ``estimator``) default to the paper's (``score_matching.PAPER_DEFAULTS``). The per-step
+    key of the train step feeds the trace estimator.
+    """
+    from jaxgrad import score_matching as sm
+
+    if kind not in sm.KINDS:
+        raise ValueError(f"kind must be one of {sm.KINDS}, got {kind!r}")
+    defaults = dict(sm.PAPER_DEFAULTS[kind])
+    default_lam = defaults.pop("lam")
+    lam = default_lam if lam is None else lam
+    if kind in ("none", "gradient_norm"):
+        defaults.pop("num_samples", None)
+    hyper = {**{k: v for k, v in defaults.items()}, **hyper}
+    if kind == "none":
+        return classifier_loss(model, augment=augment)
+
+    def reg(logit_fn, params, x, labels, key):
+        return lam * sm.regularizer(logit_fn, params, x, labels, kind=kind, key=key, **hyper)
+
+    return classifier_loss(model, augment=augment, regularizer=reg)
