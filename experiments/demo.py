@@ -11,7 +11,6 @@ writes into ``--workdir``: ``config.json``, ``metrics.jsonl``, ``results.json``,
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 
@@ -19,20 +18,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments.common import save_config, train_classifier
 from jaxgrad import sharding as shd
-from jaxgrad.data import load_dataset, steps_per_epoch
 from jaxgrad.gradients import input_gradients
-from jaxgrad.models import get_model, linen_logit_fn
-from jaxgrad.training import (
-    classifier_loss,
-    create_train_state,
-    evaluate,
-    fit,
-    make_eval_step,
-    make_optimizer,
-    make_schedule,
-    make_train_step,
-)
 from jaxgrad.viz import attribution_grid
 
 
@@ -40,56 +28,15 @@ def run(config, workdir: str | Path) -> dict:
     """Runs the demo with ``config`` into ``workdir`` and returns the results dict."""
     t_start = time.perf_counter()
     workdir = Path(workdir).absolute()
-    workdir.mkdir(parents=True, exist_ok=True)
-    if jax.process_index() == 0:
-        (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
-    key = jax.random.key(config.seed)
-    init_key, train_key = jax.random.split(key)
-
-    train = load_dataset(config.data.source, "train")
-    test = load_dataset(config.data.source, "test")
-    mesh = shd.data_mesh()
-    n_dev = mesh.devices.size
-    batch_size = math.ceil(config.train.batch_size / n_dev) * n_dev
-    num_steps = config.train.epochs * steps_per_epoch(len(train["label"]), batch_size)
-
-    model = get_model(
-        config.model.name,
-        num_classes=config.data.num_classes,
-        activation=config.model.activation,
-        beta=config.model.beta,
+    save_config(config, workdir)
+    trained = train_classifier(config, workdir, jax.random.key(config.seed))
+    state, logit_fn, test, result = (
+        trained.state,
+        trained.logit_fn,
+        trained.test,
+        trained.test_metrics,
     )
-    schedule = make_schedule(
-        config.train.schedule, config.train.learning_rate, total_steps=num_steps
-    )
-    tx = make_optimizer(config.train.optimizer, schedule, weight_decay=config.train.weight_decay)
-    state = create_train_state(model, tx, init_key, train["image"][:1], mesh=mesh)
-    train_step = make_train_step(classifier_loss(model), tx, mesh=mesh)
-    logit_fn = linen_logit_fn(model)
-    eval_step = make_eval_step(logit_fn, mesh=mesh)
-
-    print(
-        f"training {config.model.name} on {config.data.source}: {len(train['label'])} images, "
-        f"{num_steps} steps of batch {batch_size} on {n_dev} device(s)",
-        flush=True,
-    )
-    state = fit(
-        state,
-        train_step,
-        train,
-        key=train_key,
-        batch_size=batch_size,
-        num_steps=num_steps,
-        mesh=mesh,
-        checkpoint_dir=workdir / "checkpoints",
-        checkpoint_every=config.train.checkpoint_every,
-        keep_checkpoints=config.train.keep_checkpoints,
-        metrics_path=workdir / "metrics.jsonl",
-        log_every=config.train.log_every,
-        eval_fn=lambda s: evaluate(eval_step, s.variables, test, batch_size=batch_size, mesh=mesh),
-    )
-    result = evaluate(eval_step, state.variables, test, batch_size=batch_size, mesh=mesh)
-    print(f"test accuracy: {result['accuracy']:.4f} ({int(result['count'])} images)", flush=True)
+    batch_size, n_dev = trained.batch_size, trained.mesh.devices.size
 
     n = config.attribution.num_images
     x, y = jnp.asarray(test["image"][:n]), jnp.asarray(test["label"][:n])

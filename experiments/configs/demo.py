@@ -14,6 +14,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """Config; ``arg="smoke"`` gives a seconds-long run for tests."""
     c = ml_collections.ConfigDict()
     c.seed = 0
+    c.num_devices = 0  # 0: every device (of every host); n: the first n
     c.data = ml_collections.ConfigDict(dict(source="digits", num_classes=10))
     c.model = ml_collections.ConfigDict(dict(name="cnn", activation="relu", beta=1.0))
     c.train = ml_collections.ConfigDict(
