@@ -31,6 +31,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m pip install -q -c constraints.txt -e ".[bench]"
 	XLA_FLAGS= $(BIN)/python benchmarks/train_step.py
+	XLA_FLAGS= $(BIN)/python benchmarks/score_matching.py
 
 clean:
 	rm -rf $(VENV) runs

@@ -77,23 +77,34 @@ def run(config, workdir: str | Path) -> dict:
     def loss_fn(params, model_state, batch, key):
         del key
         v = {"params": params, **model_state}
-        per = gradient_manipulation_loss(logit_fn, v, batch["image"], batch["label"], m, alpha=mc.alpha)
+        per = gradient_manipulation_loss(
+            logit_fn, v, batch["image"], batch["label"], m, alpha=mc.alpha
+        )
         logits = logit_fn(v, batch["image"])
-        acc = masked_mean((jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32), batch["mask"])
+        acc = masked_mean(
+            (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32), batch["mask"]
+        )
         return masked_mean(per, batch["mask"]), (model_state, {"accuracy": acc})
 
     from jaxgrad.training import create_train_state
 
     state = create_train_state(model, tx, jax.random.key(0), x[:1], mesh=trained.mesh)
     # Copies: the train step donates its state, and the original model is measured afterwards.
-    state = state.replace(params=jax.tree.map(jnp.copy, trained.state.params),
-                          model_state=jax.tree.map(jnp.copy, trained.state.model_state))
+    state = state.replace(
+        params=jax.tree.map(jnp.copy, trained.state.params),
+        model_state=jax.tree.map(jnp.copy, trained.state.model_state),
+    )
     num_steps = mc.epochs * steps_per_epoch(len(trained.train["label"]), trained.batch_size)
     print(f"fine-tuning for {num_steps} steps with alpha={mc.alpha}", flush=True)
     state = fit(
-        state, make_train_step(loss_fn, tx, mesh=trained.mesh), trained.train,
-        key=jax.random.key(config.seed + 1), batch_size=trained.batch_size, num_steps=num_steps,
-        mesh=trained.mesh, metrics_path=workdir / "finetune_metrics.jsonl",
+        state,
+        make_train_step(loss_fn, tx, mesh=trained.mesh),
+        trained.train,
+        key=jax.random.key(config.seed + 1),
+        batch_size=trained.batch_size,
+        num_steps=num_steps,
+        mesh=trained.mesh,
+        metrics_path=workdir / "finetune_metrics.jsonl",
         log_every=config.train.log_every,
     )
     tuned = state.variables
@@ -108,18 +119,33 @@ def run(config, workdir: str | Path) -> dict:
         "cosine_to_map_after_min": float(jnp.min(cos_after)),
         "steps": num_steps,
     }
-    learned["accuracy_change_points"] = 100 * (learned["accuracy_finetuned"] - learned["accuracy_original"])
-    results = {"closed_form": closed, "learned": learned, "seconds": time.perf_counter() - t0,
-               "test_images": int(len(y))}
+    learned["accuracy_change_points"] = 100 * (
+        learned["accuracy_finetuned"] - learned["accuracy_original"]
+    )
+    results = {
+        "closed_form": closed,
+        "learned": learned,
+        "seconds": time.perf_counter() - t0,
+        "test_images": int(len(y)),
+    }
 
     n = mc.num_images
     g_before = grads_fn(logit_fn, variables, x[:n], y[:n])
     figure = attribution_grid(
         np.asarray(x[:n]),
-        [np.asarray(g_before), np.asarray(g_c[:n]), np.asarray(g_after[:n]),
-         np.broadcast_to(np.asarray(m), x[:n].shape)],
+        [
+            np.asarray(g_before),
+            np.asarray(g_c[:n]),
+            np.asarray(g_after[:n]),
+            np.broadcast_to(np.asarray(m), x[:n].shape),
+        ],
         workdir / "manipulation.png",
-        row_titles=["original", f"closed form (class {mc.target_class})", "fine-tuned (label)", "target map"],
+        row_titles=[
+            "original",
+            f"closed form (class {mc.target_class})",
+            "fine-tuned (label)",
+            "target map",
+        ],
         column_titles=[f"y={int(v)}" for v in y[:n]],
         title="Input-gradients before and after the shift manipulation",
     )
@@ -134,7 +160,7 @@ def _report(workdir: Path, config, r: dict, figure: Path) -> None:
     c, lr = r["closed_form"], r["learned"]
     text = f"""# Shift manipulation (Srinivas & Fleuret 2021, Sec. 3)
 
-Digits CNN ({config.model.activation}), {r['test_images']} test images, target map
+Digits CNN ({config.model.activation}), {r["test_images"]} test images, target map
 `{config.manipulation.target_map}`.
 
 ## (a) Closed form
@@ -143,18 +169,18 @@ Adding `g(x) = <m, x> - f_c(x)` to every logit (class c = {config.manipulation.t
 
 | figure | value |
 |---|---|
-| max abs difference of the softmax | {c['softmax_max_abs_diff']:.2e} |
-| max abs error of the class-c gradient to the map | {c['gradient_max_abs_error']:.2e} |
-| test accuracy, original / shifted | {c['accuracy_original']:.4f} / {c['accuracy_shifted']:.4f} |
+| max abs difference of the softmax | {c["softmax_max_abs_diff"]:.2e} |
+| max abs error of the class-c gradient to the map | {c["gradient_max_abs_error"]:.2e} |
+| test accuracy, original / shifted | {c["accuracy_original"]:.4f} / {c["accuracy_shifted"]:.4f} |
 
 ## (b) Learned
 
-Fine-tuning {lr['steps']} steps with cross-entropy + {config.manipulation.alpha} x (1 - cos(grad_x f_y, m)):
+Fine-tuning {lr["steps"]} steps with cross-entropy + {config.manipulation.alpha} x (1 - cos(grad_x f_y, m)):
 
 | figure | value |
 |---|---|
-| test accuracy, original / fine-tuned | {lr['accuracy_original']:.4f} / {lr['accuracy_finetuned']:.4f} ({lr['accuracy_change_points']:+.2f} points) |
-| mean cosine of the label's gradient to the map, before / after | {lr['cosine_to_map_before']:.3f} / {lr['cosine_to_map_after']:.3f} (min {lr['cosine_to_map_after_min']:.3f}) |
+| test accuracy, original / fine-tuned | {lr["accuracy_original"]:.4f} / {lr["accuracy_finetuned"]:.4f} ({lr["accuracy_change_points"]:+.2f} points) |
+| mean cosine of the label's gradient to the map, before / after | {lr["cosine_to_map_before"]:.3f} / {lr["cosine_to_map_after"]:.3f} (min {lr["cosine_to_map_after_min"]:.3f}) |
 
 ![manipulation]({figure.name})
 """
@@ -162,7 +188,7 @@ Fine-tuning {lr['steps']} steps with cross-entropy + {config.manipulation.alpha}
 
 
 def main(argv) -> None:
-    """absl entry point."""
+    """Entry point for absl."""
     from absl import flags, logging
 
     del argv

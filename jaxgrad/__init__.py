@@ -5,8 +5,30 @@ methods, their evaluations, and the Flax training that goes with them. All funct
 pure and follow the contract ``logit_fn(params, x) -> logits`` (see ``jaxgrad.types``).
 """
 
-from jaxgrad import data, models, sharding, training
-from jaxgrad.gradients import input_gradients, select_logits
+from jaxgrad import data, models, score_matching, sharding, training
+from jaxgrad.gradients import (
+    cosine_similarity,
+    gradient_manipulation_loss,
+    hvp,
+    input_gradients,
+    log_density,
+    score,
+    select_logits,
+    shift_logits,
+    shift_to_target_map,
+)
+from jaxgrad.score_matching import (
+    anti_score_matching_loss,
+    gradient_norm_regularizer,
+    hessian_trace,
+    hessian_trace_exact,
+    hessian_trace_hutchinson,
+    hessian_trace_taylor,
+    regularized_loss,
+    regularizer,
+    score_matching_loss,
+    stability_regularizer,
+)
 from jaxgrad.types import LogitFn
 
 __version__ = "0.1.0"
@@ -14,10 +36,28 @@ __version__ = "0.1.0"
 __all__ = [
     "LogitFn",
     "__version__",
+    "anti_score_matching_loss",
+    "cosine_similarity",
     "data",
+    "gradient_manipulation_loss",
+    "gradient_norm_regularizer",
+    "hessian_trace",
+    "hessian_trace_exact",
+    "hessian_trace_hutchinson",
+    "hessian_trace_taylor",
+    "hvp",
     "input_gradients",
+    "log_density",
     "models",
+    "regularized_loss",
+    "regularizer",
+    "score",
+    "score_matching",
+    "score_matching_loss",
     "select_logits",
     "sharding",
+    "shift_logits",
+    "shift_to_target_map",
+    "stability_regularizer",
     "training",
 ]

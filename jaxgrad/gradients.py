@@ -80,7 +80,9 @@ def input_gradients(
     return jax.grad(total)(x)
 
 
-def log_density(logit_fn: LogitFn, params: Params, x: ArrayLike, target: ArrayLike | None = None) -> jax.Array:
+def log_density(
+    logit_fn: LogitFn, params: Params, x: ArrayLike, target: ArrayLike | None = None
+) -> jax.Array:
     """The classifier's implicit unnormalised log-density (Srinivas & Fleuret 2021, arXiv 2006.09128).
 
     Reading the logits as an energy model ``p(x, y) = exp(f_y(x)) / Z``: with a target it
@@ -103,7 +105,9 @@ def log_density(logit_fn: LogitFn, params: Params, x: ArrayLike, target: ArrayLi
     return select_logits(logits, target)
 
 
-def score(logit_fn: LogitFn, params: Params, x: ArrayLike, target: ArrayLike | None = None) -> jax.Array:
+def score(
+    logit_fn: LogitFn, params: Params, x: ArrayLike, target: ArrayLike | None = None
+) -> jax.Array:
     """Score of the implicit density, ``grad_x log p(x | y)`` (or ``grad_x log p(x)``).
 
     With a target this equals :func:`input_gradients` (the logit-gradient is the
@@ -141,7 +145,9 @@ def shift_logits(logit_fn: LogitFn, g) -> LogitFn:
         logits = logit_fn(params, x)
         shift = g(params, x)
         if shift.shape != logits.shape[:1]:
-            raise ValueError(f"g must return one value per example, shape {logits.shape[:1]}, got {shift.shape}")
+            raise ValueError(
+                f"g must return one value per example, shape {logits.shape[:1]}, got {shift.shape}"
+            )
         return logits + shift[:, None]
 
     return shifted
@@ -184,7 +190,9 @@ def shift_to_target_map(logit_fn: LogitFn, target_class: int, target_map: ArrayL
 
     def g(params: Params, x: jax.Array) -> jax.Array:
         if x.shape[1:] != m.shape:
-            raise ValueError(f"target_map must have the per-example shape {x.shape[1:]}, got {m.shape}")
+            raise ValueError(
+                f"target_map must have the per-example shape {x.shape[1:]}, got {m.shape}"
+            )
         axes = tuple(range(1, x.ndim))
         return jnp.sum(x * m[None], axis=axes) - logit_fn(params, x)[:, target_class]
 
@@ -201,8 +209,15 @@ def cosine_similarity(a: ArrayLike, b: ArrayLike, eps: float = 1e-12) -> jax.Arr
     return num / jnp.maximum(den, eps)
 
 
-def gradient_manipulation_loss(logit_fn: LogitFn, params: Params, x: ArrayLike, y: ArrayLike,
-                               target_map: ArrayLike, *, alpha: ArrayLike = 1.0) -> jax.Array:
+def gradient_manipulation_loss(
+    logit_fn: LogitFn,
+    params: Params,
+    x: ArrayLike,
+    y: ArrayLike,
+    target_map: ArrayLike,
+    *,
+    alpha: ArrayLike = 1.0,
+) -> jax.Array:
     """Cross-entropy plus ``alpha * (1 - cos(grad_x f_y(x), m))`` per example, ``[B]``.
 
     The learned form of the shift manipulation (Srinivas & Fleuret 2021, Sec. 3): fine-tuning

@@ -64,7 +64,9 @@ def _map(fn, xs, chunk_size: int | None):
     return jax.lax.map(fn, xs, batch_size=chunk_size)
 
 
-def hessian_trace_exact(f: PerExampleFn, x: ArrayLike, *, chunk_size: int | None = None) -> jax.Array:
+def hessian_trace_exact(
+    f: PerExampleFn, x: ArrayLike, *, chunk_size: int | None = None
+) -> jax.Array:
     """Exact ``trace(grad_x^2 f_b(x_b))`` for every example, from all basis directions.
 
     Computes ``e_i^T H e_i`` for the ``D = prod(S)`` basis vectors ``e_i`` (the same
@@ -107,9 +109,16 @@ def _probes(key: jax.Array, shape: tuple[int, ...], dtype, distribution: str) ->
     raise ValueError(f"distribution must be 'rademacher' or 'gaussian', got {distribution!r}")
 
 
-def hessian_trace_hutchinson(f: PerExampleFn, x: ArrayLike, *, key: jax.Array, num_probes: int = 1,
-                             distribution: str = "rademacher", method: str = "jvp",
-                             chunk_size: int | None = None) -> jax.Array:
+def hessian_trace_hutchinson(
+    f: PerExampleFn,
+    x: ArrayLike,
+    *,
+    key: jax.Array,
+    num_probes: int = 1,
+    distribution: str = "rademacher",
+    method: str = "jvp",
+    chunk_size: int | None = None,
+) -> jax.Array:
     """Hutchinson's stochastic trace ``mean_p v_p^T H v_p`` for every example.
 
     Each probe costs one Hessian-vector product: ``method="jvp"`` (forward-over-reverse, the
@@ -151,9 +160,17 @@ def hessian_trace_hutchinson(f: PerExampleFn, x: ArrayLike, *, key: jax.Array, n
     return jnp.mean(_map(quad_form, keys, chunk_size), axis=0)
 
 
-def hessian_trace_taylor(f: PerExampleFn, x: ArrayLike, *, key: jax.Array, sigma: ArrayLike = 0.01,
-                         num_samples: int = 1, antithetic: bool = False,
-                         chunk_size: int | None = None, f_x: jax.Array | None = None) -> jax.Array:
+def hessian_trace_taylor(
+    f: PerExampleFn,
+    x: ArrayLike,
+    *,
+    key: jax.Array,
+    sigma: ArrayLike = 0.01,
+    num_samples: int = 1,
+    antithetic: bool = False,
+    chunk_size: int | None = None,
+    f_x: jax.Array | None = None,
+) -> jax.Array:
     """The score-matching paper's forward-only trace estimate (Srinivas & Fleuret 2021, Eq. 3).
 
     ``h(x) = (2 / sigma^2) mean_s [f(x + v_s) - f(x)]`` with ``v_s ~ N(0, sigma^2 I)``; its
@@ -204,8 +221,14 @@ def hessian_trace_taylor(f: PerExampleFn, x: ArrayLike, *, key: jax.Array, sigma
     return jnp.mean(_map(one, keys, chunk_size), axis=0)
 
 
-def hessian_trace(f: PerExampleFn, x: ArrayLike, *, estimator: str = "taylor", key: jax.Array | None = None,
-                  **kwargs: Any) -> jax.Array:
+def hessian_trace(
+    f: PerExampleFn,
+    x: ArrayLike,
+    *,
+    estimator: str = "taylor",
+    key: jax.Array | None = None,
+    **kwargs: Any,
+) -> jax.Array:
     """Dispatches to one of the estimators by name (``exact``, ``hutchinson``, ``taylor``).
 
     ``kwargs`` go to the chosen estimator (``chunk_size``, ``num_probes``, ``distribution``,
@@ -231,8 +254,14 @@ def gradient_norm_regularizer(f: PerExampleFn, x: ArrayLike) -> jax.Array:
     return 0.5 * jnp.sum(g**2, axis=tuple(range(1, x.ndim)))
 
 
-def score_matching_loss(f: PerExampleFn, x: ArrayLike, *, estimator: str = "taylor",
-                        key: jax.Array | None = None, **kwargs: Any) -> jax.Array:
+def score_matching_loss(
+    f: PerExampleFn,
+    x: ArrayLike,
+    *,
+    estimator: str = "taylor",
+    key: jax.Array | None = None,
+    **kwargs: Any,
+) -> jax.Array:
     """Hyvärinen's score-matching objective per example: ``trace(H) + 1/2 ||grad_x f||^2``.
 
     With ``f = log p_theta`` (up to a constant), its mean over data equals
@@ -249,7 +278,9 @@ def score_matching_loss(f: PerExampleFn, x: ArrayLike, *, estimator: str = "tayl
       ``[B]``.
     """
     x = _check_x(x)
-    return hessian_trace(f, x, estimator=estimator, key=key, **kwargs) + gradient_norm_regularizer(f, x)
+    return hessian_trace(f, x, estimator=estimator, key=key, **kwargs) + gradient_norm_regularizer(
+        f, x
+    )
 
 
 def stability_regularizer(trace: ArrayLike) -> jax.Array:
@@ -289,9 +320,20 @@ CODE_DEFAULTS = {
 }
 
 
-def regularizer(logit_fn: LogitFn, params: Params, x: ArrayLike, target: ArrayLike, *, kind: str,
-                mu: ArrayLike = 1e-3, tau: ArrayLike = 1000.0, sigma: ArrayLike = 0.01,
-                key: jax.Array | None = None, estimator: str = "taylor", **kwargs: Any) -> jax.Array:
+def regularizer(
+    logit_fn: LogitFn,
+    params: Params,
+    x: ArrayLike,
+    target: ArrayLike,
+    *,
+    kind: str,
+    mu: ArrayLike = 1e-3,
+    tau: ArrayLike = 1000.0,
+    sigma: ArrayLike = 0.01,
+    key: jax.Array | None = None,
+    estimator: str = "taylor",
+    **kwargs: Any,
+) -> jax.Array:
     """The regularizer of Eq. 4 alone, per example, on ``f = f_target`` (the raw target logit).
 
     * ``score_matching``: ``h + 1/2 ||grad_x f||^2 + mu h^2``
@@ -327,10 +369,21 @@ def regularizer(logit_fn: LogitFn, params: Params, x: ArrayLike, target: ArrayLi
     return h + gradient_norm_regularizer(f, x) + mu * stability_regularizer(h)
 
 
-def regularized_loss(logit_fn: LogitFn, params: Params, x: ArrayLike, y: ArrayLike, *, kind: str,
-                     lam: ArrayLike | None = None, mu: ArrayLike | None = None, tau: ArrayLike | None = None,
-                     sigma: ArrayLike | None = None, key: jax.Array | None = None,
-                     estimator: str = "taylor", **kwargs: Any) -> jax.Array:
+def regularized_loss(
+    logit_fn: LogitFn,
+    params: Params,
+    x: ArrayLike,
+    y: ArrayLike,
+    *,
+    kind: str,
+    lam: ArrayLike | None = None,
+    mu: ArrayLike | None = None,
+    tau: ArrayLike | None = None,
+    sigma: ArrayLike | None = None,
+    key: jax.Array | None = None,
+    estimator: str = "taylor",
+    **kwargs: Any,
+) -> jax.Array:
     """Cross-entropy plus ``lam`` times a regularizer, per example (Srinivas & Fleuret 2021, Eq. 4).
 
     ``l_reg = CE(f(x), y) + lam * R(x, y)`` with ``R`` from :func:`regularizer` on the raw
@@ -377,5 +430,7 @@ def regularized_loss(logit_fn: LogitFn, params: Params, x: ArrayLike, y: ArrayLi
     ce = -select_logits(jax.nn.log_softmax(logits, axis=-1), y)
     if kind == "none":
         return ce
-    reg = regularizer(logit_fn, params, x, y, kind=kind, key=key, estimator=estimator, **hyper, **kwargs)
+    reg = regularizer(
+        logit_fn, params, x, y, kind=kind, key=key, estimator=estimator, **hyper, **kwargs
+    )
     return ce + lam * reg

@@ -51,7 +51,9 @@ def test_exact_trace_of_a_gaussian(key, x64):
         np.testing.assert_allclose(hessian_trace_exact(f, x, chunk_size=chunk), expected, atol=1e-5)
     # Image-shaped inputs: [B, H, W, C] flattened inside f.
     fi = lambda z: f(z.reshape(z.shape[0], -1))  # noqa: E731
-    np.testing.assert_allclose(hessian_trace_exact(fi, x.reshape(5, 1, 3, 2), chunk_size=4), expected, atol=1e-5)
+    np.testing.assert_allclose(
+        hessian_trace_exact(fi, x.reshape(5, 1, 3, 2), chunk_size=4), expected, atol=1e-5
+    )
 
 
 @pytest.mark.parametrize("distribution", ["rademacher", "gaussian"])
@@ -62,16 +64,20 @@ def test_hutchinson_mean_and_variance_match_closed_forms(distribution, method, k
     n = 10_000
     x = jnp.broadcast_to(jax.random.normal(jax.random.fold_in(key, 1), (1, 6), jnp.float64), (n, 6))
     # One probe per row: n independent single-probe estimates.
-    est = hessian_trace_hutchinson(f, x, key=jax.random.fold_in(key, 2), num_probes=1,
-                                   distribution=distribution, method=method)
+    est = hessian_trace_hutchinson(
+        f, x, key=jax.random.fold_in(key, 2), num_probes=1, distribution=distribution, method=method
+    )
     mean, var = float(jnp.mean(est)), float(jnp.var(est, ddof=1))
     assert abs(mean - float(jnp.trace(h))) < 3 * np.sqrt(var / n)
     fro2 = float(jnp.sum(h**2))
-    expected_var = 2 * (fro2 - float(jnp.sum(jnp.diag(h) ** 2))) if distribution == "rademacher" else 2 * fro2
+    expected_var = (
+        2 * (fro2 - float(jnp.sum(jnp.diag(h) ** 2))) if distribution == "rademacher" else 2 * fro2
+    )
     np.testing.assert_allclose(var, expected_var, rtol=0.10)
     # Averaging probes divides the variance.
-    est16 = hessian_trace_hutchinson(f, x[:2000], key=key, num_probes=16, distribution=distribution,
-                                     method=method, chunk_size=5)
+    est16 = hessian_trace_hutchinson(
+        f, x[:2000], key=key, num_probes=16, distribution=distribution, method=method, chunk_size=5
+    )
     np.testing.assert_allclose(float(jnp.var(est16, ddof=1)), expected_var / 16, rtol=0.15)
 
 
@@ -93,7 +99,9 @@ def test_taylor_variance_and_antithetic_variance(key, x64):
         est = hessian_trace_taylor(f, x, key=jax.random.fold_in(key, 3), sigma=sigma)
         var = float(jnp.var(est, ddof=1))
         np.testing.assert_allclose(var, 4 * float(g @ g) / sigma**2 + 2 * fro2, rtol=0.15)
-        assert abs(float(jnp.mean(est)) - float(jnp.trace(h))) < 3 * np.sqrt(var / n)  # unbiased: quadratic
+        assert abs(float(jnp.mean(est)) - float(jnp.trace(h))) < 3 * np.sqrt(
+            var / n
+        )  # unbiased: quadratic
     anti = hessian_trace_taylor(f, x, key=key, sigma=0.1, antithetic=True)
     np.testing.assert_allclose(float(jnp.var(anti, ddof=1)), 2 * fro2, rtol=0.15)
 
@@ -111,7 +119,9 @@ def test_taylor_bias_shrinks_with_sigma(key, x64):
     biases = []
     for sigma in (0.8, 0.4, 0.2):
         expectation = trace * 2 * np.expm1(a**2 * sigma**2 / 2) / (a**2 * sigma**2)
-        est = hessian_trace_taylor(f, x, key=jax.random.fold_in(key, int(sigma * 10)), sigma=sigma, antithetic=True)
+        est = hessian_trace_taylor(
+            f, x, key=jax.random.fold_in(key, int(sigma * 10)), sigma=sigma, antithetic=True
+        )
         se = float(jnp.std(est)) / np.sqrt(n)
         assert abs(float(jnp.mean(est)) - expectation) < 3 * se + 1e-9
         biases.append(expectation - trace)
@@ -127,7 +137,10 @@ def test_score_matching_recovers_a_gaussian(estimator, key, x64):
     theta0 = {"mean": jnp.zeros(3), "log_prec": jnp.zeros(3)}
 
     def loss(theta, k):
-        f = lambda x: -0.5 * jnp.sum(jnp.exp(theta["log_prec"])[None] * (x - theta["mean"][None]) ** 2, axis=-1)  # noqa: E731
+        def f(x):
+            prec = jnp.exp(theta["log_prec"])[None]
+            return -0.5 * jnp.sum(prec * (x - theta["mean"][None]) ** 2, axis=-1)
+
         kw = {} if estimator == "exact" else dict(key=k, num_probes=1, distribution="gaussian")
         return jnp.mean(score_matching_loss(f, data, estimator=estimator, **kw))
 
@@ -186,19 +199,34 @@ def test_gradients_view_of_the_density(small_cnns):
     logit_fn, variables = models["softplus"]
     target = jnp.array([3, 7])
     logits = logit_fn(variables, x)
-    np.testing.assert_allclose(log_density(logit_fn, variables, x, target), logits[jnp.arange(2), target])
-    np.testing.assert_allclose(log_density(logit_fn, variables, x), jax.nn.logsumexp(logits, -1), rtol=1e-6)
-    np.testing.assert_array_equal(score(logit_fn, variables, x, target), input_gradients(logit_fn, variables, x, target))
+    np.testing.assert_allclose(
+        log_density(logit_fn, variables, x, target), logits[jnp.arange(2), target]
+    )
+    np.testing.assert_allclose(
+        log_density(logit_fn, variables, x), jax.nn.logsumexp(logits, -1), rtol=1e-6
+    )
+    np.testing.assert_array_equal(
+        score(logit_fn, variables, x, target), input_gradients(logit_fn, variables, x, target)
+    )
     # The marginal score is the softmax-weighted average of the class scores.
     p = jax.nn.softmax(logits)
-    per_class = jnp.stack([input_gradients(logit_fn, variables, x, jnp.full(2, k)) for k in range(10)], 1)
-    np.testing.assert_allclose(score(logit_fn, variables, x), jnp.einsum("bk,bk...->b...", p, per_class), rtol=1e-4, atol=1e-7)
+    per_class = jnp.stack(
+        [input_gradients(logit_fn, variables, x, jnp.full(2, k)) for k in range(10)], 1
+    )
+    np.testing.assert_allclose(
+        score(logit_fn, variables, x),
+        jnp.einsum("bk,bk...->b...", p, per_class),
+        rtol=1e-4,
+        atol=1e-7,
+    )
     # hvp against jax.hessian.
     v = jax.random.normal(jax.random.key(5), x.shape)
     f = lambda z: select_logits(logit_fn(variables, z), target)  # noqa: E731
     hv = hvp(f, x, v)
     fb = lambda z: logit_fn(variables, z.reshape(1, 6, 6, 1))[0, 3]  # noqa: E731
-    np.testing.assert_allclose(hv[0].ravel(), jax.hessian(fb)(x[0].ravel()) @ v[0].ravel(), rtol=1e-3, atol=1e-6)
+    np.testing.assert_allclose(
+        hv[0].ravel(), jax.hessian(fb)(x[0].ravel()) @ v[0].ravel(), rtol=1e-3, atol=1e-6
+    )
 
 
 @pytest.fixture(scope="module")
@@ -216,9 +244,13 @@ def test_estimators_agree_with_each_other_on_a_smooth_model(smooth_mlp, key):
     xs = jnp.repeat(x, n, axis=0)  # n independent single-probe estimates per image
     target = jnp.repeat(jnp.array([3, 7]), n)
     f = lambda z: select_logits(logit_fn(variables, z), target)  # noqa: E731
-    exact = hessian_trace_exact(lambda z: select_logits(logit_fn(variables, z), jnp.array([3, 7])), x)
+    exact = hessian_trace_exact(
+        lambda z: select_logits(logit_fn(variables, z), jnp.array([3, 7])), x
+    )
     estimates = {
-        "hutchinson": hessian_trace_hutchinson(f, xs, key=key, distribution="gaussian", chunk_size=1),
+        "hutchinson": hessian_trace_hutchinson(
+            f, xs, key=key, distribution="gaussian", chunk_size=1
+        ),
         "taylor_antithetic": hessian_trace_taylor(f, xs, key=key, sigma=0.05, antithetic=True),
     }
     for name, est in estimates.items():
@@ -243,12 +275,17 @@ def test_taylor_sees_the_kinks_that_autodiff_hessians_ignore(small_cnns, key):
     logit_fn, variables = models["softplus"]
     n = 512
     f = lambda z: select_logits(logit_fn(variables, z), jnp.repeat(jnp.array([3, 7]), n))  # noqa: E731
-    exact = hessian_trace_exact(lambda z: select_logits(logit_fn(variables, z), jnp.array([3, 7])), x)
+    exact = hessian_trace_exact(
+        lambda z: select_logits(logit_fn(variables, z), jnp.array([3, 7])), x
+    )
     devs = []
     for sigma in (0.05, 0.01):
-        est = jax.jit(lambda z, s=sigma: hessian_trace_taylor(f, z, key=key, sigma=s, antithetic=True))(
-            jnp.repeat(x, n, axis=0)).reshape(2, n)
-        devs.append(float(jnp.max(jnp.abs(est.mean(1) - exact) / (jnp.std(est, axis=1) / np.sqrt(n)))))
+        est = jax.jit(
+            lambda z, s=sigma: hessian_trace_taylor(f, z, key=key, sigma=s, antithetic=True)
+        )(jnp.repeat(x, n, axis=0)).reshape(2, n)
+        devs.append(
+            float(jnp.max(jnp.abs(est.mean(1) - exact) / (jnp.std(est, axis=1) / np.sqrt(n))))
+        )
     assert devs[1] > devs[0] > 3  # many standard errors away, and further as sigma shrinks
 
 
@@ -264,14 +301,26 @@ def test_jit_vmap_grad_and_determinism(smooth_mlp, key):
     ):
         eager = fn(x)
         assert eager.shape == (2,)
-        np.testing.assert_allclose(jax.jit(fn)(x), eager, rtol=1e-5, atol=taylor_rounding(f, x, 0.01))
+        np.testing.assert_allclose(
+            jax.jit(fn)(x), eager, rtol=1e-5, atol=taylor_rounding(f, x, 0.01)
+        )
         np.testing.assert_array_equal(fn(x), eager)  # same key, same result
     # vmap over a leading axis of x (each slice a batch of 1).
-    per = jax.vmap(lambda z: hessian_trace_exact(lambda y: select_logits(logit_fn(variables, y), target[:1]), z[None]))(x)
+    per = jax.vmap(
+        lambda z: hessian_trace_exact(
+            lambda y: select_logits(logit_fn(variables, y), target[:1]), z[None]
+        )
+    )(x)
     np.testing.assert_allclose(per[0, 0], hessian_trace_exact(f, x)[0], rtol=1e-5)
     # grad with respect to params of every regularized loss (double backprop) is finite.
     for kind in ("score_matching", "anti_score_matching", "gradient_norm", "none"):
-        g = jax.jit(jax.grad(lambda p, k=kind: jnp.mean(regularized_loss(logit_fn, p, x, target, kind=k, key=key))))(variables)
+        g = jax.jit(
+            jax.grad(
+                lambda p, k=kind: jnp.mean(
+                    regularized_loss(logit_fn, p, x, target, kind=k, key=key)
+                )
+            )
+        )(variables)
         assert all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(g))
 
 
@@ -297,10 +346,15 @@ def test_losses_and_regularizers_closed_forms(key, x64):
     x = jax.random.normal(jax.random.fold_in(key, 1), (4, 6), jnp.float64)
     g = -(x - mean[None]) @ precision
     np.testing.assert_allclose(gradient_norm_regularizer(f, x), 0.5 * jnp.sum(g**2, -1), rtol=1e-10)
-    np.testing.assert_allclose(score_matching_loss(f, x, estimator="exact"),
-                               -jnp.trace(precision) + 0.5 * jnp.sum(g**2, -1), rtol=1e-10)
+    np.testing.assert_allclose(
+        score_matching_loss(f, x, estimator="exact"),
+        -jnp.trace(precision) + 0.5 * jnp.sum(g**2, -1),
+        rtol=1e-10,
+    )
     np.testing.assert_allclose(stability_regularizer(jnp.array([-2.0, 3.0])), [4.0, 9.0])
-    np.testing.assert_allclose(anti_score_matching_loss(jnp.array([5.0, 2000.0]), tau=1000.0), [-5.0, -1000.0])
+    np.testing.assert_allclose(
+        anti_score_matching_loss(jnp.array([5.0, 2000.0]), tau=1000.0), [-5.0, -1000.0]
+    )
 
 
 def test_regularized_loss_is_eq_4(key, x64):
@@ -313,16 +367,30 @@ def test_regularized_loss_is_eq_4(key, x64):
     h = hessian_trace_exact(f, x)
     gn = gradient_norm_regularizer(f, x)
     np.testing.assert_allclose(regularized_loss(logit_fn, w, x, y, kind="none"), ce, rtol=1e-10)
-    np.testing.assert_allclose(regularized_loss(logit_fn, w, x, y, kind="gradient_norm", lam=0.1), ce + 0.1 * gn, rtol=1e-10)
     np.testing.assert_allclose(
-        regularized_loss(logit_fn, w, x, y, kind="score_matching", lam=0.1, mu=0.01, estimator="exact"),
-        ce + 0.1 * (h + gn + 0.01 * h**2), rtol=1e-10)
+        regularized_loss(logit_fn, w, x, y, kind="gradient_norm", lam=0.1),
+        ce + 0.1 * gn,
+        rtol=1e-10,
+    )
     np.testing.assert_allclose(
-        regularized_loss(logit_fn, w, x, y, kind="anti_score_matching", lam=0.1, tau=0.0, estimator="exact"),
-        ce - 0.1 * jnp.minimum(h, 0.0), rtol=1e-10)
+        regularized_loss(
+            logit_fn, w, x, y, kind="score_matching", lam=0.1, mu=0.01, estimator="exact"
+        ),
+        ce + 0.1 * (h + gn + 0.01 * h**2),
+        rtol=1e-10,
+    )
+    np.testing.assert_allclose(
+        regularized_loss(
+            logit_fn, w, x, y, kind="anti_score_matching", lam=0.1, tau=0.0, estimator="exact"
+        ),
+        ce - 0.1 * jnp.minimum(h, 0.0),
+        rtol=1e-10,
+    )
     # The Taylor default draws from the key; the same key gives the same loss.
     a = regularized_loss(logit_fn, w, x, y, kind="score_matching", key=key)
-    np.testing.assert_array_equal(a, regularized_loss(logit_fn, w, x, y, kind="score_matching", key=key))
+    np.testing.assert_array_equal(
+        a, regularized_loss(logit_fn, w, x, y, kind="score_matching", key=key)
+    )
     r = regularizer(logit_fn, w, x, y, kind="score_matching", key=key, sigma=0.01)
     np.testing.assert_allclose(a, ce + 1e-3 * r, rtol=1e-12)  # the paper's lam
 
@@ -332,13 +400,20 @@ def test_shift_keeps_softmax_and_moves_gradients(small_cnns, key):
     logit_fn, variables = models["relu"]
     g = lambda p, z: 3.0 * jnp.sum(jnp.sin(z), axis=(1, 2, 3))  # noqa: E731
     shifted = shift_logits(logit_fn, g)
-    np.testing.assert_allclose(jax.nn.softmax(shifted(variables, x)), jax.nn.softmax(logit_fn(variables, x)), atol=1e-6)
+    np.testing.assert_allclose(
+        jax.nn.softmax(shifted(variables, x)), jax.nn.softmax(logit_fn(variables, x)), atol=1e-6
+    )
     target = jnp.array([1, 4])
-    diff = input_gradients(shifted, variables, x, target) - input_gradients(logit_fn, variables, x, target)
+    diff = input_gradients(shifted, variables, x, target) - input_gradients(
+        logit_fn, variables, x, target
+    )
     np.testing.assert_allclose(diff, 3.0 * jnp.cos(x), rtol=1e-5, atol=1e-5)
     ce = lambda lf: optax.softmax_cross_entropy_with_integer_labels(lf(variables, x), target).sum()  # noqa: E731
-    np.testing.assert_allclose(jax.grad(lambda z: ce(lambda p, _: shifted(p, z)))(x),
-                               jax.grad(lambda z: ce(lambda p, _: logit_fn(p, z)))(x), atol=1e-5)
+    np.testing.assert_allclose(
+        jax.grad(lambda z: ce(lambda p, _: shifted(p, z)))(x),
+        jax.grad(lambda z: ce(lambda p, _: logit_fn(p, z)))(x),
+        atol=1e-5,
+    )
 
 
 def test_bad_arguments_are_named(key):
@@ -371,7 +446,9 @@ def test_flat_draws_equal_shaped_draws(key):
 
     shape = (3, 5, 4, 2)
     np.testing.assert_array_equal(_random.normal(key, shape), jax.random.normal(key, shape))
-    np.testing.assert_array_equal(_random.rademacher(key, shape), jax.random.rademacher(key, shape, jnp.float32))
+    np.testing.assert_array_equal(
+        _random.rademacher(key, shape), jax.random.rademacher(key, shape, jnp.float32)
+    )
 
 
 @pytest.mark.parametrize("kind", ["score_matching", "anti_score_matching", "gradient_norm", "none"])
@@ -384,8 +461,15 @@ def test_regularized_training_step_is_eq_4(kind, smooth_mlp, key):
     loss_fn = regularized_classifier_loss(model, kind=kind, lam=0.1)
     loss, (_, metrics) = loss_fn(variables["params"], {}, batch, key)
     # The regularizer's key is fold_in(key, 1); with it, the loss is the mean of Eq. 4.
-    expected = regularized_loss(logit_fn, variables, batch["image"], batch["label"], kind=kind, lam=0.1,
-                                key=jax.random.fold_in(key, 1))
+    expected = regularized_loss(
+        logit_fn,
+        variables,
+        batch["image"],
+        batch["label"],
+        kind=kind,
+        lam=0.1,
+        key=jax.random.fold_in(key, 1),
+    )
     np.testing.assert_allclose(loss, jnp.mean(expected), rtol=1e-5)
     tx = optax.sgd(1e-3)
     state = create_train_state(model, tx, jax.random.key(0), x[:1])

@@ -1,8 +1,7 @@
 """The shift manipulation of Srinivas & Fleuret (2021, Sec. 3): same classifier, any gradients.
 
 Run:
-  python -m experiments.shift_manipulation --config=experiments/configs/shift_manipulation.py \\
-      --workdir=runs/shift_manipulation
+  python -m experiments.shift_manipulation --workdir=runs/shift_manipulation
 
 Trains the sanity-check CNN on digits (as ``make demo``), then (a) builds the closed-form
 shift that makes one class's input-gradient equal an arbitrary map while the softmax stays
@@ -22,8 +21,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = demo.get_config(arg)
     c.train.epochs = 30  # a converged original (98.9% on digits), so fine-tuning cannot gain
     c.manipulation = ml_collections.ConfigDict(
-        dict(target_map="cross", target_class=3, alpha=5.0, learning_rate=3e-4, epochs=20,
-             num_images=8)
+        dict(
+            target_map="cross",
+            target_class=3,
+            alpha=5.0,
+            learning_rate=3e-4,
+            epochs=20,
+            num_images=8,
+        )
     )
     if arg == "smoke":
         c.train.epochs = 1

@@ -90,8 +90,9 @@ def classifier_loss(
 
             def train_logit_fn(p, z):
                 if model_state:
-                    return model.apply({"params": p, **model_state}, z, train=True,
-                                       mutable=list(model_state))[0]
+                    return model.apply(
+                        {"params": p, **model_state}, z, train=True, mutable=list(model_state)
+                    )[0]
                 return model.apply({"params": p}, z, train=True)
 
             reg = regularizer(train_logit_fn, params, x, labels, jax.random.fold_in(key, 1))
@@ -105,8 +106,14 @@ def classifier_loss(
     return loss_fn
 
 
-def regularized_classifier_loss(model: nn.Module, *, kind: str, lam: float | None = None,
-                                augment: Callable | None = None, **hyper: Any) -> LossFn:
+def regularized_classifier_loss(
+    model: nn.Module,
+    *,
+    kind: str,
+    lam: float | None = None,
+    augment: Callable | None = None,
+    **hyper: Any,
+) -> LossFn:
     """The training loss of Srinivas & Fleuret (2021), Eq. 4: cross-entropy + ``lam`` x regularizer.
 
     ``kind`` is ``none``, ``score_matching``, ``anti_score_matching`` or ``gradient_norm``;
