@@ -25,8 +25,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import os
-import platform
 import sys
 import time
 
@@ -34,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from _common import machine_info
 
 from jaxgrad.gradients import hvp, input_gradients, select_logits
 from jaxgrad.models import MnistCNN, ResNet18, init_variables, linen_logit_fn
@@ -194,13 +193,7 @@ def main() -> None:
     p.add_argument("--skip-scaling", action="store_true")
     a = p.parse_args()
     out = {
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "jax": jax.__version__,
-            "backend": jax.default_backend(),
-            "devices": jax.device_count(),
-        },
+        "machine": machine_info(),
         "batch_size": a.batch_size,
         "timed_calls": a.steps,
         "results": {},

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 
@@ -21,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from _common import machine_info
 
 from jaxgrad.models import MnistCNN, ResNet18
 from jaxgrad.training import classifier_loss, create_train_state, make_train_step
@@ -149,13 +148,7 @@ def main() -> None:
     p.add_argument("--models", default="cnn,resnet18")
     a = p.parse_args()
     out = {
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "jax": jax.__version__,
-            "backend": jax.default_backend(),
-            "devices": jax.device_count(),
-        },
+        "machine": machine_info(),
         "batch_size": a.batch_size,
         "timed_steps": a.steps,
         "results": {},
