@@ -198,7 +198,7 @@ def main() -> None:
         "timed_calls": a.steps,
         "results": {},
     }
-    for name in a.models.split(","):
+    for name in filter(None, a.models.split(",")):  # --models "" times the scaling only
         out["results"][name] = {
             "trace": bench_traces(name, a.batch_size, a.steps),
             "train_step": bench_train_steps(name, a.batch_size, a.steps),
