@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxgrad import _random
+from jaxgrad._vmap import chunked_vmap
 from jaxgrad.gradients import check_target, select_logits
 from jaxgrad.types import ArrayLike, LogitFn, Params
 
@@ -54,14 +55,6 @@ def _check_positive_int(value: int, name: str) -> None:
 
 def _grad_sum(f: PerExampleFn) -> PerExampleFn:
     return jax.grad(lambda z: jnp.sum(f(z)))
-
-
-def _map(fn, xs, chunk_size: int | None):
-    """``vmap`` over the leading axis of ``xs``, in chunks of ``chunk_size`` when given."""
-    if chunk_size is None:
-        return jax.vmap(fn)(xs)
-    _check_positive_int(chunk_size, "chunk_size")
-    return jax.lax.map(fn, xs, batch_size=chunk_size)
 
 
 def hessian_trace_exact(
@@ -98,7 +91,7 @@ def hessian_trace_exact(
         hv = jax.jvp(grad_f, (x,), (jnp.broadcast_to(e, x.shape),))[1]
         return hv.reshape(b, d)[:, i]
 
-    return jnp.sum(_map(diag_entry, jnp.arange(d), chunk_size), axis=0)
+    return jnp.sum(chunked_vmap(diag_entry, jnp.arange(d), chunk_size), axis=0)
 
 
 def _probes(key: jax.Array, shape: tuple[int, ...], dtype, distribution: str) -> jax.Array:
@@ -157,7 +150,7 @@ def hessian_trace_hutchinson(
         return jnp.sum(v * hv, axis=axes)
 
     keys = jax.random.split(key, num_probes)
-    return jnp.mean(_map(quad_form, keys, chunk_size), axis=0)
+    return jnp.mean(chunked_vmap(quad_form, keys, chunk_size), axis=0)
 
 
 def hessian_trace_taylor(
@@ -218,7 +211,7 @@ def hessian_trace_taylor(
         return 2.0 * (f(x + v) - f0) / sigma**2
 
     keys = jax.random.split(key, num_samples)
-    return jnp.mean(_map(one, keys, chunk_size), axis=0)
+    return jnp.mean(chunked_vmap(one, keys, chunk_size), axis=0)
 
 
 def hessian_trace(
