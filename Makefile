@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+BENCH  := $(VENV)/.installed-bench
 WORKDIR ?= runs/demo
 export XLA_FLAGS ?= --xla_force_host_platform_device_count=8
 
@@ -21,15 +22,19 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	XLA_FLAGS= $(BIN)/python -m experiments.demo --config=experiments/configs/demo.py --workdir=$(WORKDIR)
 
-test: $(STAMP)
+# The test suite also compares with Captum, so it installs the bench extra (torch CPU 2.13.0).
+$(BENCH): $(STAMP)
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[bench]"
+	touch $(BENCH)
+
+test: $(BENCH)
 	$(BIN)/python -m pytest -q tests
 
 lint: $(STAMP)
 	$(BIN)/python -m ruff check jaxgrad experiments tests benchmarks
 	$(BIN)/python -m ruff format --check jaxgrad experiments tests benchmarks
 
-bench: $(STAMP)
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[bench]"
+bench: $(BENCH)
 	XLA_FLAGS= $(BIN)/python benchmarks/train_step.py
 	XLA_FLAGS= $(BIN)/python benchmarks/score_matching.py
 

@@ -216,3 +216,15 @@ def test_get_model():
     assert isinstance(get_model("cnn"), MnistCNN)
     with pytest.raises(ValueError, match="model name"):
         get_model("vgg")
+
+
+def test_cnn_pooling_options_share_the_forward_pass(key):
+    x = jax.random.uniform(key, (2, 8, 8, 1))
+    v = init_variables(MnistCNN(), key, x)
+    np.testing.assert_allclose(
+        linen_logit_fn(MnistCNN(pooling="reduce_window"))(v, x),
+        linen_logit_fn(MnistCNN())(v, x),
+        rtol=1e-6,
+    )
+    with pytest.raises(ValueError, match="pooling"):
+        linen_logit_fn(MnistCNN(pooling="avg"))(v, x)

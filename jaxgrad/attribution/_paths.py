@@ -11,8 +11,9 @@ def quadrature(rule: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
     """Nodes ``alpha`` in [0, 1] and weights summing to 1 for ``steps`` evaluations.
 
     ``left``/``right``/``middle``: Riemann sums with ``alpha = k/m``, ``(k+1)/m``,
-    ``(k+1/2)/m``; ``trapezoid``: ``alpha = linspace(0, 1, m)`` with halved end weights (as
-    Captum's ``riemann_trapezoid``); ``gauss_legendre``: Gauss-Legendre nodes mapped to
+    ``(k+1/2)/m``; ``trapezoid``: ``alpha = linspace(0, 1, m)``, steps ``1/(m-1)`` with halved
+    end weights (Captum's ``riemann_trapezoid`` uses the same nodes with steps ``1/m``, so its
+    weights sum to ``(m-1)/m`` and its IG is scaled by that factor); ``gauss_legendre``: Gauss-Legendre nodes mapped to
     [0, 1], exact for polynomials of degree ``2m - 1``.
 
     Raises:

@@ -55,6 +55,10 @@ class MnistCNN(nn.Module):
       activation: ``"relu"`` (the paper's), ``"softplus"`` (with ``beta``) or a callable.
       beta: softplus sharpness.
       kernel_init, bias_init: the paper's truncated normal (std 0.1) and constant 0.1.
+      pooling: ``"reshape"`` (reshape + max: 1.5x faster input-gradients on XLA CPU; a
+        tied window splits its gradient equally) or ``"reduce_window"`` (``nn.max_pool``: the
+        whole gradient goes to one tied input, as in PyTorch and TensorFlow). The forward
+        pass is the same.
     """
 
     num_classes: int = 10
@@ -62,6 +66,7 @@ class MnistCNN(nn.Module):
     beta: float = 1.0
     kernel_init: nn.initializers.Initializer = nn.initializers.truncated_normal(stddev=0.1)
     bias_init: nn.initializers.Initializer = nn.initializers.constant(0.1)
+    pooling: str = "reshape"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -69,12 +74,17 @@ class MnistCNN(nn.Module):
         del train  # no dropout or batch statistics
         check_image_batch(x, "x", _expected_features(self, "hidden1", -2))
         act = get_activation(self.activation, self.beta)
+        if self.pooling not in ("reshape", "reduce_window"):
+            raise ValueError(f"pooling must be 'reshape' or 'reduce_window', got {self.pooling!r}")
         dense_kw = dict(kernel_init=self.kernel_init, bias_init=self.bias_init)
         for name, width in (("hidden1", 32), ("hidden2", 64)):
             x = nn.Conv(width, (5, 5), padding="SAME", name=name, **dense_kw)(x)
             x = tap(self, f"{name}_out", x)
             x = tap(self, f"{name}_act", act(x))
-            x = max_pool_2x2(x)
+            if self.pooling == "reshape":
+                x = max_pool_2x2(x)
+            else:
+                x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")
         x = x.reshape(x.shape[0], -1)
         expected = _expected_features(self, "fc1", 0)
         if expected is not None and x.shape[-1] != expected:
