@@ -27,7 +27,7 @@ from jaxgrad.gradients import (
     input_gradients,
     shift_to_target_map,
 )
-from jaxgrad.training import fit, make_train_step, masked_mean
+from jaxgrad.training import create_train_state, fit, make_train_step, masked_mean
 from jaxgrad.viz import attribution_grid
 
 
@@ -85,8 +85,6 @@ def run(config, workdir: str | Path) -> dict:
             (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32), batch["mask"]
         )
         return masked_mean(per, batch["mask"]), (model_state, {"accuracy": acc})
-
-    from jaxgrad.training import create_train_state
 
     state = create_train_state(model, tx, jax.random.key(0), x[:1], mesh=trained.mesh)
     # Copies: the train step donates its state, and the original model is measured afterwards.

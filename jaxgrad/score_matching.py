@@ -356,10 +356,15 @@ def regularizer(
         kwargs["sigma"] = sigma
     else:
         kwargs.pop("num_samples", None)
-    h = hessian_trace(f, x, estimator=estimator, key=key, **kwargs)
     if kind == "anti_score_matching":
+        h = hessian_trace(f, x, estimator=estimator, key=key, **kwargs)
         return anti_score_matching_loss(h, tau=tau)
-    return h + gradient_norm_regularizer(f, x) + mu * stability_regularizer(h)
+    # One forward pass gives f(x) for the Taylor estimate and, with its vjp, the gradient.
+    f_x, f_vjp = jax.vjp(f, x)
+    (g,) = f_vjp(jnp.ones_like(f_x))
+    h = hessian_trace(f, x, estimator=estimator, key=key, f_x=f_x, **kwargs)
+    grad_term = 0.5 * jnp.sum(g**2, axis=tuple(range(1, x.ndim)))
+    return h + grad_term + mu * stability_regularizer(h)
 
 
 def regularized_loss(
