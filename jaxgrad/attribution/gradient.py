@@ -5,13 +5,14 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxgrad.attribution._common import check_inputs
+from jaxgrad.attribution._common import check_inputs, multi_target
 from jaxgrad.gradients import input_gradients
 from jaxgrad.types import ArrayLike, LogitFn, Params
 
 POSTPROCESS = (None, "abs", "square")
 
 
+@multi_target
 def gradient(
     logit_fn: LogitFn,
     params: Params,
@@ -49,6 +50,7 @@ def gradient(
     return g
 
 
+@multi_target
 def gradient_x_input(
     logit_fn: LogitFn,
     params: Params,

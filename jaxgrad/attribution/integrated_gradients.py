@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxgrad._vmap import chunked_sum
-from jaxgrad.attribution._common import check_inputs
+from jaxgrad.attribution._common import check_inputs, multi_target
 from jaxgrad.attribution._paths import quadrature
 from jaxgrad.gradients import input_gradients, select_logits
 from jaxgrad.types import ArrayLike, LogitFn, Params
@@ -50,6 +50,7 @@ def _baselines(baseline: Baseline, x: jax.Array, key, num_baselines: int) -> jax
     return b[None]
 
 
+@multi_target
 def integrated_gradients(
     logit_fn: LogitFn,
     params: Params,

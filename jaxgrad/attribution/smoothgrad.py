@@ -19,13 +19,14 @@ import jax.numpy as jnp
 
 from jaxgrad import _random
 from jaxgrad._vmap import chunked_sum
-from jaxgrad.attribution._common import check_inputs
+from jaxgrad.attribution._common import check_inputs, multi_target
 from jaxgrad.attribution.gradient import gradient
 from jaxgrad.types import ArrayLike, LogitFn, Params
 
 AGGREGATES = ("mean", "square", "variance")
 
 
+@multi_target
 def smoothgrad(
     logit_fn: LogitFn,
     params: Params,

@@ -20,6 +20,10 @@ from jaxgrad.types import LogitFn, Params
 def linen_logit_fn(model: nn.Module) -> LogitFn:
     """``logit_fn(variables, x) = model.apply(variables, x, train=False)``.
 
+    The returned function carries the module as ``logit_fn.model``, which the layer-based
+    attribution methods (``fullgrad``, ``gradcam``, ``guided_backprop``) use to reach the
+    model's taps and activation.
+
     Example:
       >>> import jax, jax.numpy as jnp
       >>> from jaxgrad.models import MnistCNN, init_variables, linen_logit_fn
@@ -32,6 +36,8 @@ def linen_logit_fn(model: nn.Module) -> LogitFn:
     def logit_fn(params: Params, x: jax.Array) -> jax.Array:
         return model.apply(params, x, train=False)
 
+    # Methods that need the module itself (FullGrad, Grad-CAM, guided backprop) find it here.
+    logit_fn.model = model
     return logit_fn
 
 
