@@ -11,7 +11,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxgrad.attribution import gradient, gradient_x_input, integrated_gradients
+from jaxgrad import _random
+from jaxgrad.attribution import (
+    gradcam,
+    gradient,
+    gradient_x_input,
+    guided_backprop,
+    integrated_gradients,
+    smoothgrad,
+)
+from jaxgrad.attribution._common import resize_bilinear
 from jaxgrad.models import MLP, MnistCNN, init_variables, linen_logit_fn
 
 torch = pytest.importorskip(
@@ -32,7 +41,7 @@ def torch_mlp(params):
         lin.bias.data = torch.tensor(b.copy())
         layers.append(lin)
         if i < len(names) - 1:
-            layers.append(torch.nn.ReLU())
+            layers.append(torch.nn.ReLU())  # modules, so that GuidedBackprop hooks them
     return torch.nn.Sequential(torch.nn.Flatten(), *layers)
 
 
@@ -56,18 +65,29 @@ class TorchCNN(torch.nn.Module):
 
         self.c1, self.c2 = conv(params["hidden1"]), conv(params["hidden2"])
         self.fc1, self.out = dense(params["fc1"]), dense(params["softmax_linear"])
+        # ReLU modules (not torch.relu), so that GuidedBackprop and LayerGradCam hook them.
+        self.act1, self.act2, self.act3 = torch.nn.ReLU(), torch.nn.ReLU(), torch.nn.ReLU()
 
     def forward(self, x):  # x: NCHW
-        x = torch.max_pool2d(torch.relu(self.c1(x)), 2)
-        x = torch.max_pool2d(torch.relu(self.c2(x)), 2)
+        x = torch.max_pool2d(self.act1(self.c1(x)), 2)
+        x = torch.max_pool2d(self.act2(self.c2(x)), 2)
         x = x.permute(0, 2, 3, 1).flatten(1)  # flatten in Flax's NHWC order
-        return self.out(torch.relu(self.fc1(x)))
+        return self.out(self.act3(self.fc1(x)))
 
 
 @pytest.fixture(scope="module", params=["mlp", "cnn"])
 def pair(request):
+    return build_pair(request.param)
+
+
+@pytest.fixture(scope="module")
+def cnn_pair():
+    return build_pair("cnn")
+
+
+def build_pair(kind):
     key = jax.random.key(0)
-    if request.param == "mlp":
+    if kind == "mlp":
         model = MLP(hidden=(32, 16))
         x = np.asarray(jax.random.uniform(jax.random.key(1), (6, 64)), np.float32)
         variables = init_variables(model, key, jnp.asarray(x[:1]))
@@ -150,3 +170,90 @@ def test_integrated_gradients_matches_captum(pair, rule, method):
         # steps of 1 / (n - 1) and weights summing to 1 (completeness holds).
         ours = ours * (n - 1) / n
     close(ours, theirs)
+
+
+@pytest.mark.parametrize(
+    "aggregate, nt_type",
+    [("mean", "smoothgrad"), ("square", "smoothgrad_sq"), ("variance", "vargrad")],
+)
+def test_smoothgrad_matches_captum_noise_tunnel_with_the_same_noise(
+    pair, aggregate, nt_type, monkeypatch
+):
+    logit_fn, variables, x, target, tmodel, to_t, from_t = pair
+    key, n, level = jax.random.key(4), 8, 0.2
+    ours = smoothgrad(
+        logit_fn,
+        variables,
+        jnp.asarray(x),
+        jnp.asarray(target),
+        key=key,
+        num_samples=n,
+        noise_level=level,
+        aggregate=aggregate,
+        chunk_size=3,
+    )
+    # The noise jaxgrad drew: sample s uses split(key, n)[s] -> (noise key, method key).
+    axes = tuple(range(1, x.ndim))
+    sigma = level * (x.max(axis=axes, keepdims=True) - x.min(axis=axes, keepdims=True))
+    noise = np.stack(
+        [
+            sigma * np.asarray(_random.normal(jax.random.split(k)[0], x.shape, jnp.float32))
+            for k in jax.random.split(key, n)
+        ]
+    )  # [n, B, *S]
+    # Captum repeats each example n times in a row (repeat_interleave): row b * n + s.
+    noise_t = torch.tensor(
+        np.concatenate([to_t(noise[:, b]) for b in range(len(x))]).astype(np.float32)
+    )
+    nt_cls = captum_attr.NoiseTunnel
+    monkeypatch.setattr(
+        nt_cls,
+        "_add_noise_to_input",
+        staticmethod(lambda inp, stdev, parts: inp.repeat_interleave(parts, dim=0) + noise_t),
+    )
+    xt = torch.tensor(to_t(x).copy(), requires_grad=True)
+    theirs = nt_cls(captum_attr.Saliency(tmodel)).attribute(
+        xt, nt_type=nt_type, nt_samples=n, stdevs=1.0, target=torch.tensor(target), abs=False
+    )
+    close(ours, from_t(theirs.detach().numpy()))
+
+
+def test_guided_backprop_matches_captum(pair):
+    logit_fn, variables, x, target, tmodel, to_t, from_t = pair
+    ours = guided_backprop(logit_fn, variables, jnp.asarray(x), jnp.asarray(target))
+    close(ours, captum(captum_attr.GuidedBackprop, tmodel, x, target, to_t, from_t))
+
+
+def test_gradcam_matches_captum_layer_gradcam(cnn_pair):
+    logit_fn, variables, x, target, tmodel, to_t, from_t = cnn_pair
+    ours = gradcam(
+        logit_fn,
+        variables,
+        jnp.asarray(x),
+        jnp.asarray(target),
+        layer="hidden2_act",
+        relu=False,
+        return_layer_map=True,
+    )
+    xt = torch.tensor(to_t(x).copy(), requires_grad=True)
+    theirs = captum_attr.LayerGradCam(tmodel, tmodel.act2).attribute(
+        xt, target=torch.tensor(target)
+    )  # [B, 1, h, w]
+    close(ours, theirs.detach().numpy()[:, 0])
+
+
+@pytest.mark.parametrize("align_corners", [True, False])
+def test_bilinear_resize_matches_torch_interpolate(align_corners):
+    m = np.random.default_rng(0).random((2, 3, 5, 4)).astype(np.float32)
+    ours = resize_bilinear(jnp.asarray(m), (8, 11), align_corners=align_corners)
+    theirs = (
+        torch.nn.functional.interpolate(
+            torch.tensor(m.transpose(0, 3, 1, 2)),
+            size=(8, 11),
+            mode="bilinear",
+            align_corners=align_corners,
+        )
+        .numpy()
+        .transpose(0, 2, 3, 1)
+    )
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
