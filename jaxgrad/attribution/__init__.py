@@ -6,6 +6,7 @@ the caller jits (``jax.jit(functools.partial(method, logit_fn, steps=...))``).
 
 from jaxgrad.attribution._paths import RULES, quadrature
 from jaxgrad.attribution.blur_ig import blur_integrated_gradients
+from jaxgrad.attribution.dataset import attribute_dataset
 from jaxgrad.attribution.expected_gradients import expected_gradients
 from jaxgrad.attribution.fullgrad import effective_biases, fullgrad, fullgrad_decomposition
 from jaxgrad.attribution.gradcam import gradcam
@@ -18,6 +19,7 @@ from jaxgrad.attribution.smoothgrad import AGGREGATES, smoothgrad
 __all__ = [
     "AGGREGATES",
     "RULES",
+    "attribute_dataset",
     "blur_integrated_gradients",
     "effective_biases",
     "expected_gradients",

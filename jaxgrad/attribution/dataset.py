@@ -1,0 +1,121 @@
+"""Attributing a whole data set in sharded batches, with progress lines."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh
+
+from jaxgrad import sharding as shd
+from jaxgrad.types import LogitFn, Params
+
+TARGETS = ("label", "predicted")
+
+
+def _gather(x: jax.Array) -> np.ndarray:
+    if jax.process_count() == 1 or x.is_fully_addressable:
+        return np.asarray(jax.device_get(x))
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+def attribute_dataset(
+    method: Callable[..., jax.Array],
+    logit_fn: LogitFn,
+    params: Params,
+    batches: Iterable[Mapping[str, Any]],
+    *,
+    mesh: Mesh | None = None,
+    key: jax.Array | None = None,
+    target: str | Callable[[Mapping[str, Any]], Any] = "label",
+    num_batches: int | None = None,
+    return_targets: bool = False,
+    progress: bool = True,
+    **method_kwargs: Any,
+):
+    """Runs ``method`` over every batch and returns the attributions of the real rows.
+
+    The method is jitted once (``method_kwargs`` are bound statically) and, with ``mesh``,
+    each batch is sharded over the mesh's ``data`` axis and the params replicated, so every
+    device attributes its part of the batch. Padded rows (``mask == 0``, as produced by
+    ``jaxgrad.data.eval_batches``) are dropped from the result.
+
+    Args:
+      method: an attribution function with the common signature.
+      logit_fn: ``(params, x) -> [B, K]``.
+      params: the model's params.
+      batches: an iterable of ``{"image": [B, *S], "label": [B], "mask": [B] (optional)}``;
+        with several processes, each process's own part of every global batch.
+      mesh: a ``jaxgrad.sharding.data_mesh``; ``None`` runs on the default device.
+      key: PRNG key for stochastic methods; batch ``i`` uses ``fold_in(key, i)``.
+      target: ``"label"``, ``"predicted"`` (the model's argmax) or a function of the batch.
+      num_batches: the number of batches, for the progress line's ETA (``len(batches)``
+        when it has one).
+      return_targets: also return the targets used, ``int [N]``.
+      progress: print progress lines (rate, examples/s, ETA).
+      **method_kwargs: passed to ``method`` (e.g. ``steps=64, chunk_size=16``).
+
+    Returns:
+      ``attributions [N, *S]`` as numpy, or ``(attributions, targets)``.
+    """
+    from jaxgrad.training.logging import Progress
+
+    if not (callable(target) or target in TARGETS):
+        raise ValueError(f"target must be one of {TARGETS} or a function, got {target!r}")
+    if num_batches is None and hasattr(batches, "__len__"):
+        num_batches = len(batches)
+
+    def run(p, x, t, k):
+        if isinstance(t, str):  # "predicted"
+            t = jnp.argmax(logit_fn(p, x), axis=-1)
+        kw = dict(method_kwargs)
+        if k is not None:
+            kw["key"] = k
+        return method(logit_fn, p, x, t, **kw), t
+
+    if mesh is not None:
+        params = shd.replicate(params, mesh)
+    compiled = {}
+    outputs, targets = [], []
+    bar = None
+    for i, batch in enumerate(batches):
+        x = np.asarray(batch["image"])
+        if target == "label":
+            t = np.asarray(batch["label"])
+        elif target == "predicted":
+            t = "predicted"
+        else:
+            t = np.asarray(target(batch))
+        mask = np.asarray(batch.get("mask", np.ones(len(x))), bool)
+        k = None if key is None else jax.random.fold_in(key, i)
+        if mesh is not None:
+            x = shd.shard_batch(x, mesh)
+            t = t if isinstance(t, str) else shd.shard_batch(t, mesh)
+            k = None if k is None else shd.replicate(k, mesh)
+        fn = compiled.get(isinstance(t, str))
+        if fn is None:
+            static = (2,) if isinstance(t, str) else ()
+            fn = compiled[isinstance(t, str)] = jax.jit(run, static_argnums=static)
+        attr, used = fn(params, x, t, k)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            mask = np.asarray(multihost_utils.process_allgather(mask, tiled=True))
+        attr, used = _gather(attr), _gather(used)
+        outputs.append(attr[mask])
+        targets.append(used[mask])
+        if progress:
+            if bar is None:
+                bar = Progress(
+                    num_batches or 0, name="attribute", unit="batch", examples_per_step=len(attr)
+                )
+            bar.update(i + 1)
+    if not outputs:
+        raise ValueError("batches is empty")
+    result = np.concatenate(outputs)
+    return (result, np.concatenate(targets)) if return_targets else result
