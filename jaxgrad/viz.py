@@ -51,6 +51,39 @@ def absolute_map(attribution: np.ndarray, clip_percentile: float = 99.5) -> np.n
     return np.abs(normalize_signed(np.abs(a), clip_percentile))
 
 
+def overlay(
+    image: np.ndarray,
+    attribution: np.ndarray,
+    *,
+    alpha: float = 0.8,
+    signed: bool = True,
+    clip_percentile: float = 99.5,
+) -> np.ndarray:
+    """The attribution painted over the input's grey levels, ``[H, W, 3]`` in ``[0, 1]``.
+
+    Each pixel blends the grey image with red (positive) or blue (negative) in proportion
+    to ``alpha * |a|`` (``a`` normalised as in the module docstring); ``signed=False`` uses
+    one colour (orange) for ``|a|``. Pixels without attribution show the image unchanged.
+    """
+    img = np.asarray(image, dtype=np.float64)
+    if img.ndim != 3:
+        raise ValueError(f"image must have shape [H, W, C], got {img.shape}")
+    if not 0 <= alpha <= 1:
+        raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
+    grey = img.mean(axis=-1) if img.shape[-1] != 1 else img[..., 0]
+    base = np.repeat(np.clip(grey, 0, 1)[..., None], 3, axis=-1)
+    if signed:
+        a = normalize_signed(attribution, clip_percentile)
+        colour = np.where(a[..., None] >= 0, [1.0, 0.0, 0.0], [0.0, 0.0, 1.0])
+    else:
+        a = absolute_map(attribution, clip_percentile)
+        colour = np.broadcast_to([1.0, 0.55, 0.0], (*a.shape, 3))
+    if a.shape != base.shape[:2]:
+        raise ValueError(f"attribution {a.shape} and image {img.shape} differ in [H, W]")
+    w = alpha * np.abs(a)[..., None]
+    return np.clip(base * (1 - w) + colour * w, 0, 1)
+
+
 def attribution_grid(
     images: np.ndarray,
     attributions: Sequence[np.ndarray] | np.ndarray,
@@ -62,6 +95,7 @@ def attribution_grid(
     clip_percentile: float = 99.5,
     show_sums: bool = True,
     title: str | None = None,
+    overlay_input: bool = False,
 ) -> Path:
     """Writes a PNG grid: the inputs in the first row, one row of maps per method.
 
@@ -75,6 +109,7 @@ def attribution_grid(
       clip_percentile: see the module docstring.
       show_sums: print the raw attribution sum under each map.
       title: figure title.
+      overlay_input: paint the maps over the input images (:func:`overlay`).
 
     Returns:
       The path written.
@@ -102,7 +137,9 @@ def attribution_grid(
             axes[0, j].set_title(column_titles[j], fontsize=7)
         for i, a in enumerate(attributions, start=1):
             ax = axes[i, j]
-            if signed:
+            if overlay_input:
+                ax.imshow(overlay(img, a[j], signed=signed, clip_percentile=clip_percentile))
+            elif signed:
                 ax.imshow(signed_rgb(a[j], clip_percentile))
             else:
                 ax.imshow(absolute_map(a[j], clip_percentile), cmap="gray", vmin=0, vmax=1)

@@ -228,3 +228,75 @@ def test_cnn_pooling_options_share_the_forward_pass(key):
     )
     with pytest.raises(ValueError, match="pooling"):
         linen_logit_fn(MnistCNN(pooling="avg"))(v, x)
+
+
+@pytest.mark.parametrize(
+    "strides, padding, dilation",
+    [((1, 1), "SAME", (1, 1)), ((2, 2), ((1, 1), (1, 1)), (1, 1)), ((1, 2), "VALID", (2, 1))],
+)
+def test_loop_friendly_conv_has_the_same_values_and_derivatives(strides, padding, dilation, x64):
+    from jaxgrad.models.layers import conv_general_dilated
+
+    x = jax.random.normal(jax.random.key(0), (2, 9, 8, 3))
+    k = jax.random.normal(jax.random.key(1), (3, 3, 3, 4))
+    kw = dict(rhs_dilation=dilation, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    def ours(a, b):
+        return jnp.sum(jnp.sin(conv_general_dilated(a, b, strides, padding, **kw)))
+
+    def ref(a, b):
+        return jnp.sum(jnp.sin(jax.lax.conv_general_dilated(a, b, strides, padding, **kw)))
+
+    np.testing.assert_allclose(ours(x, k), ref(x, k), rtol=1e-12)
+    for got, want in zip(
+        jax.grad(ours, argnums=(0, 1))(x, k), jax.grad(ref, argnums=(0, 1))(x, k), strict=True
+    ):
+        np.testing.assert_allclose(got, want, rtol=1e-10)
+    # Second order, forward over reverse (what Hessian-vector products use).
+    v = jax.random.normal(jax.random.key(2), x.shape)
+    hvp = lambda f: jax.jvp(jax.grad(f), (x,), (v,))[1]  # noqa: E731
+    np.testing.assert_allclose(
+        hvp(lambda a: ours(a, k)), hvp(lambda a: ref(a, k)), rtol=1e-9, atol=1e-12
+    )
+
+
+def test_input_gradient_convolutions_are_canonical_inside_loops():
+    """Inside a scan, JAX's own conv rule gives the input-gradient convolution a kernel with
+    swapped feature dimensions (``01oi``; 3.6x slower inside loops on XLA CPU); jaxgrad's
+    models keep a canonical layout."""
+    import re
+
+    from jaxgrad.gradients import input_gradients
+    from jaxgrad.models.layers import conv_general_dilated
+
+    x = jax.random.normal(jax.random.key(0), (64, 14, 14, 64))
+    k = jax.random.normal(jax.random.key(1), (5, 5, 64, 32))
+
+    def layouts(conv):
+        def scanned(x, k):
+            def body(acc, a):
+                g = jax.grad(lambda z: jnp.sum(jnp.sin(conv(z, k, (1, 1), "SAME", **dn))))
+                return acc + g(a * x), None
+
+            return jax.lax.scan(body, jnp.zeros_like(x), jnp.linspace(0.1, 1.0, 3))[0]
+
+        hlo = jax.jit(scanned).lower(x, k).compile().as_text()
+        return re.findall(r"dim_labels=\w+_(\w+)->", hlo)
+
+    dn = dict(dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    assert "01oi" in layouts(jax.lax.conv_general_dilated)  # the slow form, for reference
+    assert layouts(conv_general_dilated) == ["01io", "01io"]
+
+    model = MnistCNN()
+    xs = jnp.ones((64, 28, 28, 1))
+    v = init_variables(model, jax.random.key(0), xs[:1])
+    lf = linen_logit_fn(model)
+
+    def scanned(v, x):
+        def body(acc, a):
+            return acc + input_gradients(lf, v, a * x, jnp.zeros(64, jnp.int32)), None
+
+        return jax.lax.scan(body, jnp.zeros_like(x), jnp.linspace(0.1, 1.0, 3))[0]
+
+    hlo = jax.jit(scanned).lower(v, xs).compile().as_text()
+    assert "01oi" not in re.findall(r"dim_labels=\w+_(\w+)->", hlo)

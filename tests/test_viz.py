@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from jaxgrad.viz import absolute_map, attribution_grid, normalize_signed, signed_rgb
+from jaxgrad.viz import absolute_map, attribution_grid, normalize_signed, overlay, signed_rgb
 
 
 def test_signed_normalisation_keeps_sign_and_clips():
@@ -32,3 +32,23 @@ def test_grid_writes_a_png(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="shape"):
         attribution_grid(images, [np.zeros((3, 8, 8, 3))], tmp_path / "bad.png")
+
+
+def test_overlay_colours_signs_and_leaves_unattributed_pixels_alone(tmp_path):
+    image = np.full((4, 4, 1), 0.5)
+    a = np.zeros((4, 4, 1))
+    a[0, 0], a[1, 1] = 2.0, -2.0
+    out = overlay(image, a, alpha=1.0, clip_percentile=100)
+    np.testing.assert_allclose(out[0, 0], [1.0, 0.0, 0.0])  # full positive: red
+    np.testing.assert_allclose(out[1, 1], [0.0, 0.0, 1.0])  # full negative: blue
+    np.testing.assert_allclose(out[2, 2], [0.5, 0.5, 0.5])  # no attribution: the image
+    half = overlay(image, a, alpha=0.5, clip_percentile=100)
+    np.testing.assert_allclose(half[0, 0], [0.75, 0.25, 0.25])
+    unsigned = overlay(image, a, alpha=1.0, signed=False, clip_percentile=100)
+    np.testing.assert_allclose(unsigned[1, 1], [1.0, 0.55, 0.0])
+    with pytest.raises(ValueError, match="alpha"):
+        overlay(image, a, alpha=2.0)
+    path = attribution_grid(
+        np.stack([image] * 2), np.stack([a] * 2), tmp_path / "o.png", overlay_input=True
+    )
+    assert path.read_bytes()[:4] == b"\x89PNG"

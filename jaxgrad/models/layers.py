@@ -15,6 +15,7 @@ from collections.abc import Callable
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.custom_derivatives import SymbolicZero
 
 Activation = Callable[[jax.Array], jax.Array]
 
@@ -62,6 +63,76 @@ def max_pool_2x2(x: jax.Array) -> jax.Array:
     b, h, w, c = x.shape
     x = x[:, : h // 2 * 2, : w // 2 * 2]
     return x.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+
+
+def conv_general_dilated(
+    lhs: jax.Array,
+    rhs: jax.Array,
+    window_strides,
+    padding,
+    lhs_dilation=None,
+    rhs_dilation=None,
+    dimension_numbers=None,
+    feature_group_count: int = 1,
+    batch_group_count: int = 1,
+    precision=None,
+    preferred_element_type=None,
+) -> jax.Array:
+    """``lax.conv_general_dilated`` whose input-gradient uses an explicitly transposed kernel.
+
+    Same values and derivatives (of every order, forward and reverse) as
+    ``lax.conv_general_dilated``; a ``custom_jvp`` whose tangent in the input is written with
+    the kernel's feature axes swapped in memory. The difference is in the backward pass,
+    the transpose of that tangent: JAX's rule for the input-gradient convolves with the kernel by swapping
+    its feature dimensions in the dimension numbers (``01oi`` in the optimized HLO). Measured
+    on XLA's CPU backend (jax 0.10.2), such a convolution inside a loop (``lax.scan``,
+    ``lax.map``, ``fori_loop``) ran 3.6x slower than standalone (64 ms against 18 ms for a
+    ``[64, 14, 14, 64] -> 32`` channel 5x5 convolution), which made chunked Integrated
+    Gradients 2x slower than separate calls. Here the kernel is transposed explicitly, so
+    the backward convolution has the canonical ``01io`` layout inside loops too: a scan of
+    16 input-gradients of the MNIST CNN went from 1.95 s to 1.00 s. Flax's ``nn.Conv`` takes
+    it as ``conv_general_dilated=``; grouped convolutions fall back to the plain rule.
+    """
+    conv = functools.partial(
+        jax.lax.conv_general_dilated,
+        window_strides=window_strides,
+        padding=padding,
+        lhs_dilation=lhs_dilation,
+        rhs_dilation=rhs_dilation,
+        feature_group_count=feature_group_count,
+        batch_group_count=batch_group_count,
+        precision=precision,
+        preferred_element_type=preferred_element_type,
+    )
+    dn = jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
+    if feature_group_count != 1 or batch_group_count != 1:
+        return conv(lhs, rhs, dimension_numbers=dn)
+    out_dim, in_dim, *spatial = dn.rhs_spec
+    perm = list(range(rhs.ndim))
+    perm[out_dim], perm[in_dim] = in_dim, out_dim
+    dn_swapped = jax.lax.ConvDimensionNumbers(dn.lhs_spec, (in_dim, out_dim, *spatial), dn.out_spec)
+
+    @jax.custom_jvp
+    def f(lhs, rhs):
+        return conv(lhs, rhs, dimension_numbers=dn)
+
+    def f_jvp(primals, tangents):
+        lhs, rhs = primals
+        d_lhs, d_rhs = tangents
+        out = f(lhs, rhs)
+        terms = []
+        if not isinstance(d_lhs, SymbolicZero):
+            # Linear in d_lhs through a kernel whose features are swapped in memory: its
+            # transpose (the input-gradient) is then a canonical convolution.
+            rhs_t = jnp.transpose(rhs, perm)
+            terms.append(conv(d_lhs, rhs_t, dimension_numbers=dn_swapped))
+        if not isinstance(d_rhs, SymbolicZero):
+            terms.append(conv(lhs, d_rhs, dimension_numbers=dn))
+        d_out = sum(terms[1:], terms[0]) if terms else jnp.zeros_like(out)
+        return out, d_out
+
+    f.defjvp(f_jvp, symbolic_zeros=True)
+    return f(lhs, rhs)
 
 
 def tap(module: nn.Module, name: str, x: jax.Array) -> jax.Array:

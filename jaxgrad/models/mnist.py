@@ -20,7 +20,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxgrad.models.layers import Activation, check_image_batch, get_activation, max_pool_2x2, tap
+from jaxgrad.models.layers import (
+    Activation,
+    check_image_batch,
+    conv_general_dilated,
+    get_activation,
+    max_pool_2x2,
+    tap,
+)
 
 
 def truncated_normal_fan_in(scale: float = 2.0) -> nn.initializers.Initializer:
@@ -78,7 +85,14 @@ class MnistCNN(nn.Module):
             raise ValueError(f"pooling must be 'reshape' or 'reduce_window', got {self.pooling!r}")
         dense_kw = dict(kernel_init=self.kernel_init, bias_init=self.bias_init)
         for name, width in (("hidden1", 32), ("hidden2", 64)):
-            x = nn.Conv(width, (5, 5), padding="SAME", name=name, **dense_kw)(x)
+            x = nn.Conv(
+                width,
+                (5, 5),
+                padding="SAME",
+                name=name,
+                conv_general_dilated=conv_general_dilated,
+                **dense_kw,
+            )(x)
             x = tap(self, f"{name}_out", x)
             x = tap(self, f"{name}_act", act(x))
             if self.pooling == "reshape":

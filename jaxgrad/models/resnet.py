@@ -21,7 +21,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxgrad.models.layers import Activation, check_image_batch, get_activation, tap
+from jaxgrad.models.layers import (
+    Activation,
+    check_image_batch,
+    conv_general_dilated,
+    get_activation,
+    tap,
+)
 
 
 class BasicBlock(nn.Module):
@@ -36,7 +42,12 @@ class BasicBlock(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         act = get_activation(self.activation, self.beta)
-        conv = functools.partial(nn.Conv, use_bias=False, kernel_init=nn.initializers.he_normal())
+        conv = functools.partial(
+            nn.Conv,
+            use_bias=False,
+            kernel_init=nn.initializers.he_normal(),
+            conv_general_dilated=conv_general_dilated,
+        )
         norm = functools.partial(
             nn.BatchNorm, use_running_average=not train, momentum=self.bn_momentum, epsilon=1e-5
         )
@@ -85,6 +96,7 @@ class ResNet(nn.Module):
             padding=1,
             use_bias=False,
             kernel_init=nn.initializers.he_normal(),
+            conv_general_dilated=conv_general_dilated,
             name="stem_conv",
         )(x)
         x = nn.BatchNorm(
