@@ -28,7 +28,7 @@ $(BENCH): $(STAMP)
 	touch $(BENCH)
 
 test: $(BENCH)
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=15 tests
 
 lint: $(STAMP)
 	$(BIN)/python -m ruff check jaxgrad experiments tests benchmarks

@@ -59,6 +59,17 @@ def setup(name):
     return model, v, x, t, twin(v)
 
 
+def agreement(ours, theirs):
+    """Share of elements within 1e-3 of the map's scale, and the largest gap (relative).
+
+    Not exact: a max-pool window whose two largest inputs differ by float32 rounding may
+    route its gradient differently in the two libraries (the equality tests use a model
+    and inputs without such near-ties)."""
+    scale = np.abs(theirs).max()
+    gap = np.abs(ours - theirs) / scale
+    return {"share_within_1e-3": float(np.mean(gap <= 1e-3)), "max_gap": float(gap.max())}
+
+
 def timed(fn, repeats):
     """Median wall time of ``fn()`` over ``repeats`` calls after one warm-up call."""
     out = fn()
@@ -109,9 +120,7 @@ def bench_model(name, repeats, chunks):
     log(f"{name}: gradient")
     g_sec, g_compile, g_out = run_jax(gradient)
     c_sec, c_out = run_captum(lambda: Saliency(tmodel), abs=False)
-    np.testing.assert_allclose(
-        g_out.reshape(c_out.shape), c_out, rtol=1e-3, atol=1e-4 * np.abs(c_out).max()
-    )
+    res["gradient_agreement"] = agreement(g_out.reshape(c_out.shape), c_out)
     res["gradient"] = {
         "jaxgrad_examples_per_s": batch / g_sec,
         "jaxgrad_compile_s": g_compile,
@@ -138,7 +147,7 @@ def bench_model(name, repeats, chunks):
         )
         ig["captum"][str(ibs)] = {"examples_per_s": batch / sec, "seconds": sec}
     ours = outs[chunks[0]].reshape(c_out.shape)
-    ig["max_abs_diff_vs_captum_rel"] = float(np.abs(ours - c_out).max() / np.abs(c_out).max())
+    ig["agreement_with_captum"] = agreement(ours, c_out)
     best_j = min(ig["jaxgrad"].items(), key=lambda kv: kv[1]["seconds"])
     best_c = min(ig["captum"].items(), key=lambda kv: kv[1]["seconds"])
     ig["best_jaxgrad_chunk_size"], ig["best_captum_internal_batch_size"] = best_j[0], best_c[0]
