@@ -1,0 +1,95 @@
+"""Rank similarity between attribution maps: Spearman (signed, absolute) and spearman_nz.
+
+The sanity checks of Adebayo et al. (2018, arXiv 1810.03292) compare the map of a trained
+model with that of a randomized one by Spearman's rank correlation, with ranks of tied
+values averaged (``scipy.stats.spearmanr``'s convention; it matters on MNIST, where most
+pixels are 0 and their attributions tie). Sundararajan & Taly's note (arXiv 1806.04205)
+shows that taking absolute values and keeping the pixels whose attribution is zero by the
+choice of baseline inflates the correlation; ``spearman_nz`` restricts the comparison to the
+pixels where the input differs from the baseline. Everything here is batched over the
+leading axis, jit-compatible (masks are weights, not boolean indexing) and returns ``[B]``.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from jaxgrad.types import ArrayLike
+
+
+def rankdata_average(a: ArrayLike, mask: ArrayLike | None = None) -> jax.Array:
+    """1-based ranks along the last axis with ties averaged (``scipy.stats.rankdata``).
+
+    With ``mask``, elements where it is False are left out of the ranking (their rank is
+    meaningless) and the others are ranked among themselves.
+    """
+    a = jnp.asarray(a)
+    if mask is not None:
+        a = jnp.where(jnp.asarray(mask, bool), a, jnp.inf)
+    s = jnp.sort(a, axis=-1)
+    search = jnp.vectorize(
+        lambda srt, v, side: jnp.searchsorted(srt, v, side=side),
+        signature="(n),(n)->(n)",
+        excluded={2},
+    )
+    lo = search(s, a, "left")
+    hi = search(s, a, "right")
+    return (lo + hi - 1) / 2.0 + 1.0
+
+
+def _flat_pair(a, b, name_a="a", name_b="b"):
+    a, b = jnp.asarray(a), jnp.asarray(b)
+    if a.shape != b.shape:
+        raise ValueError(
+            f"{name_a} and {name_b} must have the same shape, got {a.shape} and {b.shape}"
+        )
+    if a.ndim < 2:
+        raise ValueError(f"{name_a} must have a batch axis [B, *S], got shape {a.shape}")
+    dt = jnp.promote_types(jnp.result_type(a, b), jnp.float32)
+    return a.reshape(len(a), -1).astype(dt), b.reshape(len(b), -1).astype(dt)
+
+
+def spearman(a: ArrayLike, b: ArrayLike, *, mask: ArrayLike | None = None) -> jax.Array:
+    """Spearman's rank correlation of each pair ``a[i]``, ``b[i]`` over their flattened entries.
+
+    Args:
+      a, b: ``[B, *S]`` maps.
+      mask: optional ``[B, *S]`` booleans; only entries where it is True are compared.
+
+    Returns:
+      ``[B]``; NaN where one side is constant (as scipy).
+    """
+    a, b = _flat_pair(a, b)
+    m = jnp.ones(a.shape, a.dtype) if mask is None else jnp.asarray(mask, bool).reshape(a.shape)
+    m = m.astype(a.dtype)
+    ra = rankdata_average(a, m > 0)
+    rb = rankdata_average(b, m > 0)
+    n = jnp.sum(m, axis=1, keepdims=True)
+    ca = jnp.where(m > 0, ra - jnp.sum(ra * m, axis=1, keepdims=True) / n, 0.0)
+    cb = jnp.where(m > 0, rb - jnp.sum(rb * m, axis=1, keepdims=True) / n, 0.0)
+    return jnp.sum(ca * cb, axis=1) / jnp.sqrt(jnp.sum(ca * ca, axis=1) * jnp.sum(cb * cb, axis=1))
+
+
+def spearman_abs(a: ArrayLike, b: ArrayLike, *, mask: ArrayLike | None = None) -> jax.Array:
+    """Spearman of the absolute values (Adebayo et al.'s choice), ``[B]``."""
+    return spearman(jnp.abs(jnp.asarray(a)), jnp.abs(jnp.asarray(b)), mask=mask)
+
+
+def spearman_nz(
+    a: ArrayLike, b: ArrayLike, x: ArrayLike, baseline: ArrayLike | float = 0.0
+) -> jax.Array:
+    """Sundararajan & Taly's ``spearman_nz``: absolute values, pixels where ``x != baseline``.
+
+    Args:
+      a, b: ``[B, *S]`` maps.
+      x: ``[B, *S]`` inputs the maps explain.
+      baseline: the attribution baseline (a number or an array broadcastable to ``x``).
+
+    Returns:
+      ``[B]``.
+    """
+    x = jnp.asarray(x)
+    if x.shape != jnp.shape(a):
+        raise ValueError(f"x must have the maps' shape {jnp.shape(a)}, got {x.shape}")
+    return spearman_abs(a, b, mask=x != jnp.broadcast_to(jnp.asarray(baseline, x.dtype), x.shape))
