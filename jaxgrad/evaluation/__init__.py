@@ -1,5 +1,20 @@
 """Evaluations of attributions: one per file (see DESIGN.md)."""
 
+from jaxgrad.evaluation.sanity import (
+    default_metrics,
+    layer_names,
+    randomization_stages,
+    sanity_table,
+)
 from jaxgrad.evaluation.similarity import rankdata_average, spearman, spearman_abs, spearman_nz
 
-__all__ = ["rankdata_average", "spearman", "spearman_abs", "spearman_nz"]
+__all__ = [
+    "default_metrics",
+    "layer_names",
+    "randomization_stages",
+    "rankdata_average",
+    "sanity_table",
+    "spearman",
+    "spearman_abs",
+    "spearman_nz",
+]
