@@ -1,5 +1,11 @@
 """Evaluations of attributions: one per file (see DESIGN.md)."""
 
+from jaxgrad.evaluation.perturbation import (
+    area_under_curve,
+    pixel_perturbation,
+    pixel_salience,
+    removal_ranks,
+)
 from jaxgrad.evaluation.sanity import (
     default_metrics,
     layer_names,
@@ -9,6 +15,10 @@ from jaxgrad.evaluation.sanity import (
 from jaxgrad.evaluation.similarity import rankdata_average, spearman, spearman_abs, spearman_nz
 
 __all__ = [
+    "area_under_curve",
+    "pixel_perturbation",
+    "pixel_salience",
+    "removal_ranks",
     "default_metrics",
     "layer_names",
     "randomization_stages",
