@@ -11,6 +11,7 @@ from jaxgrad.training.losses import (
     regularized_classifier_loss,
 )
 from jaxgrad.training.optim import make_optimizer, make_schedule
+from jaxgrad.training.pgd import adversarial_classifier_loss, pgd_attack
 from jaxgrad.training.state import (
     TrainState,
     create_train_state,
@@ -25,6 +26,7 @@ __all__ = [
     "MetricWriter",
     "Progress",
     "TrainState",
+    "adversarial_classifier_loss",
     "classifier_loss",
     "create_train_state",
     "cross_entropy",
@@ -35,6 +37,7 @@ __all__ = [
     "make_schedule",
     "make_train_step",
     "masked_mean",
+    "pgd_attack",
     "read_metrics",
     "regularized_classifier_loss",
 ]
