@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from jaxgrad.data.augment import cifar_augment, random_crop, random_flip
 from jaxgrad.data.base import Dataset, make_dataset, validate_dataset
+from jaxgrad.data.block_mnist import make_block_mnist, signal_mask
 from jaxgrad.data.digits import load_digits
 from jaxgrad.data.idx import load_idx, read_idx
 from jaxgrad.data.iterators import batches, epoch_order, eval_batches, get_batch, steps_per_epoch
@@ -46,10 +47,12 @@ __all__ = [
     "load_digits",
     "load_idx",
     "load_tfds",
+    "make_block_mnist",
     "make_dataset",
     "random_crop",
     "random_flip",
     "read_idx",
+    "signal_mask",
     "steps_per_epoch",
     "validate_dataset",
 ]

@@ -1,5 +1,6 @@
 """Evaluations of attributions: one per file (see DESIGN.md)."""
 
+from jaxgrad.evaluation.localization import block_localization
 from jaxgrad.evaluation.perturbation import (
     area_under_curve,
     pixel_perturbation,
@@ -16,6 +17,7 @@ from jaxgrad.evaluation.similarity import rankdata_average, spearman, spearman_a
 
 __all__ = [
     "area_under_curve",
+    "block_localization",
     "pixel_perturbation",
     "pixel_salience",
     "removal_ranks",
