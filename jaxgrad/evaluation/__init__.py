@@ -7,6 +7,12 @@ from jaxgrad.evaluation.perturbation import (
     pixel_salience,
     removal_ranks,
 )
+from jaxgrad.evaluation.sampling import (
+    density_ratio_profile,
+    gan_test_accuracy,
+    gradient_ascent,
+    langevin_sample,
+)
 from jaxgrad.evaluation.sanity import (
     default_metrics,
     layer_names,
@@ -22,6 +28,10 @@ __all__ = [
     "pixel_salience",
     "removal_ranks",
     "default_metrics",
+    "density_ratio_profile",
+    "gan_test_accuracy",
+    "gradient_ascent",
+    "langevin_sample",
     "layer_names",
     "randomization_stages",
     "rankdata_average",
