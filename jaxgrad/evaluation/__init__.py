@@ -7,6 +7,7 @@ from jaxgrad.evaluation.perturbation import (
     pixel_salience,
     removal_ranks,
 )
+from jaxgrad.evaluation.roar import make_retrainer, mask_images, roar
 from jaxgrad.evaluation.sampling import (
     density_ratio_profile,
     gan_test_accuracy,
@@ -27,12 +28,15 @@ __all__ = [
     "pixel_perturbation",
     "pixel_salience",
     "removal_ranks",
+    "roar",
     "default_metrics",
     "density_ratio_profile",
     "gan_test_accuracy",
     "gradient_ascent",
     "langevin_sample",
     "layer_names",
+    "make_retrainer",
+    "mask_images",
     "randomization_stages",
     "rankdata_average",
     "sanity_table",

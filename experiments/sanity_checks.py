@@ -1,0 +1,217 @@
+"""Cascading randomization of the MNIST CNN: what Spearman, |Spearman| and spearman_nz say.
+
+Writes ``config.json``, ``metrics.jsonl``, ``table.json`` / ``table.csv`` (stage x method x
+metric, means and 99% intervals over images), ``control.json``, ``curves.png``,
+``maps.png`` and ``report.md`` (measured numbers beside the note's) into ``--workdir``.
+
+  python -m experiments.sanity_checks --config=experiments/configs/sanity_checks.py \
+      --workdir=runs/sanity
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import json
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from experiments.common import save_config, train_classifier
+from jaxgrad import sharding as shd
+from jaxgrad.attribution import gradient, gradient_x_input, integrated_gradients, smoothgrad
+from jaxgrad.evaluation import randomization_stages, sanity_table, spearman_nz
+from jaxgrad.evaluation.sanity import _ci99
+from jaxgrad.viz import attribution_grid
+
+METRICS = ("spearman", "spearman_abs", "spearman_nz")
+
+
+def control(x: np.ndarray, key: jax.Array, draws: int) -> dict:
+    """The note's Remark 1: spearman_nz between x * r1 and x * r2 for random vectors r.
+
+    Reported for two distributions of r (standard normal, uniform on [0, 1]); per image the
+    mean over ``draws`` pairs, then the mean over images with a 99% interval.
+    """
+    x = jnp.asarray(x)
+    out = {}
+    for name, sample in {
+        "normal": lambda k, s: jax.random.normal(k, s),
+        "uniform01": lambda k, s: jax.random.uniform(k, s),
+    }.items():
+
+        def one(k, sample=sample):
+            k1, k2 = jax.random.split(k)
+            return spearman_nz(x * sample(k1, x.shape), x * sample(k2, x.shape), x)
+
+        vals = jax.jit(jax.vmap(one))(jax.random.split(jax.random.fold_in(key, len(out)), draws))
+        per_image = np.asarray(jnp.mean(vals, axis=0))
+        mean, lo, hi = _ci99(np.asarray(vals).ravel())
+        out[name] = {
+            "mean": mean,
+            "ci99_low": lo,
+            "ci99_high": hi,
+            "per_image_mean": float(per_image.mean()),
+            "pairs": int(vals.size),
+        }
+    return out
+
+
+def run(config, workdir: str | Path) -> dict:
+    """Runs the experiment into ``workdir`` and returns the results."""
+    t0 = time.perf_counter()
+    workdir = Path(workdir).absolute()
+    save_config(config, workdir)
+    trained = train_classifier(config, workdir, jax.random.key(config.seed))
+    variables = shd.to_host(trained.state.variables)
+    s = config.sanity
+    x = jnp.asarray(trained.test["image"][: s.num_images])
+    y = jnp.asarray(trained.test["label"][: s.num_images])
+    stages = randomization_stages(variables, key=jax.random.key(config.seed + 1), stddev=s.stddev)
+    methods = {
+        "integrated_gradients": functools.partial(
+            integrated_gradients, steps=s.ig_steps, chunk_size=s.ig_chunk_size
+        ),
+        "gradient_x_input": gradient_x_input,
+        "gradient": gradient,
+        "smoothgrad": functools.partial(
+            smoothgrad, num_samples=s.smoothgrad_samples, noise_level=s.noise_level
+        ),
+    }
+    print(
+        f"attributing {len(x)} images x {len(stages)} stages x {len(methods)} methods", flush=True
+    )
+    rows = sanity_table(methods, trained.logit_fn, stages, x, y, key=jax.random.key(7))
+    ctrl = control(np.asarray(x), jax.random.key(11), s.control_draws)
+    results = {
+        "test_accuracy": trained.test_metrics["accuracy"],
+        "stages": [name for name, _ in stages],
+        "table": rows,
+        "control": ctrl,
+        "seconds": time.perf_counter() - t0,
+    }
+    if jax.process_index() == 0:
+        (workdir / "table.json").write_text(json.dumps(rows, indent=1))
+        with open(workdir / "table.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+        (workdir / "control.json").write_text(json.dumps(ctrl, indent=1))
+        ig = jax.jit(lambda p: methods["integrated_gradients"](trained.logit_fn, p, x[:6], y[:6]))
+        maps = [np.asarray(ig(v)) for _, v in stages]
+        attribution_grid(
+            np.asarray(x[:6]),
+            maps,
+            workdir / "maps.png",
+            row_titles=[name for name, _ in stages],
+            title="Signed IG, trained then cascading randomization",
+        )
+        _plot(rows, results["stages"], workdir / "curves.png")
+        _report(workdir, config, results)
+        (workdir / "results.json").write_text(json.dumps(results, indent=1))
+    return results
+
+
+def _plot(rows, stages, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    ig = {(r["stage"], r["metric"]): r for r in rows if r["method"] == "integrated_gradients"}
+    xs = np.arange(len(stages))
+    for metric, colour in zip(METRICS, ("tab:blue", "tab:green", "tab:red"), strict=True):
+        m = np.array([ig[(s, metric)]["mean"] for s in stages])
+        lo = np.array([ig[(s, metric)]["ci99_low"] for s in stages])
+        hi = np.array([ig[(s, metric)]["ci99_high"] for s in stages])
+        axes[0].plot(xs, m, "o-", color=colour, label=metric)
+        axes[0].fill_between(xs, lo, hi, color=colour, alpha=0.2)
+    axes[0].set_xticks(xs, stages, rotation=30, fontsize=7)
+    axes[0].set_ylabel("rank correlation with the trained IG")
+    axes[0].set_title("Integrated Gradients, cascading randomization", fontsize=9)
+    axes[0].legend(fontsize=7)
+    sums = [ig[(s, "attribution_sum")]["mean"] for s in stages]
+    axes[1].plot(xs, sums, "o-", color="k")
+    axes[1].set_xticks(xs, stages, rotation=30, fontsize=7)
+    axes[1].set_title("mean sum of raw IG (= logit change)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _report(workdir, config, results):
+    rows = results["table"]
+    by = {(r["stage"], r["method"], r["metric"]): r for r in rows}
+    stages = results["stages"]
+    methods = sorted({r["method"] for r in rows})
+    lines = [
+        "# Sanity checks by cascading randomization",
+        "",
+        f"CNN trained on `{config.data.source}` (test accuracy {results['test_accuracy']:.4f}); "
+        f"{config.sanity.num_images} test images, target = label, cascading re-initialisation "
+        f"from the output layer (truncated normal, std {config.sanity.stddev}); "
+        f"{results['seconds']:.0f} s in all.",
+        "",
+        "Means over images with 99% intervals. The note (Sundararajan & Taly) reports, for IG: "
+        "absolute Spearman near 1 at every stage, signed Spearman falling to about 0, "
+        "spearman_nz dropping sharply after the output layer and plateauing near 0.4, and the "
+        "sum of raw IG falling toward 0.",
+        "",
+    ]
+    for metric in (*METRICS, "attribution_sum"):
+        lines += [
+            f"## {metric}",
+            "",
+            "| method | " + " | ".join(stages) + " |",
+            "|---" * (len(stages) + 1) + "|",
+        ]
+        for m in methods:
+            cells = []
+            for s in stages:
+                r = by[(s, m, metric)]
+                cells.append(f"{r['mean']:.3f} [{r['ci99_low']:.3f}, {r['ci99_high']:.3f}]")
+            lines.append(f"| {m} | " + " | ".join(cells) + " |")
+        lines.append("")
+    c = results["control"]
+    lines += [
+        "## Control: spearman_nz of x * r1 against x * r2",
+        "",
+        "The note's Remark 1 gives 0.424, 99% CI [0.413, 0.437], without naming the distribution "
+        "of r; the value depends on it:",
+        "",
+        "| r | mean | 99% interval | pairs |",
+        "|---|---|---|---|",
+    ]
+    for name, v in c.items():
+        lines.append(
+            f"| {name} | {v['mean']:.3f} | [{v['ci99_low']:.3f}, {v['ci99_high']:.3f}] | {v['pairs']} |"
+        )
+    lines += ["", "![curves](curves.png)", "", "![maps](maps.png)", ""]
+    (workdir / "report.md").write_text("\n".join(lines) + "\n")
+
+
+def main(argv) -> None:
+    """Absl entry point."""
+    from absl import flags, logging
+
+    del argv
+    logging.set_verbosity(logging.WARNING)
+    shd.initialize_distributed()
+    workdir = Path(flags.FLAGS.workdir)
+    run(flags.FLAGS.config, workdir)
+    print(f"report: {workdir.absolute() / 'report.md'}", flush=True)
+
+
+if __name__ == "__main__":
+    from absl import app, flags
+    from ml_collections import config_flags
+
+    config_flags.DEFINE_config_file(
+        "config", "experiments/configs/sanity_checks.py", "Sanity-check config.", lock_config=True
+    )
+    flags.DEFINE_string("workdir", "runs/sanity", "Where to write the report.")
+    app.run(main)
