@@ -23,7 +23,7 @@ import numpy as np
 from experiments.common import save_config, train_classifier
 from jaxgrad import sharding as shd
 from jaxgrad.attribution import gradient, gradient_x_input, integrated_gradients, smoothgrad
-from jaxgrad.evaluation import randomization_stages, sanity_table, spearman_nz
+from jaxgrad.evaluation import layer_names, randomization_stages, sanity_table, spearman_nz
 from jaxgrad.evaluation.sanity import _ci99
 from jaxgrad.viz import attribution_grid
 
@@ -70,7 +70,10 @@ def run(config, workdir: str | Path) -> dict:
     s = config.sanity
     x = jnp.asarray(trained.test["image"][: s.num_images])
     y = jnp.asarray(trained.test["label"][: s.num_images])
-    stages = randomization_stages(variables, key=jax.random.key(config.seed + 1), stddev=s.stddev)
+    layers = layer_names(variables, trained.model, x[:1])  # call order, output first
+    stages = randomization_stages(
+        variables, key=jax.random.key(config.seed + 1), layers=layers, stddev=s.stddev
+    )
     methods = {
         "integrated_gradients": functools.partial(
             integrated_gradients, steps=s.ig_steps, chunk_size=s.ig_chunk_size

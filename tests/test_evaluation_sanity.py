@@ -25,8 +25,12 @@ def same(a, b):
 
 
 def test_layer_order_is_output_first(cnn):
-    _, v, _ = cnn
+    model, v, x = cnn
     assert layer_names(v) == ["softmax_linear", "fc1", "hidden2", "hidden1"]
+    # After a round trip that sorts the keys, the model gives the call order back.
+    shuffled = {"params": dict(sorted(v["params"].items()))}
+    assert layer_names(shuffled)[0] == "softmax_linear" and layer_names(shuffled)[1] != "fc1"
+    assert layer_names(shuffled, model, x[:1]) == ["softmax_linear", "fc1", "hidden2", "hidden1"]
 
 
 def test_cascading_and_independent_stages(cnn):

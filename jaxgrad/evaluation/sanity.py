@@ -23,8 +23,32 @@ from jaxgrad.types import LogitFn
 MODES = ("cascading", "independent")
 
 
-def layer_names(variables: Mapping[str, Any]) -> list[str]:
-    """The top-level layers of ``variables["params"]``, output first (Flax keeps call order)."""
+def layer_names(
+    variables: Mapping[str, Any], model: Any = None, sample_x: jax.Array | None = None
+) -> list[str]:
+    """The top-level layers of ``variables["params"]``, output first.
+
+    With ``model`` and ``sample_x`` the order is the model's call order (from an abstract
+    ``model.init``), which is reliable. Without them it is the dict's order, which is the
+    call order for freshly initialised Flax params but alphabetical after some round trips
+    (a restored checkpoint, for one): pass the model, or ``layers=`` explicitly.
+    """
+    if model is not None:
+        if sample_x is None:
+            raise ValueError("layer_names with a model needs sample_x (one input, [1, *S])")
+        import flax.linen as nn
+
+        order: list[str] = []
+
+        def record(next_fun, args, kwargs, context):
+            path = context.module.scope.path if context.module.scope is not None else ()
+            if len(path) == 1 and path[0] in variables["params"] and path[0] not in order:
+                order.append(path[0])
+            return next_fun(*args, **kwargs)
+
+        with nn.intercept_methods(record):  # pytree dicts come back sorted; calls do not
+            jax.eval_shape(lambda k: model.init(k, sample_x), jax.random.key(0))
+        return list(reversed(order))
     return list(reversed(list(variables["params"])))
 
 
@@ -54,8 +78,10 @@ def randomization_stages(
       variables: ``{"params": {layer: ...}, ...}`` (other collections, e.g. BatchNorm
         statistics, are kept as trained).
       key: PRNG key; stage ``i`` uses ``fold_in(key, i)``.
-      layers: the layers to randomize, in order (default: every top-level layer, output
-        first, e.g. ``softmax_linear, fc1, hidden2, hidden1`` for the MNIST CNN).
+      layers: the layers to randomize, in order (default: :func:`layer_names` of
+        ``variables``, the dict's order reversed; pass ``layer_names(variables, model, x)``
+        for the model's call order, e.g. ``softmax_linear, fc1, hidden2, hidden1`` for the
+        MNIST CNN).
       mode: ``"cascading"`` (cumulative, the papers' main test) or ``"independent"``.
       reinit: ``key -> fresh params tree`` (e.g. ``lambda k: init_variables(model, k, x)
         ["params"]``, the layers' own initializers); by default a truncated normal (at 2 std)
