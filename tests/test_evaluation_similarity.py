@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from jaxgrad.evaluation import rankdata_average, spearman, spearman_abs, spearman_nz
+from jaxgrad.evaluation import (
+    hog_similarity,
+    rankdata_average,
+    spearman,
+    spearman_abs,
+    spearman_nz,
+    ssim,
+)
 
 
 def test_ranks_average_ties_like_scipy():
@@ -68,3 +75,44 @@ def test_shared_zeros_inflate_absolute_spearman_as_in_the_note():
             assert abs(float(jnp.mean(nz))) < 0.02
     assert means[0.0] < 0.02 and means[0.5] >= 0.8
     assert means[0.0] < means[0.25] < means[0.5] < means[0.8]
+
+
+@pytest.mark.parametrize("channels, data_range", [(1, 1.0), (3, 2.0)])
+def test_ssim_equals_scikit_image(channels, data_range):
+    from skimage.metrics import structural_similarity
+
+    rng = np.random.default_rng(4)
+    a = rng.uniform(size=(3, 28, 20, channels))
+    b = np.clip(a + 0.3 * rng.normal(size=a.shape), 0, 1)
+    b[2] = rng.uniform(size=b[2].shape)  # unrelated
+    a, b = a * data_range, b * data_range
+    ours = jax.jit(lambda p, q: ssim(p, q, data_range=data_range))(a, b)
+    theirs = [
+        structural_similarity(
+            a[i], b[i], gaussian_weights=True, channel_axis=-1, data_range=data_range
+        )
+        for i in range(3)
+    ]
+    np.testing.assert_allclose(ours, theirs, atol=1e-5)
+    np.testing.assert_allclose(ssim(a, a, data_range=data_range), 1.0, atol=1e-6)
+    with pytest.raises(ValueError, match="one shape"):
+        ssim(a, b[:, :5], data_range=1.0)
+
+
+def test_hog_similarity_is_spearman_of_hog_features():
+    from skimage.feature import hog
+
+    rng = np.random.default_rng(5)
+    a = rng.uniform(size=(2, 32, 32, 1))
+    b = a + 0.5 * rng.normal(size=a.shape)
+    ours = hog_similarity(a, b)
+
+    def feats(m):
+        m = m[..., 0]
+        m = (m - m.min()) / (m.max() - m.min())
+        return hog(m, pixels_per_cell=(16, 16), cells_per_block=(1, 1))
+
+    for i in range(2):
+        want = stats.spearmanr(feats(a[i]), feats(b[i])).statistic
+        np.testing.assert_allclose(ours[i], want, atol=1e-6)
+    np.testing.assert_allclose(hog_similarity(a, a), 1.0, atol=1e-6)

@@ -20,7 +20,14 @@ from jaxgrad.evaluation.sanity import (
     randomization_stages,
     sanity_table,
 )
-from jaxgrad.evaluation.similarity import rankdata_average, spearman, spearman_abs, spearman_nz
+from jaxgrad.evaluation.similarity import (
+    hog_similarity,
+    rankdata_average,
+    spearman,
+    spearman_abs,
+    spearman_nz,
+    ssim,
+)
 
 __all__ = [
     "area_under_curve",
@@ -33,6 +40,7 @@ __all__ = [
     "density_ratio_profile",
     "gan_test_accuracy",
     "gradient_ascent",
+    "hog_similarity",
     "langevin_sample",
     "layer_names",
     "make_retrainer",
@@ -43,4 +51,5 @@ __all__ = [
     "spearman",
     "spearman_abs",
     "spearman_nz",
+    "ssim",
 ]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxgrad.types import ArrayLike
 
@@ -93,3 +94,87 @@ def spearman_nz(
     if x.shape != jnp.shape(a):
         raise ValueError(f"x must have the maps' shape {jnp.shape(a)}, got {x.shape}")
     return spearman_abs(a, b, mask=x != jnp.broadcast_to(jnp.asarray(baseline, x.dtype), x.shape))
+
+
+def _reflect_blur_matrix(n: int, sigma: float, truncate: float) -> np.ndarray:
+    """``[n, n]`` Gaussian filter with scipy's ``mode="reflect"`` (``d c b a | a b c d``)."""
+    r = int(truncate * sigma + 0.5)
+    k = np.arange(-r, r + 1)
+    w = np.exp(-0.5 * (k / sigma) ** 2)
+    w /= w.sum()
+    m = np.zeros((n, n))
+    for i in range(n):
+        for off, wk in zip(k, w, strict=True):
+            p = i + off
+            while p < 0 or p >= n:  # reflect until inside (kernels wider than the image)
+                p = -p - 1 if p < 0 else 2 * n - p - 1
+            m[i, p] += wk
+    return m
+
+
+def ssim(
+    a: ArrayLike,
+    b: ArrayLike,
+    *,
+    data_range: float,
+    sigma: float = 1.5,
+    truncate: float = 3.5,
+    k1: float = 0.01,
+    k2: float = 0.03,
+    use_sample_covariance: bool = True,
+) -> jax.Array:
+    """Mean structural similarity of each pair of ``[B, H, W, C]`` maps, ``[B]``.
+
+    The settings of ``skimage.metrics.structural_similarity(a, b, gaussian_weights=True,
+    channel_axis=-1, data_range=...)``, the sanity-check paper's choice: Gaussian windows
+    (sigma 1.5, truncated at 3.5 sigma: 11 taps) with reflected borders, sample covariances,
+    the mean over the image without a border of the window's radius, averaged over channels.
+    """
+    a, b = jnp.asarray(a), jnp.asarray(b)
+    if a.shape != b.shape or a.ndim != 4:
+        raise ValueError(f"a and b must be [B, H, W, C] of one shape, got {a.shape} and {b.shape}")
+    dt = jnp.promote_types(jnp.result_type(a, b), jnp.float32)
+    a, b = a.astype(dt), b.astype(dt)
+    h, w = a.shape[1:3]
+    mh = jnp.asarray(_reflect_blur_matrix(h, sigma, truncate), dt)
+    mw = jnp.asarray(_reflect_blur_matrix(w, sigma, truncate), dt)
+
+    def filt(z):
+        return jnp.einsum("Hh,bhwc,Ww->bHWc", mh, z, mw)
+
+    r = int(truncate * sigma + 0.5)
+    win = 2 * r + 1
+    cov_norm = win * win / (win * win - 1) if use_sample_covariance else 1.0
+    ux, uy = filt(a), filt(b)
+    vx = cov_norm * (filt(a * a) - ux * ux)
+    vy = cov_norm * (filt(b * b) - uy * uy)
+    vxy = cov_norm * (filt(a * b) - ux * uy)
+    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
+    s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux**2 + uy**2 + c1) * (vx + vy + c2))
+    pad = (win - 1) // 2
+    return jnp.mean(s[:, pad : h - pad, pad : w - pad], axis=(1, 2, 3))
+
+
+def hog_similarity(
+    a: np.ndarray, b: np.ndarray, *, pixels_per_cell: tuple[int, int] = (16, 16)
+) -> np.ndarray:
+    """Spearman between the HOG features of min-max normalised maps (host side, scikit-image).
+
+    The sanity-check paper's metric: ``skimage.feature.hog`` of each ``[H, W, C]`` map
+    (channels summed) with ``pixels_per_cell``, then Spearman between the two feature vectors.
+    Not jit-compiled: scikit-image runs on the host. Returns ``[B]``.
+    """
+    from skimage.feature import hog
+
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.shape != b.shape or a.ndim != 4:
+        raise ValueError(f"a and b must be [B, H, W, C] of one shape, got {a.shape} and {b.shape}")
+
+    def feats(m):
+        m = m.sum(-1)
+        m = (m - m.min()) / (m.max() - m.min() + 1e-12)
+        return hog(m, pixels_per_cell=pixels_per_cell, cells_per_block=(1, 1))
+
+    fa = np.stack([feats(m) for m in a])
+    fb = np.stack([feats(m) for m in b])
+    return np.asarray(spearman(fa, fb))
