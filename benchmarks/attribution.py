@@ -81,11 +81,11 @@ def timed(fn, repeats):
     return float(np.median(times)), out
 
 
-def bench_model(name, repeats, chunks):
+def bench_model(name, parts, repeats, chunks):
     import torch
     from captum.attr import IntegratedGradients, NoiseTunnel, Saliency
 
-    model, v, x, t, tmodel = setup(name)
+    model, v, x, t, tmodel = parts
     batch = len(x)
     lf = linen_logit_fn(model)
     xj, tj = jnp.asarray(x), jnp.asarray(t)
@@ -192,9 +192,9 @@ def bench_model(name, repeats, chunks):
     return res
 
 
-def ig_memory(name):
+def ig_memory(parts):
     """XLA's temporary buffers of the compiled IG (MiB) by chunk_size and by steps."""
-    model, v, x, t, _ = setup(name)
+    model, v, x, t, _ = parts
     lf = linen_logit_fn(model)
 
     def temp_mib(steps, cs):
@@ -218,9 +218,10 @@ def main():
     result = {"machine": machine_info(), "models": {}}
     for name in filter(None, args.models.split(",")):
         repeats = 1 if name == "resnet18" else args.repeats
-        result["models"][name] = bench_model(name, repeats, chunks)
+        parts = setup(name)
+        result["models"][name] = bench_model(name, parts, repeats, chunks)
         log(f"{name}: IG memory")
-        result["models"][name]["ig_memory_mib"] = ig_memory(name)
+        result["models"][name]["ig_memory_mib"] = ig_memory(parts)
         log(json.dumps(result["models"][name], indent=1))
     text = json.dumps(result, indent=2)
     print(text)

@@ -19,19 +19,16 @@ import optax
 
 from experiments.common import save_config
 from jaxgrad.attribution import gradient
-from jaxgrad.data import load_dataset, make_block_mnist, signal_mask, steps_per_epoch
-from jaxgrad.evaluation import block_localization
-from jaxgrad.evaluation.sanity import _ci99
+from jaxgrad.data import load_dataset, make_block_mnist, signal_mask
+from jaxgrad.evaluation import block_localization, mean_ci99
 from jaxgrad.models import MLP, linen_logit_fn
 from jaxgrad.training import (
     adversarial_classifier_loss,
     classifier_loss,
-    create_train_state,
     evaluate,
-    fit,
     make_eval_step,
-    make_train_step,
     pgd_attack,
+    train_for_epochs,
 )
 from jaxgrad.viz import attribution_grid
 
@@ -39,19 +36,16 @@ from jaxgrad.viz import attribution_grid
 def train(config, data, test, robust: bool, key) -> tuple[dict, float, float]:
     """Trains an MLP (standard or PGD); returns variables, clean and PGD test accuracy."""
     model = MLP(hidden=tuple(config.hidden))
-    tx = optax.adam(config.learning_rate)
-    init_key, run_key = jax.random.split(key)
-    state = create_train_state(model, tx, init_key, data["image"][:1])
     loss = adversarial_classifier_loss(model, **config.pgd) if robust else classifier_loss(model)
-    step = make_train_step(loss, tx)
-    n_steps = config.epochs * steps_per_epoch(len(data["label"]), config.batch_size)
-    state = fit(
-        state,
-        step,
-        {"image": data["image"], "label": data["label"]},
-        key=run_key,
+    state = train_for_epochs(
+        model,
+        loss,
+        optax.adam(config.learning_rate),
+        data,
+        key=key,
+        epochs=config.epochs,
         batch_size=config.batch_size,
-        num_steps=n_steps,
+        progress=True,
         log_every=100,
     )
     variables = {"params": state.params}
@@ -94,7 +88,7 @@ def run(config, workdir: str | Path) -> dict:
             loc = block_localization(g, mask, top_k=config.top_k)
             row = {"clean_accuracy": clean, "pgd_accuracy": robust_acc}
             for name, values in loc.items():
-                mean, lo, hi = _ci99(np.asarray(values))
+                mean, lo, hi = mean_ci99(np.asarray(values))
                 row[name] = {"mean": mean, "ci99_low": lo, "ci99_high": hi}
             results[f"{variant}/{kind}"] = row
             maps.append(np.asarray(g[:8]))

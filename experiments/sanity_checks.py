@@ -26,12 +26,12 @@ from jaxgrad.attribution import gradient, gradient_x_input, integrated_gradients
 from jaxgrad.evaluation import (
     area_under_curve,
     layer_names,
+    mean_ci99,
     pixel_perturbation,
     randomization_stages,
     sanity_table,
     spearman_nz,
 )
-from jaxgrad.evaluation.sanity import _ci99
 from jaxgrad.viz import attribution_grid
 
 METRICS = ("spearman", "spearman_abs", "spearman_nz")
@@ -56,7 +56,7 @@ def control(x: np.ndarray, key: jax.Array, draws: int) -> dict:
 
         vals = jax.jit(jax.vmap(one))(jax.random.split(jax.random.fold_in(key, len(out)), draws))
         per_image = np.asarray(jnp.mean(vals, axis=0))
-        mean, lo, hi = _ci99(np.asarray(vals).ravel())
+        mean, lo, hi = mean_ci99(np.asarray(vals).ravel())
         out[name] = {
             "mean": mean,
             "ci99_low": lo,

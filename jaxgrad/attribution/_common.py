@@ -39,6 +39,19 @@ def check_positive_int(value, name: str) -> int:
     return int(value)
 
 
+def broadcast_baseline(baseline, x: jax.Array) -> jax.Array:
+    """A fixed baseline (``None`` = zeros, a number or an array) broadcast to ``x``'s shape."""
+    if baseline is None:
+        return jnp.zeros_like(x)
+    b = jnp.asarray(baseline, x.dtype)
+    try:
+        return jnp.broadcast_to(b, x.shape)
+    except ValueError:
+        raise ValueError(
+            f"baseline of shape {b.shape} is not broadcastable to x's shape {x.shape}"
+        ) from None
+
+
 def multi_target(method):
     """Lets ``method`` take ``target`` of shape ``[B, T]`` as well as ``[B]``.
 

@@ -22,7 +22,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxgrad.attribution._common import check_inputs, check_positive_int, multi_target
+from jaxgrad.attribution._common import (
+    broadcast_baseline,
+    check_inputs,
+    check_positive_int,
+    multi_target,
+)
 from jaxgrad.gradients import input_gradients
 from jaxgrad.types import ArrayLike, LogitFn, Params
 
@@ -65,13 +70,7 @@ def guided_integrated_gradients(
         raise ValueError(f"max_dist must lie in [0, 1], got {max_dist}")
     x, target = check_inputs(x, target)
     dt = x.dtype
-    base = jnp.zeros_like(x) if baseline is None else jnp.asarray(baseline, dt)
-    try:
-        base = jnp.broadcast_to(base, x.shape)
-    except ValueError:
-        raise ValueError(
-            f"baseline of shape {base.shape} is not broadcastable to x's shape {x.shape}"
-        ) from None
+    base = broadcast_baseline(baseline, x)
     batch, n = x.shape[0], int(np.prod(x.shape[1:]))
     x_in, x_base = x.reshape(batch, n), base.reshape(batch, n)
     diff = x_in - x_base

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxgrad._vmap import chunked_sum
-from jaxgrad.attribution._common import check_inputs, multi_target
+from jaxgrad.attribution._common import broadcast_baseline, check_inputs, multi_target
 from jaxgrad.attribution._paths import quadrature
 from jaxgrad.gradients import input_gradients, select_logits
 from jaxgrad.types import ArrayLike, LogitFn, Params
@@ -38,16 +38,7 @@ def _baselines(baseline: Baseline, x: jax.Array, key, num_baselines: int) -> jax
                 f"baseline(key, x) must return x's shape {x.shape}, got {out.shape[1:]}"
             )
         return out.astype(x.dtype)
-    if baseline is None:
-        return jnp.zeros((1, *x.shape), x.dtype)
-    b = jnp.asarray(baseline, x.dtype)
-    try:
-        b = jnp.broadcast_to(b, x.shape)
-    except ValueError:
-        raise ValueError(
-            f"baseline of shape {b.shape} is not broadcastable to x's shape {x.shape}"
-        ) from None
-    return b[None]
+    return broadcast_baseline(baseline, x)[None]
 
 
 @multi_target

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 
 from jaxgrad import _random
 from jaxgrad._vmap import chunked_sum
-from jaxgrad.attribution._common import check_inputs, multi_target
+from jaxgrad.attribution._common import check_inputs, check_positive_int, multi_target
 from jaxgrad.attribution.gradient import gradient
 from jaxgrad.types import ArrayLike, LogitFn, Params
 
@@ -63,8 +63,7 @@ def smoothgrad(
     """
     if aggregate not in AGGREGATES:
         raise ValueError(f"aggregate must be one of {AGGREGATES}, got {aggregate!r}")
-    if not isinstance(num_samples, int) or num_samples < 1:
-        raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
+    num_samples = check_positive_int(num_samples, "num_samples")
     if isinstance(noise_level, (int, float)) and noise_level < 0:
         raise ValueError(f"noise_level must be >= 0, got {noise_level}")
     x, target = check_inputs(x, target)

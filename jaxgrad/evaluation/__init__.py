@@ -17,6 +17,7 @@ from jaxgrad.evaluation.sampling import (
 from jaxgrad.evaluation.sanity import (
     default_metrics,
     layer_names,
+    mean_ci99,
     randomization_stages,
     sanity_table,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "layer_names",
     "make_retrainer",
     "mask_images",
+    "mean_ci99",
     "randomization_stages",
     "rankdata_average",
     "sanity_table",

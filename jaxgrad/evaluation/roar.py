@@ -18,7 +18,7 @@ mesh when given).
 
 from __future__ import annotations
 
-import math
+import functools
 import time
 from collections.abc import Callable, Sequence
 
@@ -66,13 +66,22 @@ def mask_images(
         raise ValueError(f"keep must be one of {KEEPS}, got {keep!r}")
     order = {"top": "most", "bottom": "least", "random": "random"}[keep]
     count = int(np.rint(fraction * images.shape[1] * images.shape[2]))
+    kept = _keep(
+        jnp.asarray(images),
+        jnp.asarray(attributions),
+        key,
+        jnp.float32(fill_value),
+        count=count,
+        order=order,
+        aggregate=aggregate,
+    )
+    return np.asarray(kept)
 
-    @jax.jit
-    def run(x, a):
-        ranks = removal_ranks(pixel_salience(a, aggregate), order, key)[..., None]
-        return jnp.where(ranks < count, x, jnp.asarray(fill_value, x.dtype))
 
-    return np.asarray(run(images, attributions))
+@functools.partial(jax.jit, static_argnames=("count", "order", "aggregate"))
+def _keep(x, a, key, fill_value, *, count, order, aggregate):
+    ranks = removal_ranks(pixel_salience(a, aggregate), order, key)[..., None]
+    return jnp.where(ranks < count, x, fill_value.astype(x.dtype))
 
 
 def make_retrainer(
@@ -93,41 +102,25 @@ def make_retrainer(
     """
     import optax
 
-    from jaxgrad.data.iterators import steps_per_epoch
     from jaxgrad.models import linen_logit_fn
-    from jaxgrad.training import (
-        classifier_loss,
-        create_train_state,
-        evaluate,
-        fit,
-        make_eval_step,
-        make_train_step,
-    )
-
-    n_dev = 1 if mesh is None else mesh.devices.size
-    batch = math.ceil(batch_size / n_dev) * n_dev
+    from jaxgrad.training import classifier_loss, evaluate, make_eval_step, train_for_epochs
 
     def retrain(train: Dataset, test: Dataset, key: jax.Array) -> float:
         model = model_factory()
-        tx = optax.adam(learning_rate)
-        init_key, run_key = jax.random.split(key)
-        state = create_train_state(model, tx, init_key, train["image"][:1], mesh=mesh)
-        step = make_train_step(classifier_loss(model), tx, mesh=mesh)
-        num_steps = epochs * steps_per_epoch(len(train["label"]), batch)
-        state = fit(
-            state,
-            step,
+        state = train_for_epochs(
+            model,
+            classifier_loss(model),
+            optax.adam(learning_rate),
             train,
-            key=run_key,
-            batch_size=batch,
-            num_steps=num_steps,
+            key=key,
+            epochs=epochs,
+            batch_size=batch_size,
             mesh=mesh,
-            progress=False,
-            log_every=max(num_steps, 1),
         )
         eval_step = make_eval_step(linen_logit_fn(model), mesh=mesh)
-        variables = {"params": state.params, **state.model_state}
-        return evaluate(eval_step, variables, test, batch_size=batch, mesh=mesh)["accuracy"]
+        n_dev = 1 if mesh is None else mesh.devices.size
+        batch = -(-batch_size // n_dev) * n_dev
+        return evaluate(eval_step, state.variables, test, batch_size=batch, mesh=mesh)["accuracy"]
 
     return retrain
 

@@ -114,7 +114,7 @@ def randomization_stages(
     return stages
 
 
-def _ci99(values: np.ndarray) -> tuple[float, float, float]:
+def mean_ci99(values: np.ndarray) -> tuple[float, float, float]:
     """Mean and a 99% normal-approximation interval (mean +- 2.576 SE) over images."""
     v = np.asarray(values, np.float64)
     v = v[np.isfinite(v)]
@@ -178,7 +178,7 @@ def sanity_table(
 
 
 def _row(stage, method, metric, values):
-    mean, lo, hi = _ci99(values)
+    mean, lo, hi = mean_ci99(values)
     return {
         "stage": stage,
         "method": method,

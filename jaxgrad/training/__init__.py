@@ -2,7 +2,7 @@
 
 from jaxgrad.training.checkpoint import Checkpointer
 from jaxgrad.training.logging import MetricWriter, Progress, read_metrics
-from jaxgrad.training.loop import fit
+from jaxgrad.training.loop import fit, train_for_epochs
 from jaxgrad.training.losses import (
     LossFn,
     classifier_loss,
@@ -40,4 +40,5 @@ __all__ = [
     "pgd_attack",
     "read_metrics",
     "regularized_classifier_loss",
+    "train_for_epochs",
 ]

@@ -119,3 +119,44 @@ def fit(
         if ckpt is not None:
             ckpt.close()
     return state
+
+
+def train_for_epochs(
+    model,
+    loss_fn: Callable,
+    tx,
+    data: Dataset,
+    *,
+    key: jax.Array,
+    epochs: int,
+    batch_size: int,
+    mesh: Mesh | None = None,
+    progress: bool = False,
+    log_every: int | None = None,
+) -> TrainState:
+    """A fresh ``model`` trained ``epochs`` times over ``data`` with ``loss_fn`` and ``tx``.
+
+    The short form of ``create_train_state`` + ``make_train_step`` + :func:`fit` used by
+    evaluations that retrain (ROAR) and by small experiments; no checkpoints. With ``mesh``,
+    ``batch_size`` is rounded up to a multiple of the device count.
+    """
+    from jaxgrad.data.iterators import steps_per_epoch
+    from jaxgrad.training.state import create_train_state, make_train_step
+
+    n_dev = 1 if mesh is None else mesh.devices.size
+    batch = -(-batch_size // n_dev) * n_dev
+    init_key, run_key = jax.random.split(key)
+    state = create_train_state(model, tx, init_key, data["image"][:1], mesh=mesh)
+    step = make_train_step(loss_fn, tx, mesh=mesh)
+    num_steps = epochs * steps_per_epoch(len(data["label"]), batch)
+    return fit(
+        state,
+        step,
+        {"image": data["image"], "label": data["label"]},
+        key=run_key,
+        batch_size=batch,
+        num_steps=num_steps,
+        mesh=mesh,
+        progress=progress,
+        log_every=log_every or max(num_steps, 1),
+    )
