@@ -1,6 +1,10 @@
-"""Standard vs PGD-trained models on BlockMNIST and BlockMNIST-Top: accuracy and localisation.
+"""Standard vs PGD-trained models on BlockMNIST (Shah, Jain & Netrapalli 2021).
 
-Writes ``config.json``, ``results.json``, ``gradients.png`` and ``report.md`` into ``--workdir``.
+Accuracy and the localisation of input-gradients on BlockMNIST and BlockMNIST-Top, and
+DiffROAR curves with a random control.
+
+Writes ``config.json``, ``results.json``, ``diff_roar.csv``, ``gradients.png``,
+``diff_roar.png`` and ``report.md`` into ``--workdir``.
 
   python -m experiments.block_mnist --config=experiments/configs/block_mnist.py \
       --workdir=runs/block_mnist
@@ -8,6 +12,7 @@ Writes ``config.json``, ``results.json``, ``gradients.png`` and ``report.md`` in
 
 from __future__ import annotations
 
+import csv
 import json
 import time
 from pathlib import Path
@@ -18,10 +23,10 @@ import numpy as np
 import optax
 
 from experiments.common import save_config
-from jaxgrad.attribution import gradient
-from jaxgrad.data import load_dataset, make_block_mnist, signal_mask
-from jaxgrad.evaluation import block_localization, mean_ci99
-from jaxgrad.models import MLP, linen_logit_fn
+from jaxgrad.attribution import attribute_dataset, gradient
+from jaxgrad.data import eval_batches, load_dataset, make_block_mnist, signal_mask
+from jaxgrad.evaluation import block_localization, make_retrainer, mean_ci99, roar
+from jaxgrad.models import MLP, MnistCNN, linen_logit_fn
 from jaxgrad.training import (
     adversarial_classifier_loss,
     classifier_loss,
@@ -33,17 +38,38 @@ from jaxgrad.training import (
 from jaxgrad.viz import attribution_grid
 
 
-def train(config, data, test, robust: bool, key) -> tuple[dict, float, float]:
-    """Trains an MLP (standard or PGD); returns variables, clean and PGD test accuracy."""
-    model = MLP(hidden=tuple(config.hidden))
-    loss = adversarial_classifier_loss(model, **config.pgd) if robust else classifier_loss(model)
+def make_model(spec):
+    """The Linen classifier a ``models`` entry describes."""
+    if spec.arch == "mlp":
+        return MLP(hidden=tuple(spec.hidden))
+    if spec.arch == "cnn":
+        return MnistCNN(features=tuple(spec.features), dense=spec.dense)
+    raise ValueError(f"models.*.arch must be 'mlp' or 'cnn', got {spec.arch!r}")
+
+
+def describe(spec) -> str:
+    """A short name of the architecture, for the report."""
+    if spec.arch == "mlp":
+        return f"MLP {tuple(spec.hidden)}"
+    return f"CNN conv5x5x{spec.features[0]}, conv5x5x{spec.features[1]}, dense {spec.dense}"
+
+
+def train(config, spec, data, test, robust: bool, key) -> tuple[dict, float, float]:
+    """Trains one model (standard or PGD); returns variables, clean and PGD test accuracy.
+
+    The PGD accuracy uses the training ball with a stronger attack: ``eval_attack_steps``
+    steps of ``2.5 epsilon / steps`` from a random start, on the first ``num_eval`` images.
+    """
+    model = make_model(spec)
+    pgd = dict(spec.pgd)
+    loss = adversarial_classifier_loss(model, **pgd) if robust else classifier_loss(model)
     state = train_for_epochs(
         model,
         loss,
         optax.adam(config.learning_rate),
         data,
         key=key,
-        epochs=config.epochs,
+        epochs=spec.epochs,
         batch_size=config.batch_size,
         progress=True,
         log_every=100,
@@ -56,13 +82,27 @@ def train(config, data, test, robust: bool, key) -> tuple[dict, float, float]:
         {"image": test["image"], "label": test["label"]},
         batch_size=256,
     )["accuracy"]
+    attack = dict(pgd, steps=config.eval_attack_steps)
+    attack["step_size"] = 2.5 * pgd["epsilon"] / config.eval_attack_steps
     n = config.num_eval
     x, y = jnp.asarray(test["image"][:n]), jnp.asarray(test["label"][:n])
-    adv = jax.jit(lambda v, xx, yy: pgd_attack(lf, v, xx, yy, key=jax.random.key(5), **config.pgd))(
+    adv = jax.jit(lambda v, xx, yy: pgd_attack(lf, v, xx, yy, key=jax.random.key(5), **attack))(
         variables, x, y
     )
     robust_acc = float(jnp.mean(jnp.argmax(lf(variables, adv), -1) == y))
     return variables, clean, robust_acc
+
+
+def gradients_of_predicted(model, variables, data) -> np.ndarray:
+    """Input-gradients of the predicted class's logit over a whole split (Shah et al.)."""
+    return attribute_dataset(
+        gradient,
+        linen_logit_fn(model),
+        variables,
+        eval_batches(data, 500),
+        target="predicted",
+        progress=False,
+    )
 
 
 def run(config, workdir: str | Path) -> dict:
@@ -72,72 +112,232 @@ def run(config, workdir: str | Path) -> dict:
     save_config(config, workdir)
     base_train = load_dataset(config.source, "train")
     base_test = load_dataset(config.source, "test")
-    results, maps, titles = {}, [], []
+    results, maps, titles, trained = {}, [], [], {}
     key = jax.random.key(config.seed)
+    splits = {}
     for variant, top in (("BlockMNIST", False), ("BlockMNIST-Top", True)):
         tr = make_block_mnist(base_train, seed=config.seed, top=top)
         te = make_block_mnist(base_test, seed=config.seed + 1, top=top)
+        splits[variant] = (tr, te)
         n = config.num_eval
         x, y = jnp.asarray(te["image"][:n]), jnp.asarray(te["label"][:n])
         mask = signal_mask(te["signal_top"][:n], te["image"].shape[1:])
-        for kind in ("standard", "pgd"):
-            print(f"{variant}: training the {kind} MLP", flush=True)
-            variables, clean, robust_acc = train(config, tr, te, kind == "pgd", key)
-            lf = linen_logit_fn(MLP(hidden=tuple(config.hidden)))
-            g = gradient(lf, variables, x, y)
-            loc = block_localization(g, mask, top_k=config.top_k)
-            row = {"clean_accuracy": clean, "pgd_accuracy": robust_acc}
-            for name, values in loc.items():
-                mean, lo, hi = mean_ci99(np.asarray(values))
-                row[name] = {"mean": mean, "ci99_low": lo, "ci99_high": hi}
-            results[f"{variant}/{kind}"] = row
-            maps.append(np.asarray(g[:8]))
-            titles.append(f"{variant} {kind}")
-            print(json.dumps(row), flush=True)
-    out = {"pgd": dict(config.pgd), "results": results, "seconds": time.perf_counter() - t0}
+        for arch, spec in config.models.items():
+            for kind in ("standard", "pgd"):
+                print(f"{variant}: training the {kind} {arch}", flush=True)
+                variables, clean, robust_acc = train(config, spec, tr, te, kind == "pgd", key)
+                trained[variant, arch, kind] = variables
+                g = gradient(linen_logit_fn(make_model(spec)), variables, x, y)
+                loc = block_localization(g, mask, top_k=config.top_k)
+                row = {"clean_accuracy": clean, "pgd_accuracy": robust_acc}
+                for name, values in loc.items():
+                    mean, lo, hi = mean_ci99(np.asarray(values))
+                    row[name] = {"mean": mean, "ci99_low": lo, "ci99_high": hi}
+                results[f"{variant}/{arch}/{kind}"] = row
+                if variant == "BlockMNIST":
+                    maps.append(np.asarray(g[:8]))
+                    titles.append(f"{arch} {kind}")
+                print(json.dumps(row), flush=True)
+    out = {
+        "models": {arch: dict(spec) for arch, spec in config.models.items()},
+        "results": results,
+    }
+    if config.diff_roar.enabled:
+        out["diff_roar"] = diff_roar_curves(
+            config, splits["BlockMNIST"], trained, base_train, base_test
+        )
+    out["seconds"] = time.perf_counter() - t0
     if jax.process_index() == 0:
-        (workdir / "results.json").write_text(json.dumps(out, indent=1))
-        te = make_block_mnist(base_test, seed=config.seed + 1)
+        (workdir / "results.json").write_text(json.dumps(out, indent=1, default=_tolist))
+        te = splits["BlockMNIST"][1]
         attribution_grid(
             np.asarray(te["image"][:8]),
-            maps[:2],
+            maps,
             workdir / "gradients.png",
-            row_titles=titles[:2],
-            title="Input-gradients on BlockMNIST",
+            row_titles=titles,
+            title="Input-gradients (label's logit) on BlockMNIST",
         )
+        if "diff_roar" in out:
+            _write_diff_roar(workdir, out["diff_roar"])
         _report(workdir, config, out)
     return out
 
 
+def diff_roar_curves(config, block_splits, trained, base_train, base_test) -> dict:
+    """DiffROAR of standard, robust and random attributions on BlockMNIST; random on MNIST."""
+    c = config.diff_roar
+    spec = config.models[c.model]
+    model = make_model(spec)
+    retrain = make_retrainer(
+        lambda: make_model(spec),
+        epochs=c.epochs,
+        batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+    )
+    tr, te = block_splits
+    rng = np.random.default_rng(config.seed + 7)
+    attributions = {
+        f"{label} gradient": [
+            gradients_of_predicted(model, trained["BlockMNIST", c.model, kind], split)
+            for split in (tr, te)
+        ]
+        for label, kind in (("standard", "standard"), ("robust", "pgd"))
+    }
+    attributions["random"] = [
+        rng.uniform(size=split["image"].shape).astype(np.float32) for split in (tr, te)
+    ]
+    curves = {}
+    key = jax.random.key(config.seed + 11)
+    for name, (a_train, a_test) in attributions.items():
+        print(f"DiffROAR on BlockMNIST: {name}", flush=True)
+        curves[f"BlockMNIST/{name}"] = roar(
+            tr,
+            te,
+            a_train,
+            a_test,
+            retrain=retrain,
+            key=key,
+            fractions=c.fractions,
+            seeds=c.seeds,
+        )
+    print("DiffROAR on MNIST: random (the control)", flush=True)
+    curves["MNIST/random"] = roar(
+        base_train,
+        base_test,
+        rng.uniform(size=base_train["image"].shape).astype(np.float32),
+        rng.uniform(size=base_test["image"].shape).astype(np.float32),
+        retrain=retrain,
+        key=key,
+        fractions=c.fractions,
+        seeds=c.control_seeds,
+    )
+    return curves
+
+
+def _tolist(value):
+    return np.asarray(value).tolist()
+
+
+def _write_diff_roar(workdir: Path, curves: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with (workdir / "diff_roar.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(
+            [
+                "data/attribution",
+                "k",
+                "top_k_accuracy",
+                "bottom_k_accuracy",
+                "diff_roar",
+                "diff_roar_se",
+                "diff_roar_pair_std",
+                "seeds",
+            ]
+        )
+        for name, r in curves.items():
+            for i, k in enumerate(r["fractions"]):
+                w.writerow(
+                    [
+                        name,
+                        k,
+                        r["top_k_accuracy"][i],
+                        r["bottom_k_accuracy"][i],
+                        r["diff_roar"][i],
+                        r["diff_roar_se"][i],
+                        r["diff_roar_pair_std"][i],
+                        len(r["top_k_accuracy_per_seed"]),
+                    ]
+                )
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, r in curves.items():
+        ax.errorbar(
+            r["fractions"],
+            r["diff_roar"],
+            yerr=r["diff_roar_pair_std"],
+            marker="o",
+            capsize=3,
+            label=name,
+        )
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set_xlabel("k (fraction of pixels kept)")
+    ax.set_ylabel("DiffROAR = acc(top-k kept) - acc(bottom-k kept)")
+    ax.legend(fontsize=8)
+    ax.set_title("DiffROAR, retrained models (error bars: std over seed pairs)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(workdir / "diff_roar.png", dpi=120)
+    plt.close(fig)
+
+
+def _cell(r, m):
+    return f"{r[m]['mean']:.3f} [{r[m]['ci99_low']:.3f}, {r[m]['ci99_high']:.3f}]"
+
+
 def _report(workdir, config, out):
-    p = config.pgd
     lines = [
-        "# BlockMNIST: standard vs PGD-trained MLP",
+        "# BlockMNIST: standard vs PGD-trained models",
         "",
-        f"MLP {tuple(config.hidden)} trained {config.epochs} epochs with Adam on `{config.source}`"
-        f" turned into BlockMNIST (our construction; signal block random per example) and "
-        f"BlockMNIST-Top (signal always on top). PGD: {p.norm}, epsilon {p.epsilon}, "
-        f"{p.steps} steps of {p.step_size}, random start. Gradients of the label's logit on "
-        f"{config.num_eval} test images; 99% intervals over images. {out['seconds']:.0f} s.",
+        f"Data: `{config.source}` turned into BlockMNIST (our construction; signal block at the "
+        "top or bottom at random per example, a fixed hollow square in the other) and "
+        "BlockMNIST-Top (signal always on top). Adam, learning rate "
+        f"{config.learning_rate}, batch {config.batch_size}. {out['seconds']:.0f} s.",
+        "",
+    ]
+    for arch, spec in config.models.items():
+        p = spec.pgd
+        lines.append(
+            f"- `{arch}`: {describe(spec)}, {spec.epochs} epochs; PGD training: {p.norm}, "
+            f"epsilon {p.epsilon}, {p.steps} steps of {p.step_size}, random start."
+        )
+    lines += [
+        "",
+        f"PGD accuracy: the same ball, {config.eval_attack_steps} steps of 2.5 epsilon / "
+        f"{config.eval_attack_steps}, random start, first {config.num_eval} test images. "
+        f"Localisation: gradients of the label's logit on {config.num_eval} test images, "
+        "means with 99% intervals over images.",
         "",
         "Shah et al.'s claim: robust gradients sit on the signal block; standard ones leak onto "
         "the null block unless the signal is always on top.",
         "",
-        "| data / model | clean acc. | PGD acc. | signal share of abs | signal share of positive "
-        "| top 5% in null block |",
+        "| data / model / training | clean acc. | PGD acc. | signal share of abs "
+        f"| signal share of positive | top {config.top_k:.0%} in null block |",
         "|---|---|---|---|---|---|",
     ]
     for name, r in out["results"].items():
-        cells = [
-            f"{r[m]['mean']:.3f} [{r[m]['ci99_low']:.3f}, {r[m]['ci99_high']:.3f}]"
-            for m in ("signal_mass_abs", "signal_mass_pos", "top_k_in_null")
-        ]
+        cells = [_cell(r, m) for m in ("signal_mass_abs", "signal_mass_pos", "top_k_in_null")]
         lines.append(
             f"| {name} | {r['clean_accuracy']:.4f} | {r['pgd_accuracy']:.4f} | "
             + " | ".join(cells)
             + " |"
         )
     lines += ["", "![gradients](gradients.png)", ""]
+    if "diff_roar" in out:
+        c = config.diff_roar
+        lines += [
+            "## DiffROAR",
+            "",
+            f"Attributions: |input-gradient| of the predicted class's logit of the `{c.model}` "
+            "models above (trained on BlockMNIST), or uniform noise; each mask retrains a fresh "
+            f"`{c.model}` for {c.epochs} epochs on the masked training split and measures it on "
+            f"the masked test split; removed pixels are 0. {c.seeds} seeds per mask "
+            f"({c.control_seeds} for the MNIST control); +- is the standard error over seeds, "
+            "[std over seed pairs].",
+            "",
+            "| data / attribution | " + " | ".join(f"k={k}" for k in c.fractions) + " |",
+            "|---|" + "---|" * len(c.fractions),
+        ]
+        for name, r in out["diff_roar"].items():
+            cells = [
+                f"{d:+.3f} +- {se:.3f} [{sd:.3f}]"
+                for d, se, sd in zip(
+                    r["diff_roar"], r["diff_roar_se"], r["diff_roar_pair_std"], strict=True
+                )
+            ]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines += ["", "![DiffROAR](diff_roar.png)", ""]
     (workdir / "report.md").write_text("\n".join(lines) + "\n")
 
 

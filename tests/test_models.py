@@ -29,6 +29,11 @@ def n_params(tree):
         (MnistCNN(), (3, 28, 28, 1), 3_274_634),  # the TF tutorial CNN: 5x5x32, 5x5x64, 1024, 10
         (MnistCNN(), (3, 8, 8, 1), 32 * 26 + 64 * (25 * 32 + 1) + 1024 * 257 + 10 * 1025),
         (MnistCNN(), (3, 56, 28, 1), None),  # BlockMNIST size
+        (  # the small CNN of the BlockMNIST experiment
+            MnistCNN(features=(16, 32), dense=256),
+            (3, 56, 28, 1),
+            16 * 26 + 32 * (25 * 16 + 1) + 256 * (14 * 7 * 32 + 1) + 10 * 257,
+        ),
         (MLP(), (3, 28, 28, 1), 784 * 2500 + 2500 + 2500 * 1500 + 1500 + 1500 * 500 + 500 + 5010),
         (MLP(hidden=(32,)), (3, 8, 8, 1), 64 * 32 + 32 + 330),
     ],
@@ -211,6 +216,11 @@ def test_integer_input_is_rejected(key):
     variables = init_variables(MnistCNN(), key, jnp.zeros((1, 8, 8, 1)))
     with pytest.raises(TypeError, match="floating"):
         linen_logit_fn(MnistCNN())(variables, jnp.zeros((1, 8, 8, 1), jnp.int32))
+
+
+def test_cnn_widths_must_be_two(key):
+    with pytest.raises(ValueError, match="features must be two widths"):
+        init_variables(MnistCNN(features=(8, 16, 32)), key, jnp.zeros((1, 8, 8, 1)))
 
 
 def test_get_model():

@@ -81,3 +81,57 @@ def test_diff_roar_random_is_near_zero_and_informative_is_positive():
         progress=False,
     )
     assert removed["accuracy"][0] < ink["top_k_accuracy"][1]
+
+
+def test_roar_seeds_fold_the_key_and_summarise_the_pairs():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(6, 4, 4, 1)).astype(np.float32)
+    data = {"image": x, "label": np.arange(6) % 2}
+    key = jax.random.key(3)
+    seen = []
+
+    def retrain(train, test, k):
+        # A stand-in with a known answer: the kept ink of the test split plus a seed offset.
+        seen.append(k)
+        offset = float(jax.random.uniform(k))
+        return float(np.mean(test["image"])) + offset
+
+    out = roar(
+        data, data, x, x, retrain=retrain, key=key, fractions=(0.25, 0.5), seeds=3, progress=False
+    )
+    offsets = np.array([float(jax.random.uniform(jax.random.fold_in(key, s))) for s in range(3)])
+    assert [jax.random.key_data(k).tolist() for k in seen[:3]] == [
+        jax.random.key_data(jax.random.fold_in(key, s)).tolist() for s in range(3)
+    ]
+    ink = {
+        keep: np.array([mask_images(x, x, k, keep=keep).mean() for k in (0.25, 0.5)])
+        for keep in ("top", "bottom")
+    }
+    top = ink["top"][None] + offsets[:, None]
+    bottom = ink["bottom"][None] + offsets[:, None]
+    np.testing.assert_allclose(out["top_k_accuracy_per_seed"], top, rtol=1e-6)
+    np.testing.assert_allclose(out["bottom_k_accuracy_per_seed"], bottom, rtol=1e-6)
+    np.testing.assert_allclose(out["diff_roar"], ink["top"] - ink["bottom"], rtol=1e-5)
+    pairs = top[:, None] - bottom[None]
+    np.testing.assert_allclose(out["diff_roar_pair_std"], pairs.reshape(9, 2).std(0), rtol=1e-5)
+    se = np.sqrt(top.var(0, ddof=1) / 3 + bottom.var(0, ddof=1) / 3)
+    np.testing.assert_allclose(out["diff_roar_se"], se, rtol=1e-5)
+    assert out["diff_roar_pair_std"].min() > 0  # the seeds' offsets differ between pairs
+    one = roar(data, data, x, x, retrain=retrain, key=key, fractions=(0.5,), progress=False)
+    assert np.isnan(one["diff_roar_se"]).all()
+    removed = roar(
+        data,
+        data,
+        x,
+        x,
+        retrain=retrain,
+        key=key,
+        fractions=(0.5,),
+        mode="roar",
+        seeds=2,
+        progress=False,
+    )
+    assert removed["accuracy_per_seed"].shape == (2, 1)
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="seeds"):
+            roar(data, data, x, x, retrain=retrain, key=key, seeds=bad, progress=False)

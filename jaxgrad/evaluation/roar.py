@@ -137,32 +137,50 @@ def roar(
     mode: str = "diff_roar",
     fill_value: float = 0.0,
     aggregate: str = "abs_sum",
+    seeds: int = 1,
     progress: bool = True,
 ) -> dict[str, np.ndarray]:
-    """The ROAR or DiffROAR curve over ``fractions``, retraining once per mask.
+    """The ROAR or DiffROAR curve over ``fractions``, retraining once per mask and seed.
 
     Args:
       train, test: ``{"image", "label"}`` splits.
       train_attributions, test_attributions: the attributions ranking each split's pixels.
-      retrain: ``(train, test, key) -> test accuracy`` (see :func:`make_retrainer`); every
-        retraining uses the same ``key``, so the masks are the only difference.
+      retrain: ``(train, test, key) -> test accuracy`` (see :func:`make_retrainer`). Seed
+        ``s`` retrains every mask with ``fold_in(key, s)``, so within a seed the masks are
+        the only difference.
       key: PRNG key.
       fractions: the ``k`` grid.
       mode: ``"diff_roar"`` (top-k kept vs bottom-k kept) or ``"roar"`` (top-k removed).
       fill_value, aggregate: as for :func:`mask_images`.
-      progress: print a line per retraining with its accuracy and the elapsed time.
+      seeds: retrainings per mask (Shah et al. use 1 to 3).
+      progress: print a line per retraining with its accuracy, the elapsed time and an ETA.
 
     Returns:
-      DiffROAR: ``{"fractions", "top_k_accuracy", "bottom_k_accuracy", "diff_roar"}``;
-      ROAR: ``{"fractions", "accuracy"}`` (accuracy after removing the top-k).
+      Accuracies are means over seeds, ``[F]``; ``*_per_seed`` are ``[seeds, F]``.
+
+      DiffROAR: ``fractions``, ``top_k_accuracy``, ``bottom_k_accuracy``, their
+      ``*_per_seed``, ``diff_roar`` (the mean over seeds, equal to the mean over all
+      top/bottom seed pairs as in Shah et al.'s code), ``diff_roar_pair_std`` (the standard
+      deviation over those pairs, their error bar) and ``diff_roar_se`` (the standard error of
+      ``diff_roar`` from the seed-to-seed spread, ``sqrt(var_top / S + var_bottom / S)``; NaN
+      with one seed).
+
+      ROAR: ``fractions``, ``accuracy`` (after removing the top-k), ``accuracy_per_seed``.
     """
     if mode not in ("diff_roar", "roar"):
         raise ValueError(f"mode must be 'diff_roar' or 'roar', got {mode!r}")
+    if isinstance(seeds, bool) or not isinstance(seeds, (int, np.integer)) or seeds < 1:
+        raise ValueError(f"seeds must be an integer >= 1, got {seeds!r}")
     f = check_fractions(fractions)
     kw = dict(fill_value=fill_value, aggregate=aggregate)
+    if mode == "roar":  # removing the top-k = keeping the bottom 1 - k
+        masks = [(1.0 - k, "bottom") for k in f]
+    else:
+        masks = [(k, "top") for k in f] + [(k, "bottom") for k in f]
+    total, done = len(masks) * seeds, 0
     t0 = time.perf_counter()
-
-    def run(fraction, keep):
+    acc = np.zeros((len(masks), seeds))
+    for i, (fraction, keep) in enumerate(masks):
         tr = {
             "image": mask_images(train["image"], train_attributions, fraction, keep=keep, **kw),
             "label": train["label"],
@@ -171,23 +189,32 @@ def roar(
             "image": mask_images(test["image"], test_attributions, fraction, keep=keep, **kw),
             "label": test["label"],
         }
-        acc = float(retrain(tr, te, key))
-        if progress:
-            print(
-                f"{mode}: k={fraction:.2f} keep {keep}: accuracy {acc:.4f} "
-                f"({time.perf_counter() - t0:.0f} s)",
-                flush=True,
-            )
-        return acc
-
+        for s in range(seeds):
+            acc[i, s] = float(retrain(tr, te, jax.random.fold_in(key, s)))
+            done += 1
+            if progress:
+                elapsed = time.perf_counter() - t0
+                eta = elapsed / done * (total - done)
+                print(
+                    f"{mode}: k={fraction:.2f} keep {keep} seed {s}: accuracy {acc[i, s]:.4f} "
+                    f"[{done}/{total}, {elapsed:.0f} s, ETA {eta:.0f} s]",
+                    flush=True,
+                )
     if mode == "roar":
-        acc = np.array([run(1.0 - k, "bottom") for k in f])  # removing top-k = keeping the rest
-        return {"fractions": f, "accuracy": acc}
-    top = np.array([run(k, "top") for k in f])
-    bottom = np.array([run(k, "bottom") for k in f])
+        return {"fractions": f, "accuracy": acc.mean(1), "accuracy_per_seed": acc.T}
+    top, bottom = acc[: len(f)].T, acc[len(f) :].T  # [seeds, F]
+    pairs = (top[:, None, :] - bottom[None, :, :]).reshape(-1, len(f))
+    if seeds > 1:
+        se = np.sqrt(top.var(0, ddof=1) / seeds + bottom.var(0, ddof=1) / seeds)
+    else:
+        se = np.full(len(f), np.nan)
     return {
         "fractions": f,
-        "top_k_accuracy": top,
-        "bottom_k_accuracy": bottom,
-        "diff_roar": top - bottom,
+        "top_k_accuracy": top.mean(0),
+        "bottom_k_accuracy": bottom.mean(0),
+        "top_k_accuracy_per_seed": top,
+        "bottom_k_accuracy_per_seed": bottom,
+        "diff_roar": top.mean(0) - bottom.mean(0),
+        "diff_roar_pair_std": pairs.std(0),
+        "diff_roar_se": se,
     }

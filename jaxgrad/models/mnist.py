@@ -59,6 +59,8 @@ class MnistCNN(nn.Module):
 
     Attributes:
       num_classes: number of logits K.
+      features: the two convolutions' widths (the paper's ``(32, 64)``).
+      dense: the hidden dense layer's width (the paper's 1024).
       activation: ``"relu"`` (the paper's), ``"softplus"`` (with ``beta``) or a callable.
       beta: softplus sharpness.
       kernel_init, bias_init: the paper's truncated normal (std 0.1) and constant 0.1.
@@ -69,6 +71,8 @@ class MnistCNN(nn.Module):
     """
 
     num_classes: int = 10
+    features: tuple[int, int] = (32, 64)
+    dense: int = 1024
     activation: str | Activation = "relu"
     beta: float = 1.0
     kernel_init: nn.initializers.Initializer = nn.initializers.truncated_normal(stddev=0.1)
@@ -84,7 +88,9 @@ class MnistCNN(nn.Module):
         if self.pooling not in ("reshape", "reduce_window"):
             raise ValueError(f"pooling must be 'reshape' or 'reduce_window', got {self.pooling!r}")
         dense_kw = dict(kernel_init=self.kernel_init, bias_init=self.bias_init)
-        for name, width in (("hidden1", 32), ("hidden2", 64)):
+        if len(self.features) != 2:
+            raise ValueError(f"features must be two widths, got {self.features!r}")
+        for name, width in zip(("hidden1", "hidden2"), self.features):
             x = nn.Conv(
                 width,
                 (5, 5),
@@ -106,7 +112,7 @@ class MnistCNN(nn.Module):
                 f"x has a different image size from the one the params were built for: "
                 f"fc1 expects {expected} features, got {x.shape[-1]}"
             )
-        x = nn.Dense(1024, name="fc1", **dense_kw)(x)
+        x = nn.Dense(self.dense, name="fc1", **dense_kw)(x)
         x = tap(self, "fc1_out", x)
         x = tap(self, "fc1_act", act(x))
         x = nn.Dense(self.num_classes, name="softmax_linear", **dense_kw)(x)
