@@ -41,6 +41,37 @@ def test_langevin_samples_the_gaussian_and_ascent_finds_its_mode(x64):
         langevin_sample(gaussian, MU, x0[:5], t[:5], key=None)
 
 
+def test_weight_decay_is_a_gaussian_prior(x64):
+    # f = -|x - mu|^2 / 2 plus the prior -wd/2 |x - c|^2 peaks at (mu + wd c) / (1 + wd).
+    x0 = jax.random.normal(jax.random.key(0), (4, 3))
+    t = jnp.zeros(4, jnp.int32)
+    wd, c = 0.5, 0.25
+    mode = gradient_ascent(
+        gaussian, MU, x0, t, step_size=0.1, steps=400, clip=None, weight_decay=wd, decay_center=c
+    )
+    np.testing.assert_allclose(mode, jnp.broadcast_to((MU + wd * c) / (1 + wd), (4, 3)), atol=1e-8)
+    # With Langevin noise the prior shrinks the stationary variance to 1 / (1 + wd), up to
+    # ULA's bias with h = 0.01: 1 / ((1 + wd) (1 - h (1 + wd) / 2)).
+    n = 4000
+    samples = langevin_sample(
+        gaussian,
+        MU,
+        jnp.zeros((n, 3)),
+        jnp.zeros(n, jnp.int32),
+        key=jax.random.key(1),
+        step_size=0.01,
+        steps=1500,
+        clip=None,
+        weight_decay=wd,
+        decay_center=c,
+    )
+    se = 1.0 / np.sqrt(n)
+    want_var = 1 / ((1 + wd) * (1 - 0.01 * (1 + wd) / 2))
+    np.testing.assert_allclose(samples.var(0), want_var, atol=10 * se * want_var)
+    with pytest.raises(ValueError, match="weight_decay"):
+        gradient_ascent(gaussian, MU, x0, t, weight_decay=-1.0)
+
+
 def test_density_ratio_profile_matches_the_closed_form(x64):
     """f = -|x - mu|^2 / 2: E exp(f(x + eta) - f(x)) = prod_i (1 + s^2)^(-1/2)
     exp(a_i^2 s^2 / (2 (1 + s^2))), a = x - mu."""

@@ -3,10 +3,14 @@
 The logit ``f_y(x)`` is ``log p(x | y)`` up to a constant (Srinivas & Fleuret 2021), so its
 input-gradient is the score and Langevin dynamics sample from it:
 
-    x_{t+1} = clip(x_t + step_size * grad f_y(x_t) + noise_scale * N(0, I)),
+    x_{t+1} = clip(x_t + step_size * (grad f_y(x_t) - weight_decay * (x_t - decay_center))
+                   + noise_scale * N(0, I)),
 
 with ``noise_scale = sqrt(2 * step_size)`` for the exact (unadjusted) Langevin algorithm and
-``noise_scale = 0`` for plain gradient ascent. ``density_ratio_profile`` measures
+``noise_scale = 0`` for plain gradient ascent. ``weight_decay`` adds a Gaussian prior
+``-weight_decay / 2 * |x - decay_center|^2`` to the log-density, as the activation
+maximisation of Srinivas & Fleuret's code (``utils/sgld.py``: lr 0.1, wd 1e-2, centre 0.5,
+500 steps from ``clip(N(0.5, 0.2^2), 0, 1)``). ``density_ratio_profile`` measures
 ``E[exp(f_y(x + eta) - f_y(x))]`` for ``eta ~ N(0, sigma^2 I)`` over noise levels (how
 quickly the implicit density falls off around data), and ``gan_test_accuracy`` is the
 accuracy of an independently trained classifier on the generated samples.
@@ -35,6 +39,8 @@ def langevin_sample(
     noise_scale: float | None = None,
     steps: int = 100,
     clip: tuple[float, float] | None = (0.0, 1.0),
+    weight_decay: float = 0.0,
+    decay_center: float = 0.5,
 ) -> jax.Array:
     """Runs ``steps`` Langevin (or gradient-ascent) steps on ``f_y`` from ``x0``.
 
@@ -49,6 +55,8 @@ def langevin_sample(
         0 for gradient ascent.
       steps: number of steps (static).
       clip: the data range the chain is kept in, or None.
+      weight_decay, decay_center: the Gaussian prior's precision and mean (traced; 0 for
+        none).
 
     Returns:
       ``[B, *S]``, the last state of each chain.
@@ -64,9 +72,14 @@ def langevin_sample(
     if key is None and not deterministic:
         raise ValueError("Langevin sampling needs key= (or noise_scale=0 for gradient ascent)")
     lo, hi = clip if clip is not None else (-jnp.inf, jnp.inf)
+    if isinstance(weight_decay, (int, float)) and weight_decay < 0:
+        raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+    wd = jnp.asarray(weight_decay, x0.dtype)
+    center = jnp.asarray(decay_center, x0.dtype)
 
     def step(i, x):
-        x = x + step_size * input_gradients(logit_fn, params, x, target)
+        drift = input_gradients(logit_fn, params, x, target) - wd * (x - center)
+        x = x + step_size * drift
         if not deterministic:
             x = x + noise * _random.normal(jax.random.fold_in(key, i), x.shape, x.dtype)
         return jnp.clip(x, lo, hi)
@@ -74,8 +87,23 @@ def langevin_sample(
     return jax.lax.fori_loop(0, steps, step, x0)
 
 
-def gradient_ascent(logit_fn, params, x0, target, *, step_size=1e-2, steps=100, clip=(0.0, 1.0)):
-    """Plain gradient ascent on ``f_y`` (Langevin without noise), ``[B, *S]``."""
+def gradient_ascent(
+    logit_fn,
+    params,
+    x0,
+    target,
+    *,
+    step_size=1e-2,
+    steps=100,
+    clip=(0.0, 1.0),
+    weight_decay=0.0,
+    decay_center=0.5,
+):
+    """Plain gradient ascent on ``f_y`` (Langevin without noise), ``[B, *S]``.
+
+    Activation maximisation as in Srinivas & Fleuret's GAN-test: ``step_size=0.1,
+    steps=500, weight_decay=1e-2`` from ``clip(N(0.5, 0.2^2), 0, 1)``.
+    """
     return langevin_sample(
         logit_fn,
         params,
@@ -86,6 +114,8 @@ def gradient_ascent(logit_fn, params, x0, target, *, step_size=1e-2, steps=100, 
         noise_scale=0.0,
         steps=steps,
         clip=clip,
+        weight_decay=weight_decay,
+        decay_center=decay_center,
     )
 
 

@@ -90,7 +90,7 @@ class MnistCNN(nn.Module):
         dense_kw = dict(kernel_init=self.kernel_init, bias_init=self.bias_init)
         if len(self.features) != 2:
             raise ValueError(f"features must be two widths, got {self.features!r}")
-        for name, width in zip(("hidden1", "hidden2"), self.features):
+        for name, width in zip(("hidden1", "hidden2"), self.features, strict=True):
             x = nn.Conv(
                 width,
                 (5, 5),
