@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from experiments.common import save_config
+from experiments.common import launch, save_config
 from jaxgrad.attribution import attribute_dataset, gradient
 from jaxgrad.data import eval_batches, load_dataset, make_block_mnist, signal_mask
 from jaxgrad.evaluation import block_localization, make_retrainer, mean_ci99, roar
@@ -341,23 +341,5 @@ def _report(workdir, config, out):
     (workdir / "report.md").write_text("\n".join(lines) + "\n")
 
 
-def main(argv) -> None:
-    """Absl entry point."""
-    from absl import flags, logging
-
-    del argv
-    logging.set_verbosity(logging.WARNING)
-    workdir = Path(flags.FLAGS.workdir)
-    run(flags.FLAGS.config, workdir)
-    print(f"report: {workdir.absolute() / 'report.md'}", flush=True)
-
-
 if __name__ == "__main__":
-    from absl import app, flags
-    from ml_collections import config_flags
-
-    config_flags.DEFINE_config_file(
-        "config", "experiments/configs/block_mnist.py", "BlockMNIST config.", lock_config=True
-    )
-    flags.DEFINE_string("workdir", "runs/block_mnist", "Where to write the report.")
-    app.run(main)
+    launch(run, "block_mnist", "BlockMNIST config.")

@@ -107,3 +107,31 @@ def train_classifier(config, workdir: Path, key: jax.Array) -> Trained:
     result = evaluate(eval_step, state.variables, test, batch_size=batch_size, mesh=mesh)
     print(f"test accuracy: {result['accuracy']:.4f} ({int(result['count'])} images)", flush=True)
     return Trained(model, state, logit_fn, train, test, mesh, batch_size, eval_step, result)
+
+
+def launch(run: Callable[[Any, Path], Any], name: str, description: str) -> None:
+    """The command line of an experiment: ``--config`` and ``--workdir``, then ``run``.
+
+    ``--config`` defaults to ``experiments/configs/<name>.py`` (``:smoke`` and other variants
+    after a colon), ``--workdir`` to ``runs/<name>``. Logging is lowered to warnings (orbax
+    logs every save at INFO) and several hosts are joined when present (a no-op on one host).
+    """
+    from absl import app, flags, logging
+    from ml_collections import config_flags
+
+    config_flags.DEFINE_config_file(
+        "config", f"experiments/configs/{name}.py", description, lock_config=True
+    )
+    flags.DEFINE_string(
+        "workdir", f"runs/{name}", "Where to write checkpoints, figures and the report."
+    )
+
+    def main(argv) -> None:
+        del argv
+        logging.set_verbosity(logging.WARNING)
+        shd.initialize_distributed()
+        workdir = Path(flags.FLAGS.workdir)
+        run(flags.FLAGS.config, workdir)
+        print(f"report: {workdir.absolute() / 'report.md'}", flush=True)
+
+    app.run(main)

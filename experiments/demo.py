@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.common import save_config, train_classifier
+from experiments.common import launch, save_config, train_classifier
 from jaxgrad import sharding as shd
 from jaxgrad.gradients import input_gradients
 from jaxgrad.viz import attribution_grid
@@ -96,26 +96,5 @@ def _write_report(workdir: Path, config, results: dict, figure: Path) -> None:
     (workdir / "report.md").write_text("\n".join(lines) + "\n")
 
 
-def main(argv) -> None:
-    """Absl entry point."""
-    from absl import flags, logging
-
-    del argv
-    logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
-    shd.initialize_distributed()  # a no-op on one host; detects a TPU pod
-    workdir = Path(flags.FLAGS.workdir)
-    run(flags.FLAGS.config, workdir)
-    print(f"report: {workdir.absolute() / 'report.md'}", flush=True)
-
-
 if __name__ == "__main__":
-    from absl import app, flags
-    from ml_collections import config_flags
-
-    config_flags.DEFINE_config_file(
-        "config", "experiments/configs/demo.py", "Demo config.", lock_config=True
-    )
-    flags.DEFINE_string(
-        "workdir", "runs/demo", "Where to write checkpoints, metrics and the report."
-    )
-    app.run(main)
+    launch(run, "demo", "Demo config.")

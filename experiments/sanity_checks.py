@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.common import save_config, train_classifier
+from experiments.common import launch, save_config, train_classifier
 from jaxgrad import sharding as shd
 from jaxgrad.attribution import gradient, gradient_x_input, integrated_gradients, smoothgrad
 from jaxgrad.evaluation import (
@@ -258,24 +258,5 @@ def _report(workdir, config, results):
     (workdir / "report.md").write_text("\n".join(lines) + "\n")
 
 
-def main(argv) -> None:
-    """Absl entry point."""
-    from absl import flags, logging
-
-    del argv
-    logging.set_verbosity(logging.WARNING)
-    shd.initialize_distributed()
-    workdir = Path(flags.FLAGS.workdir)
-    run(flags.FLAGS.config, workdir)
-    print(f"report: {workdir.absolute() / 'report.md'}", flush=True)
-
-
 if __name__ == "__main__":
-    from absl import app, flags
-    from ml_collections import config_flags
-
-    config_flags.DEFINE_config_file(
-        "config", "experiments/configs/sanity_checks.py", "Sanity-check config.", lock_config=True
-    )
-    flags.DEFINE_string("workdir", "runs/sanity", "Where to write the report.")
-    app.run(main)
+    launch(run, "sanity_checks", "Sanity-check config.")

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from experiments.common import save_config, train_classifier
+from experiments.common import launch, save_config, train_classifier
 from jaxgrad.data import steps_per_epoch
 from jaxgrad.gradients import (
     cosine_similarity,
@@ -185,22 +185,5 @@ Fine-tuning {lr["steps"]} steps with cross-entropy + {config.manipulation.alpha}
     (workdir / "report.md").write_text(text)
 
 
-def main(argv) -> None:
-    """Entry point for absl."""
-    from absl import flags, logging
-
-    del argv
-    logging.set_verbosity(logging.WARNING)
-    run(flags.FLAGS.config, flags.FLAGS.workdir)
-    print(f"report: {Path(flags.FLAGS.workdir).absolute() / 'report.md'}", flush=True)
-
-
 if __name__ == "__main__":
-    from absl import app, flags
-    from ml_collections import config_flags
-
-    config_flags.DEFINE_config_file(
-        "config", "experiments/configs/shift_manipulation.py", "Config.", lock_config=True
-    )
-    flags.DEFINE_string("workdir", "runs/shift_manipulation", "Output folder.")
-    app.run(main)
+    launch(run, "shift_manipulation", "Shift-manipulation config.")
