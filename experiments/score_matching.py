@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from experiments.common import save_config
+from experiments.common import launch, save_config
 from jaxgrad.attribution import gradient
 from jaxgrad.data import load_dataset
 from jaxgrad.evaluation import (
@@ -319,26 +319,5 @@ def _report(workdir, config, out):
     (workdir / "report.md").write_text("\n".join(lines) + "\n")
 
 
-def main(argv) -> None:
-    """Absl entry point."""
-    from absl import flags, logging
-
-    del argv
-    logging.set_verbosity(logging.WARNING)
-    workdir = Path(flags.FLAGS.workdir)
-    run(flags.FLAGS.config, workdir)
-    print(f"report: {workdir.absolute() / 'report.md'}", flush=True)
-
-
 if __name__ == "__main__":
-    from absl import app, flags
-    from ml_collections import config_flags
-
-    config_flags.DEFINE_config_file(
-        "config",
-        "experiments/configs/score_matching.py",
-        "Score-matching config.",
-        lock_config=True,
-    )
-    flags.DEFINE_string("workdir", "runs/score_matching", "Where to write the report.")
-    app.run(main)
+    launch(run, "score_matching", "Score-matching config.")
