@@ -112,13 +112,43 @@ def run(config, workdir: str | Path) -> dict:
     save_config(config, workdir)
     base_train = load_dataset(config.source, "train")
     base_test = load_dataset(config.source, "test")
+    block = (
+        make_block_mnist(base_train, seed=config.seed),
+        make_block_mnist(base_test, seed=config.seed + 1),
+    )
+    out = {}
+    if not config.diff_roar.only_controls:
+        out["models"] = {arch: dict(spec) for arch, spec in config.models.items()}
+        out["results"], trained, maps, titles = localisation(config, base_train, base_test)
+    if config.diff_roar.enabled:
+        out["diff_roar"] = {}
+        if not config.diff_roar.only_controls:
+            out["diff_roar"] = gradient_curves(config, block, trained)
+        out["diff_roar"].update(random_controls(config, block, (base_train, base_test)))
+    out["seconds"] = time.perf_counter() - t0
+    if jax.process_index() == 0:
+        (workdir / "results.json").write_text(json.dumps(out, indent=1, default=_tolist))
+        if "results" in out:
+            attribution_grid(
+                np.asarray(block[1]["image"][:8]),
+                maps,
+                workdir / "gradients.png",
+                row_titles=titles,
+                title="Input-gradients (label's logit) on BlockMNIST",
+            )
+        if "diff_roar" in out:
+            _write_diff_roar(workdir, out["diff_roar"])
+        _report(workdir, config, out)
+    return out
+
+
+def localisation(config, base_train, base_test):
+    """Trains every model on BlockMNIST and BlockMNIST-Top; accuracy and localisation rows."""
     results, maps, titles, trained = {}, [], [], {}
     key = jax.random.key(config.seed)
-    splits = {}
     for variant, top in (("BlockMNIST", False), ("BlockMNIST-Top", True)):
         tr = make_block_mnist(base_train, seed=config.seed, top=top)
         te = make_block_mnist(base_test, seed=config.seed + 1, top=top)
-        splits[variant] = (tr, te)
         n = config.num_eval
         x, y = jnp.asarray(te["image"][:n]), jnp.asarray(te["label"][:n])
         mask = signal_mask(te["signal_top"][:n], te["image"].shape[1:])
@@ -138,79 +168,65 @@ def run(config, workdir: str | Path) -> dict:
                     maps.append(np.asarray(g[:8]))
                     titles.append(f"{arch} {kind}")
                 print(json.dumps(row), flush=True)
-    out = {
-        "models": {arch: dict(spec) for arch, spec in config.models.items()},
-        "results": results,
-    }
-    if config.diff_roar.enabled:
-        out["diff_roar"] = diff_roar_curves(
-            config, splits["BlockMNIST"], trained, base_train, base_test
-        )
-    out["seconds"] = time.perf_counter() - t0
-    if jax.process_index() == 0:
-        (workdir / "results.json").write_text(json.dumps(out, indent=1, default=_tolist))
-        te = splits["BlockMNIST"][1]
-        attribution_grid(
-            np.asarray(te["image"][:8]),
-            maps,
-            workdir / "gradients.png",
-            row_titles=titles,
-            title="Input-gradients (label's logit) on BlockMNIST",
-        )
-        if "diff_roar" in out:
-            _write_diff_roar(workdir, out["diff_roar"])
-        _report(workdir, config, out)
-    return out
+    return results, trained, maps, titles
 
 
-def diff_roar_curves(config, block_splits, trained, base_train, base_test) -> dict:
-    """DiffROAR of standard, robust and random attributions on BlockMNIST; random on MNIST."""
-    c = config.diff_roar
-    spec = config.models[c.model]
-    model = make_model(spec)
-    retrain = make_retrainer(
+def _retrainer(config):
+    spec = config.models[config.diff_roar.model]
+    return make_retrainer(
         lambda: make_model(spec),
-        epochs=c.epochs,
+        epochs=config.diff_roar.epochs,
         batch_size=config.batch_size,
         learning_rate=config.learning_rate,
     )
-    tr, te = block_splits
-    rng = np.random.default_rng(config.seed + 7)
-    attributions = {
-        f"{label} gradient": [
-            gradients_of_predicted(model, trained["BlockMNIST", c.model, kind], split)
-            for split in (tr, te)
-        ]
-        for label, kind in (("standard", "standard"), ("robust", "pgd"))
-    }
-    attributions["random"] = [
-        rng.uniform(size=split["image"].shape).astype(np.float32) for split in (tr, te)
-    ]
+
+
+def gradient_curves(config, block, trained) -> dict:
+    """DiffROAR of the standard and the robust model's gradients on BlockMNIST."""
+    c = config.diff_roar
+    model = make_model(config.models[c.model])
     curves = {}
-    key = jax.random.key(config.seed + 11)
-    for name, (a_train, a_test) in attributions.items():
-        print(f"DiffROAR on BlockMNIST: {name}", flush=True)
-        curves[f"BlockMNIST/{name}"] = roar(
-            tr,
-            te,
+    for label, kind in (("standard", "standard"), ("robust", "pgd")):
+        variables = trained["BlockMNIST", c.model, kind]
+        a_train, a_test = (gradients_of_predicted(model, variables, split) for split in block)
+        print(f"DiffROAR on BlockMNIST: {label} gradient", flush=True)
+        curves[f"BlockMNIST/{label} gradient"] = roar(
+            *block,
             a_train,
             a_test,
-            retrain=retrain,
-            key=key,
+            retrain=_retrainer(config),
+            key=jax.random.key(config.seed + 11),
             fractions=c.fractions,
             seeds=c.seeds,
         )
-    print("DiffROAR on MNIST: random (the control)", flush=True)
-    curves["MNIST/random"] = roar(
-        base_train,
-        base_test,
-        rng.uniform(size=base_train["image"].shape).astype(np.float32),
-        rng.uniform(size=base_test["image"].shape).astype(np.float32),
-        retrain=retrain,
-        key=key,
-        fractions=c.fractions,
-        seeds=c.control_seeds,
-    )
+    return curves
+
+
+def random_controls(config, block, mnist) -> dict:
+    """DiffROAR of a uniform random attribution on BlockMNIST and on MNIST.
+
+    The attribution is redrawn for every seed (and split), so the spread over seeds includes
+    the randomness of the masks, and the mean estimates the expected DiffROAR, 0.
+    """
+    c = config.diff_roar
+    curves = {}
+
+    def draw(shape, tag):
+        return lambda s: (
+            np.random.default_rng((config.seed, tag, s)).uniform(size=shape).astype(np.float32)
+        )
+
+    for t, (name, splits) in enumerate((("BlockMNIST", block), ("MNIST", mnist))):
+        print(f"DiffROAR on {name}: random (the control)", flush=True)
+        curves[f"{name}/random"] = roar(
+            *splits,
+            draw(splits[0]["image"].shape, 2 * t),
+            draw(splits[1]["image"].shape, 2 * t + 1),
+            retrain=_retrainer(config),
+            key=jax.random.key(config.seed + 11),
+            fractions=c.fractions,
+            seeds=c.control_seeds,
+        )
     return curves
 
 
@@ -286,6 +302,15 @@ def _report(workdir, config, out):
         f"{config.learning_rate}, batch {config.batch_size}. {out['seconds']:.0f} s.",
         "",
     ]
+    if "results" in out:
+        lines += _localisation_lines(config, out)
+    if "diff_roar" in out:
+        lines += _diff_roar_lines(config, out)
+    (workdir / "report.md").write_text("\n".join(lines) + "\n")
+
+
+def _localisation_lines(config, out):
+    lines = []
     for arch, spec in config.models.items():
         p = spec.pgd
         lines.append(
@@ -313,32 +338,33 @@ def _report(workdir, config, out):
             + " | ".join(cells)
             + " |"
         )
-    lines += ["", "![gradients](gradients.png)", ""]
-    if "diff_roar" in out:
-        c = config.diff_roar
-        lines += [
-            "## DiffROAR",
-            "",
-            f"Attributions: |input-gradient| of the predicted class's logit of the `{c.model}` "
-            "models above (trained on BlockMNIST), or uniform noise; each mask retrains a fresh "
-            f"`{c.model}` for {c.epochs} epochs on the masked training split and measures it on "
-            f"the masked test split; removed pixels are 0. {c.seeds} seeds per mask "
-            f"({c.control_seeds} for the MNIST control); +- is the standard error over seeds, "
-            "[std over seed pairs].",
-            "",
-            "| data / attribution | " + " | ".join(f"k={k}" for k in c.fractions) + " |",
-            "|---|" + "---|" * len(c.fractions),
+    return lines + ["", "![gradients](gradients.png)", ""]
+
+
+def _diff_roar_lines(config, out):
+    c = config.diff_roar
+    lines = [
+        "## DiffROAR",
+        "",
+        f"Attributions: |input-gradient| of the predicted class's logit of the `{c.model}` "
+        "models trained on BlockMNIST, or uniform noise redrawn for every seed (the controls); "
+        f"each mask retrains a fresh `{c.model}` for {c.epochs} epochs on the masked training "
+        "split and measures it on the masked test split; removed pixels are 0. Seeds per mask: "
+        f"{c.seeds} for the gradients, {c.control_seeds} for the controls. +- is the standard "
+        "error over seeds, [the std over seed pairs] Shah et al.'s error bar.",
+        "",
+        "| data / attribution | " + " | ".join(f"k={k}" for k in c.fractions) + " |",
+        "|---|" + "---|" * len(c.fractions),
+    ]
+    for name, r in out["diff_roar"].items():
+        cells = [
+            f"{d:+.3f} +- {se:.3f} [{sd:.3f}]"
+            for d, se, sd in zip(
+                r["diff_roar"], r["diff_roar_se"], r["diff_roar_pair_std"], strict=True
+            )
         ]
-        for name, r in out["diff_roar"].items():
-            cells = [
-                f"{d:+.3f} +- {se:.3f} [{sd:.3f}]"
-                for d, se, sd in zip(
-                    r["diff_roar"], r["diff_roar_se"], r["diff_roar_pair_std"], strict=True
-                )
-            ]
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
-        lines += ["", "![DiffROAR](diff_roar.png)", ""]
-    (workdir / "report.md").write_text("\n".join(lines) + "\n")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines + ["", "![DiffROAR](diff_roar.png)", ""]
 
 
 if __name__ == "__main__":

@@ -132,6 +132,35 @@ def test_roar_seeds_fold_the_key_and_summarise_the_pairs():
         progress=False,
     )
     assert removed["accuracy_per_seed"].shape == (2, 1)
+    # Attributions drawn per seed: seed 1 ranks the pixels in reverse, so its top-k kept are
+    # seed 0's bottom-k kept.
+    flip = roar(
+        data,
+        data,
+        lambda s: x if s == 0 else -x,
+        lambda s: x if s == 0 else -x,
+        retrain=retrain,
+        key=key,
+        fractions=(0.25, 0.5),
+        seeds=2,
+        aggregate="sum",
+        progress=False,
+    )
+    ink = {
+        keep: np.array(
+            [mask_images(x, x, k, keep=keep, aggregate="sum").mean() for k in (0.25, 0.5)]
+        )
+        for keep in ("top", "bottom")
+    }
+    np.testing.assert_allclose(
+        flip["top_k_accuracy_per_seed"][0], ink["top"] + offsets[0], rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        flip["top_k_accuracy_per_seed"][1], ink["bottom"] + offsets[1], rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        flip["bottom_k_accuracy_per_seed"][1], ink["top"] + offsets[1], rtol=1e-6
+    )
     for bad in (0, 1.5, True):
         with pytest.raises(ValueError, match="seeds"):
             roar(data, data, x, x, retrain=retrain, key=key, seeds=bad, progress=False)

@@ -144,7 +144,10 @@ def roar(
 
     Args:
       train, test: ``{"image", "label"}`` splits.
-      train_attributions, test_attributions: the attributions ranking each split's pixels.
+      train_attributions, test_attributions: the attributions ranking each split's pixels,
+        or functions ``seed -> attributions`` for attributions that are themselves random
+        (a random control): each seed then gets its own draw and masks, so the spread over
+        seeds includes the masks' randomness.
       retrain: ``(train, test, key) -> test accuracy`` (see :func:`make_retrainer`). Seed
         ``s`` retrains every mask with ``fold_in(key, s)``, so within a seed the masks are
         the only difference.
@@ -177,29 +180,40 @@ def roar(
         masks = [(1.0 - k, "bottom") for k in f]
     else:
         masks = [(k, "top") for k in f] + [(k, "bottom") for k in f]
-    total, done = len(masks) * seeds, 0
+    per_seed = callable(train_attributions) or callable(test_attributions)
+
+    def masked_splits(i, seed):
+        fraction, keep = masks[i]
+        out = []
+        for data, a in ((train, train_attributions), (test, test_attributions)):
+            a = a(seed) if callable(a) else a
+            image = mask_images(data["image"], a, fraction, keep=keep, **kw)
+            out.append({"image": image, "label": data["label"]})
+        return out
+
+    # Fixed attributions: mask once, retrain every seed. Per-seed ones: new masks per seed.
+    if per_seed:
+        order = [(i, s) for s in range(seeds) for i in range(len(masks))]
+    else:
+        order = [(i, s) for i in range(len(masks)) for s in range(seeds)]
+    total, done, cached_id = len(order), 0, None
     t0 = time.perf_counter()
     acc = np.zeros((len(masks), seeds))
-    for i, (fraction, keep) in enumerate(masks):
-        tr = {
-            "image": mask_images(train["image"], train_attributions, fraction, keep=keep, **kw),
-            "label": train["label"],
-        }
-        te = {
-            "image": mask_images(test["image"], test_attributions, fraction, keep=keep, **kw),
-            "label": test["label"],
-        }
-        for s in range(seeds):
-            acc[i, s] = float(retrain(tr, te, jax.random.fold_in(key, s)))
-            done += 1
-            if progress:
-                elapsed = time.perf_counter() - t0
-                eta = elapsed / done * (total - done)
-                print(
-                    f"{mode}: k={fraction:.2f} keep {keep} seed {s}: accuracy {acc[i, s]:.4f} "
-                    f"[{done}/{total}, {elapsed:.0f} s, ETA {eta:.0f} s]",
-                    flush=True,
-                )
+    for i, s in order:
+        fraction, keep = masks[i]
+        mask_id = (i, s if per_seed else 0)
+        if mask_id != cached_id:
+            cached_id, (tr, te) = mask_id, masked_splits(i, s)
+        acc[i, s] = float(retrain(tr, te, jax.random.fold_in(key, s)))
+        done += 1
+        if progress:
+            elapsed = time.perf_counter() - t0
+            eta = elapsed / done * (total - done)
+            print(
+                f"{mode}: k={fraction:.2f} keep {keep} seed {s}: accuracy {acc[i, s]:.4f} "
+                f"[{done}/{total}, {elapsed:.0f} s, ETA {eta:.0f} s]",
+                flush=True,
+            )
     if mode == "roar":
         return {"fractions": f, "accuracy": acc.mean(1), "accuracy_per_seed": acc.T}
     top, bottom = acc[: len(f)].T, acc[len(f) :].T  # [seeds, F]
