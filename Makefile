@@ -6,6 +6,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 BENCH  := $(VENV)/.installed-bench
 WORKDIR ?= runs/demo
+# Two pytest workers: most of the suite's time is XLA compilation, which is single-threaded.
+TEST_WORKERS ?= 2
 export XLA_FLAGS ?= --xla_force_host_platform_device_count=8
 
 .PHONY: demo test bench lint clean setup
@@ -28,7 +30,7 @@ $(BENCH): $(STAMP)
 	touch $(BENCH)
 
 test: $(BENCH)
-	$(BIN)/python -m pytest -q --durations=15 tests
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --durations=15 tests
 
 lint: $(STAMP)
 	$(BIN)/python -m ruff check jaxgrad experiments tests benchmarks
