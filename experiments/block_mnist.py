@@ -20,9 +20,8 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
-from experiments.common import launch, save_config
+from experiments.common import launch, pyplot, save_config, train_adam
 from jaxgrad.attribution import attribute_dataset, gradient
 from jaxgrad.data import eval_batches, load_dataset, make_block_mnist, signal_mask
 from jaxgrad.evaluation import block_localization, make_retrainer, mean_ci99, roar
@@ -33,7 +32,6 @@ from jaxgrad.training import (
     evaluate,
     make_eval_step,
     pgd_attack,
-    train_for_epochs,
 )
 from jaxgrad.viz import attribution_grid
 
@@ -63,18 +61,7 @@ def train(config, spec, data, test, robust: bool, key) -> tuple[dict, float, flo
     model = make_model(spec)
     pgd = dict(spec.pgd)
     loss = adversarial_classifier_loss(model, **pgd) if robust else classifier_loss(model)
-    state = train_for_epochs(
-        model,
-        loss,
-        optax.adam(config.learning_rate),
-        data,
-        key=key,
-        epochs=spec.epochs,
-        batch_size=config.batch_size,
-        progress=True,
-        log_every=100,
-    )
-    variables = {"params": state.params}
+    variables = train_adam(config, model, loss, data, key, spec.epochs)
     lf = linen_logit_fn(model)
     clean = evaluate(
         make_eval_step(lf),
@@ -235,10 +222,7 @@ def _tolist(value):
 
 
 def _write_diff_roar(workdir: Path, curves: dict) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     with (workdir / "diff_roar.csv").open("w", newline="") as f:
         w = csv.writer(f)

@@ -135,3 +135,37 @@ def launch(run: Callable[[Any, Path], Any], name: str, description: str) -> None
         print(f"report: {workdir.absolute() / 'report.md'}", flush=True)
 
     app.run(main)
+
+
+def pyplot():
+    """``matplotlib.pyplot`` on the file-only Agg backend (no display on CI or TPU VMs)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def train_adam(config, model, loss_fn, data: Dataset, key: jax.Array, epochs: int) -> dict:
+    """``{"params": ...}`` of ``model`` trained with Adam at ``config.learning_rate``.
+
+    Batches of ``config.batch_size``, progress lines every 50 steps, no checkpoints: the
+    short trainings of the BlockMNIST and score-matching experiments.
+    """
+    import optax
+
+    from jaxgrad.training import train_for_epochs
+
+    state = train_for_epochs(
+        model,
+        loss_fn,
+        optax.adam(config.learning_rate),
+        data,
+        key=key,
+        epochs=epochs,
+        batch_size=config.batch_size,
+        progress=True,
+        log_every=50,
+    )
+    return {"params": state.params}

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.common import launch, save_config, train_classifier
+from experiments.common import launch, pyplot, save_config, train_classifier
 from jaxgrad import sharding as shd
 from jaxgrad.attribution import gradient, gradient_x_input, integrated_gradients, smoothgrad
 from jaxgrad.evaluation import (
@@ -165,10 +165,7 @@ def run(config, workdir: str | Path) -> dict:
 
 
 def _plot(rows, stages, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     ig = {(r["stage"], r["metric"]): r for r in rows if r["method"] == "integrated_gradients"}

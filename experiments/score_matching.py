@@ -20,9 +20,8 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
-from experiments.common import launch, save_config
+from experiments.common import launch, pyplot, save_config, train_adam
 from jaxgrad.attribution import gradient
 from jaxgrad.data import load_dataset
 from jaxgrad.evaluation import (
@@ -40,7 +39,6 @@ from jaxgrad.training import (
     evaluate,
     make_eval_step,
     regularized_classifier_loss,
-    train_for_epochs,
 )
 from jaxgrad.viz import attribution_grid
 
@@ -57,21 +55,6 @@ PAPER = {
     "anti_score_matching": (74.87, 16.40),
     "gradient_norm": (76.60, 80.07),
 }
-
-
-def _train(config, model, loss, data, key, epochs):
-    state = train_for_epochs(
-        model,
-        loss,
-        optax.adam(config.learning_rate),
-        data,
-        key=key,
-        epochs=epochs,
-        batch_size=config.batch_size,
-        progress=True,
-        log_every=50,
-    )
-    return {"params": state.params}
 
 
 def _in_chunks(fn, n, size, *arrays):
@@ -171,7 +154,7 @@ def run(config, workdir: str | Path) -> dict:
     m = config.model
     print("training the GAN-test judge (ReLU CNN, another seed)", flush=True)
     proxy = MnistCNN(features=tuple(m.features), dense=m.dense, activation="relu")
-    proxy_vars = _train(
+    proxy_vars = train_adam(
         config,
         proxy,
         classifier_loss(proxy),
@@ -193,7 +176,7 @@ def run(config, workdir: str | Path) -> dict:
     for objective in config.objectives:
         print(f"training with {NAMES[objective]}", flush=True)
         loss = regularized_classifier_loss(model, kind=objective)
-        variables = _train(config, model, loss, train, key, config.epochs)
+        variables = train_adam(config, model, loss, train, key, config.epochs)
         row, samples[objective], maps[objective] = measure(
             config, objective, lf, variables, proxy_lf, proxy_vars, test, jax.random.fold_in(key, 7)
         )
@@ -209,10 +192,7 @@ def run(config, workdir: str | Path) -> dict:
 
 
 def _figures(workdir, config, test, results, samples, maps):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     objectives = list(config.objectives)
     # One sample per class (the first of each), a row per objective.
