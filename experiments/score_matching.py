@@ -13,6 +13,7 @@ and ``report.md`` into ``--workdir``.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from pathlib import Path
@@ -57,6 +58,30 @@ PAPER = {
 }
 
 
+# Compiled once per logit function (the four objectives share one) with the params as an
+# argument, not a constant baked into each model's program.
+@functools.partial(jax.jit, static_argnums=0, static_argnames="num_probes")
+def _hessian_trace(lf, variables, x, y, key, *, num_probes):
+    """Hutchinson's trace of the label's logit with Rademacher probes (jvp of the vjp)."""
+    return hessian_trace_hutchinson(
+        lambda z: select_logits(lf(variables, z), y), x, key=key, num_probes=num_probes
+    )
+
+
+@functools.partial(jax.jit, static_argnums=0, static_argnames="steps")
+def _activation_maximisation(lf, variables, x0, target, step_size, weight_decay, *, steps):
+    return gradient_ascent(
+        lf, variables, x0, target, step_size=step_size, steps=steps, weight_decay=weight_decay
+    )
+
+
+@functools.partial(jax.jit, static_argnums=0, static_argnames="num_samples")
+def _density_ratio(lf, variables, x, y, key, sigmas, *, num_samples):
+    return density_ratio_profile(
+        lf, variables, x, y, key=key, sigmas=sigmas, num_samples=num_samples, chunk_size=4
+    )
+
+
 def _in_chunks(fn, n, size, *arrays):
     return jnp.concatenate([fn(*(a[i : i + size] for a in arrays)) for i in range(0, n, size)])
 
@@ -65,16 +90,11 @@ def measure(config, objective, lf, variables, proxy_lf, proxy_vars, test, key) -
     """Every measurement of one trained model."""
     out = {}
     out["test_accuracy"] = evaluate(make_eval_step(lf), variables, test, batch_size=256)["accuracy"]
-    # Hessian trace of the label's logit: Hutchinson with Rademacher probes (jvp of the vjp).
     n = config.trace_images
     x, y = jnp.asarray(test["image"][:n]), jnp.asarray(test["label"][:n])
 
-    @jax.jit
     def trace(xx, yy):
-        def f(z):
-            return select_logits(lf(variables, z), yy)
-
-        return hessian_trace_hutchinson(f, xx, key=key, num_probes=config.trace_probes)
+        return _hessian_trace(lf, variables, xx, yy, key, num_probes=config.trace_probes)
 
     tr = np.asarray(_in_chunks(trace, n, 64, x, y))
     out["hessian_trace"] = {"mean": float(tr.mean()), "median": float(np.median(tr))}
@@ -82,17 +102,9 @@ def measure(config, objective, lf, variables, proxy_lf, proxy_vars, test, key) -
     g = config.gan_test
     targets = jnp.arange(g.num_samples) % 10
     x0 = jnp.clip(0.5 + 0.2 * jax.random.normal(key, (g.num_samples, *x.shape[1:])), 0.0, 1.0)
-    samples = jax.jit(
-        lambda v, z, t: gradient_ascent(
-            lf,
-            v,
-            z,
-            t,
-            step_size=g.step_size,
-            steps=g.steps,
-            weight_decay=g.weight_decay,
-        )
-    )(variables, x0, targets)
+    samples = _activation_maximisation(
+        lf, variables, x0, targets, g.step_size, g.weight_decay, steps=g.steps
+    )
     out["gan_test_accuracy"] = float(
         gan_test_accuracy(proxy_lf, proxy_vars, samples, targets).mean()
     )
@@ -127,12 +139,8 @@ def measure(config, objective, lf, variables, proxy_lf, proxy_vars, test, key) -
     # Density-ratio profile E[exp(f_y(x + eta) - f_y(x))] over noise levels.
     d = config.density_ratio
     xd, yd = jnp.asarray(test["image"][: d.num_images]), jnp.asarray(test["label"][: d.num_images])
-    prof = jax.jit(
-        lambda v, xx, yy: density_ratio_profile(
-            lf, v, xx, yy, key=key, sigmas=d.sigmas, num_samples=d.num_samples, chunk_size=4
-        )
-    )(variables, xd, yd)
-    prof = np.asarray(prof)
+    sigmas = jnp.asarray(d.sigmas, jnp.float32)
+    prof = np.asarray(_density_ratio(lf, variables, xd, yd, key, sigmas, num_samples=d.num_samples))
     out["density_ratio"] = {
         "sigmas": list(d.sigmas),
         "mean": prof.mean(1).tolist(),

@@ -1,6 +1,8 @@
 """ROAR / DiffROAR: masks keep exactly the right pixels; a random attribution's DiffROAR is
 about 0 and an informative one's is positive, with real retraining on digits."""
 
+import functools
+
 import jax
 import numpy as np
 import pytest
@@ -40,27 +42,14 @@ def test_diff_roar_random_is_near_zero_and_informative_is_positive():
     key = jax.random.key(0)
     fractions = (0.2, 0.5)
     rng = np.random.default_rng(1)
-    rand = roar(
-        train,
-        test,
+    curve = functools.partial(roar, train, test, retrain=retrain, key=key, progress=False)
+    rand = curve(
         rng.uniform(size=train["image"].shape),
         rng.uniform(size=test["image"].shape),
-        retrain=retrain,
-        key=key,
         fractions=fractions,
-        progress=False,
     )
     # The image itself ranks the ink first: an informative (if naive) attribution.
-    ink = roar(
-        train,
-        test,
-        train["image"],
-        test["image"],
-        retrain=retrain,
-        key=key,
-        fractions=fractions,
-        progress=False,
-    )
+    ink = curve(train["image"], test["image"], fractions=fractions)
     # A random ranking makes top-k and bottom-k masks exchangeable: DiffROAR is 0 up to the
     # sampling error of two accuracies on n = 360 test digits (about 3.5 points at k = 0.2).
     # The issue's 2-point criterion needs the larger MNIST test split and several seeds.
@@ -69,17 +58,7 @@ def test_diff_roar_random_is_near_zero_and_informative_is_positive():
     se = np.sqrt(p * (1 - p) / n + q * (1 - q) / n)
     assert np.all(np.abs(rand["diff_roar"]) <= 3 * se), (rand, se)
     assert np.all(ink["diff_roar"] > 0.2), ink
-    removed = roar(
-        train,
-        test,
-        train["image"],
-        test["image"],
-        retrain=retrain,
-        key=key,
-        fractions=(0.5,),
-        mode="roar",
-        progress=False,
-    )
+    removed = curve(train["image"], test["image"], fractions=(0.5,), mode="roar")
     assert removed["accuracy"][0] < ink["top_k_accuracy"][1]
 
 

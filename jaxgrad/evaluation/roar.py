@@ -182,11 +182,10 @@ def roar(
         masks = [(k, "top") for k in f] + [(k, "bottom") for k in f]
     per_seed = callable(train_attributions) or callable(test_attributions)
 
-    def masked_splits(i, seed):
+    def masked_splits(i, attributions):
         fraction, keep = masks[i]
         out = []
-        for data, a in ((train, train_attributions), (test, test_attributions)):
-            a = a(seed) if callable(a) else a
+        for data, a in zip((train, test), attributions, strict=True):
             image = mask_images(data["image"], a, fraction, keep=keep, **kw)
             out.append({"image": image, "label": data["label"]})
         return out
@@ -196,14 +195,17 @@ def roar(
         order = [(i, s) for s in range(seeds) for i in range(len(masks))]
     else:
         order = [(i, s) for i in range(len(masks)) for s in range(seeds)]
-    total, done, cached_id = len(order), 0, None
+    total, done, cached_id, drawn = len(order), 0, None, (None, None)
     t0 = time.perf_counter()
     acc = np.zeros((len(masks), seeds))
     for i, s in order:
         fraction, keep = masks[i]
         mask_id = (i, s if per_seed else 0)
         if mask_id != cached_id:
-            cached_id, (tr, te) = mask_id, masked_splits(i, s)
+            if drawn[0] != s:  # each seed's attributions are drawn once, for all its masks
+                pair = (train_attributions, test_attributions)
+                drawn = (s, [a(s) if callable(a) else a for a in pair])
+            cached_id, (tr, te) = mask_id, masked_splits(i, drawn[1])
         acc[i, s] = float(retrain(tr, te, jax.random.fold_in(key, s)))
         done += 1
         if progress:
