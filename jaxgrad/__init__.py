@@ -5,7 +5,19 @@ methods, their evaluations, and the Flax training that goes with them. All funct
 pure and follow the contract ``logit_fn(params, x) -> logits`` (see ``jaxgrad.types``).
 """
 
-from jaxgrad import data, models, score_matching, sharding, training
+from jaxgrad import (
+    attribution,
+    data,
+    drivers,
+    evaluation,
+    models,
+    score_matching,
+    sharding,
+    trace_estimators,
+    training,
+    types,
+    viz,
+)
 from jaxgrad.gradients import (
     cosine_similarity,
     gradient_manipulation_loss,
@@ -20,34 +32,40 @@ from jaxgrad.gradients import (
 from jaxgrad.score_matching import (
     anti_score_matching_loss,
     gradient_norm_regularizer,
-    hessian_trace,
-    hessian_trace_exact,
-    hessian_trace_hutchinson,
-    hessian_trace_taylor,
+    make_regularizer,
     regularized_loss,
     regularizer,
     score_matching_loss,
     stability_regularizer,
 )
-from jaxgrad.types import LogitFn
+from jaxgrad.trace_estimators import (
+    hessian_trace_exact,
+    hessian_trace_hutchinson,
+    hessian_trace_taylor,
+)
+from jaxgrad.types import LogitFn, TappedLogitFn
 
 __version__ = "0.1.0"
 
 __all__ = [
     "LogitFn",
+    "TappedLogitFn",
     "__version__",
     "anti_score_matching_loss",
+    "attribution",
     "cosine_similarity",
     "data",
+    "drivers",
+    "evaluation",
     "gradient_manipulation_loss",
     "gradient_norm_regularizer",
-    "hessian_trace",
     "hessian_trace_exact",
     "hessian_trace_hutchinson",
     "hessian_trace_taylor",
     "hvp",
     "input_gradients",
     "log_density",
+    "make_regularizer",
     "models",
     "regularized_loss",
     "regularizer",
@@ -59,5 +77,8 @@ __all__ = [
     "shift_logits",
     "shift_to_target_map",
     "stability_regularizer",
+    "trace_estimators",
     "training",
+    "types",
+    "viz",
 ]

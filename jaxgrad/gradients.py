@@ -8,30 +8,9 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from jaxgrad.types import ArrayLike, LogitFn, Params
-
-
-def check_target(target: ArrayLike, batch: int, num_classes: int | None = None) -> jax.Array:
-    """Validates ``target: int[B]`` at trace time and returns it as an array.
-
-    Raises:
-      ValueError: wrong shape, or (when concrete) a class outside ``[0, num_classes)``.
-      TypeError: a non-integer dtype.
-    """
-    concrete = None if isinstance(target, jax.core.Tracer) else np.asarray(target)
-    target = jnp.asarray(target)
-    if target.shape != (batch,):
-        raise ValueError(f"target must have shape [B] = ({batch},), got {target.shape}")
-    if not jnp.issubdtype(target.dtype, jnp.integer):
-        raise TypeError(f"target must be an integer array, got dtype {target.dtype}")
-    if num_classes is not None and concrete is not None and concrete.size:
-        # numpy, not jnp: inside a trace even ops on concrete arrays would be staged.
-        lo, hi = int(concrete.min()), int(concrete.max())
-        if lo < 0 or hi >= num_classes:
-            raise ValueError(f"target must lie in [0, {num_classes}), got values in [{lo}, {hi}]")
-    return target
+from jaxgrad._validation import check_target, check_x
+from jaxgrad.types import ArrayLike, LogitFn, Params, TappedLogitFn
 
 
 def select_logits(logits: ArrayLike, target: ArrayLike) -> jax.Array:
@@ -69,9 +48,7 @@ def input_gradients(
     Returns:
       ``[B, *S]``: ``d logit_fn(params, x)[b, target[b]] / d x[b]``, signed.
     """
-    x = jnp.asarray(x)
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise TypeError(f"x must be a floating-point array, got dtype {x.dtype}")
+    x = check_x(x)
     check_target(target, x.shape[0])
 
     def total(x_):
@@ -117,9 +94,7 @@ def score(
     Returns:
       ``[B, *S]``.
     """
-    x = jnp.asarray(x)
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise TypeError(f"x must be a floating-point array, got dtype {x.dtype}")
+    x = check_x(x)
     if target is not None:
         check_target(target, x.shape[0])
     return jax.grad(lambda z: jnp.sum(log_density(logit_fn, params, z, target)))(x)
@@ -133,6 +108,10 @@ def shift_logits(logit_fn: LogitFn, g) -> LogitFn:
     logit-gradient changes by ``grad_x g`` (Srinivas & Fleuret 2021, Sec. 3). ``g`` may
     depend on ``params`` (e.g. a learned shift network stored beside the classifier).
 
+    A :class:`jaxgrad.types.TappedLogitFn` stays tapped: its taps see the same values and
+    its logits are shifted, so a layer method explains the shifted classifier (``g`` is a
+    separate function of ``x``: its own intermediate values are not the model's taps).
+
     Args:
       logit_fn: ``(params, x [B, *S]) -> [B, K]``.
       g: ``(params, x [B, *S]) -> [B]``, one shift per example.
@@ -140,17 +119,37 @@ def shift_logits(logit_fn: LogitFn, g) -> LogitFn:
     Returns:
       ``shifted(params, x) = logit_fn(params, x) + g(params, x)[:, None]``.
     """
+    return _shifted(logit_fn, lambda params, x, logits: g(params, x))
+
+
+def _shifted(logit_fn: LogitFn, shift) -> LogitFn:
+    """``logit_fn`` plus ``shift(params, x, logits) -> [B]`` on every logit (tapped or not)."""
+
+    def add(params, x, logits):
+        s = shift(params, x, logits)
+        if s.shape != logits.shape[:1]:
+            raise ValueError(
+                f"g must return one value per example, shape {logits.shape[:1]}, got {s.shape}"
+            )
+        return logits + s[:, None]
 
     def shifted(params: Params, x: jax.Array) -> jax.Array:
-        logits = logit_fn(params, x)
-        shift = g(params, x)
-        if shift.shape != logits.shape[:1]:
-            raise ValueError(
-                f"g must return one value per example, shape {logits.shape[:1]}, got {shift.shape}"
-            )
-        return logits + shift[:, None]
+        return add(params, x, logit_fn(params, x))
 
-    return shifted
+    if not isinstance(logit_fn, TappedLogitFn):
+        return shifted
+
+    def taps(params, x, perturbations=None):
+        logits, values = logit_fn.taps(params, x, perturbations)
+        return add(params, x, logits), values
+
+    with_activation = None
+    if logit_fn.with_activation is not None:
+
+        def with_activation(transform):
+            return _shifted(logit_fn.with_activation(transform), shift)
+
+    return TappedLogitFn(shifted, taps, logit_fn.biases, with_activation)
 
 
 def hvp(f, x: ArrayLike, v: ArrayLike) -> jax.Array:
@@ -176,7 +175,9 @@ def shift_to_target_map(logit_fn: LogitFn, target_class: int, target_map: ArrayL
     The closed form of the shift manipulation: with ``g(x) = <m, x> - f_c(x)`` added to every
     logit, ``f~_c(x) = <m, x>`` so ``grad_x f~_c = m`` at every input, while softmax (hence
     predictions, cross-entropy and loss-gradients) is unchanged. The other classes'
-    gradients move by the same ``m - grad_x f_c``.
+    gradients move by the same ``m - grad_x f_c``. The shift reads ``f_c`` from the model's
+    own logits, so for a :class:`jaxgrad.types.TappedLogitFn` every layer method sees
+    ``f~_c`` too (e.g. Grad-CAM of class c is zero: ``f~_c`` does not depend on any layer).
 
     Args:
       logit_fn: ``(params, x [B, *S]) -> [B, K]``.
@@ -188,15 +189,15 @@ def shift_to_target_map(logit_fn: LogitFn, target_class: int, target_map: ArrayL
     """
     m = jnp.asarray(target_map)
 
-    def g(params: Params, x: jax.Array) -> jax.Array:
+    def shift(params: Params, x: jax.Array, logits: jax.Array) -> jax.Array:
         if x.shape[1:] != m.shape:
             raise ValueError(
                 f"target_map must have the per-example shape {x.shape[1:]}, got {m.shape}"
             )
         axes = tuple(range(1, x.ndim))
-        return jnp.sum(x * m[None], axis=axes) - logit_fn(params, x)[:, target_class]
+        return jnp.sum(x * m[None], axis=axes) - logits[:, target_class]
 
-    return shift_logits(logit_fn, g)
+    return _shifted(logit_fn, shift)
 
 
 def cosine_similarity(a: ArrayLike, b: ArrayLike, eps: float = 1e-12) -> jax.Array:
@@ -213,7 +214,7 @@ def gradient_manipulation_loss(
     logit_fn: LogitFn,
     params: Params,
     x: ArrayLike,
-    y: ArrayLike,
+    target: ArrayLike,
     target_map: ArrayLike,
     *,
     alpha: ArrayLike = 1.0,
@@ -221,12 +222,12 @@ def gradient_manipulation_loss(
     """Cross-entropy plus ``alpha * (1 - cos(grad_x f_y(x), m))`` per example, ``[B]``.
 
     The learned form of the shift manipulation (Srinivas & Fleuret 2021, Sec. 3): fine-tuning
-    with this loss pulls every logit-gradient of the label toward the arbitrary map ``m``
-    (``[*S]``) while cross-entropy keeps the classifier; differentiable in ``params``
-    (double backprop).
+    with this loss pulls every logit-gradient of the label ``target`` (``[B]`` int) toward
+    the arbitrary map ``m`` (``[*S]``) while cross-entropy keeps the classifier;
+    differentiable in ``params`` (double backprop).
     """
-    x = jnp.asarray(x)
+    x = check_x(x)
     logits = logit_fn(params, x)
-    ce = -select_logits(jax.nn.log_softmax(logits, axis=-1), y)
-    grads = input_gradients(logit_fn, params, x, y)
+    ce = -select_logits(jax.nn.log_softmax(logits, axis=-1), target)
+    grads = input_gradients(logit_fn, params, x, target)
     return ce + alpha * (1.0 - cosine_similarity(grads, target_map))

@@ -82,6 +82,12 @@ def data_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
     )
 
 
+def global_batch_size(batch_size: int, mesh: Mesh | None) -> int:
+    """``batch_size`` rounded up to a multiple of the mesh's device count (unchanged without one)."""
+    n = 1 if mesh is None else mesh.devices.size
+    return -(-batch_size // n) * n
+
+
 def batch_sharding(mesh: Mesh) -> NamedSharding:
     """Leading (batch) axis split over ``data``, the rest replicated."""
     return NamedSharding(mesh, PartitionSpec(DATA_AXIS))

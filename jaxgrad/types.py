@@ -1,7 +1,22 @@
-"""Type aliases and the model contract shared by every jaxgrad module."""
+"""Type aliases and the model contracts shared by every jaxgrad module (a leaf module).
+
+Two contracts:
+
+* :class:`LogitFn`, what every gradient-based function takes: ``logit_fn(params, x) ->
+  logits``. Any JAX callable with that signature works.
+* :class:`TappedLogitFn`, what the layer methods (Grad-CAM, FullGrad, guided backprop) take
+  in its place: a logit function that also declares the model internals those methods need
+  (named intermediate values, the biases they carry, a way to swap the activation). A layer
+  method given a plain logit function refuses it by name; it never reaches for undeclared
+  attributes. ``jaxgrad.models.linen_logit_fn`` builds one for a Linen model with jaxgrad's
+  taps, and ``jaxgrad.gradients.shift_logits`` keeps it tapped, so a layer method explains
+  the shifted model, not the original.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import jax
@@ -10,6 +25,7 @@ Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
 PRNGKey = jax.Array
 Params = Any  # a pytree of arrays (for Linen models, the whole variables dict)
+Activation = Callable[[Array], Array]
 
 
 class LogitFn(Protocol):
@@ -22,3 +38,57 @@ class LogitFn(Protocol):
     """
 
     def __call__(self, params: Params, x: Array) -> Array: ...
+
+
+TapsFn = Callable[[Params, Array, Mapping[str, Array] | None], tuple[Array, dict[str, Array]]]
+
+
+@dataclasses.dataclass(frozen=True)
+class TappedLogitFn:
+    """A :class:`LogitFn` that declares the internals layer methods need.
+
+    Calling it is the plain contract, ``(params, x) -> logits [B, K]``.
+
+    Attributes:
+      logits: ``(params, x) -> [B, K]``, the classifier itself.
+      taps: ``(params, x, perturbations) -> (logits, values)``: ``values`` maps each tap's
+        path (``"hidden2_act"``, ``"layer1_block1/bn1_out"``) to its value ``[B, ...]``;
+        ``perturbations`` (a mapping from some of those paths to arrays of their shapes, or
+        None) is added to those values, so the gradient with respect to a zero perturbation
+        is the gradient with respect to the intermediate value.
+      biases: ``params -> {tap path: bias [features]}``, the bias each tap's value carries
+        (a layer's bias, or BatchNorm's effective bias in evaluation mode), for FullGrad; None
+        when the model does not declare them.
+      with_activation: ``transform -> LogitFn``, the same classifier with each elementwise
+        activation ``a`` replaced by ``transform(a)`` (guided backpropagation); None when the
+        model does not declare its activation.
+    """
+
+    logits: Callable[[Params, Array], Array]
+    taps: TapsFn
+    biases: Callable[[Params], dict[str, Array]] | None = None
+    with_activation: Callable[[Callable[[Activation], Activation]], LogitFn] | None = None
+
+    def __call__(self, params: Params, x: Array) -> Array:
+        return self.logits(params, x)
+
+
+def require_tapped(logit_fn: Any, method: str, needs: str = "taps") -> TappedLogitFn:
+    """``logit_fn`` if it is a :class:`TappedLogitFn` declaring ``needs``; else a named error.
+
+    Args:
+      logit_fn: what the caller passed.
+      method: the layer method's name, for the message.
+      needs: ``"taps"``, ``"biases"`` or ``"with_activation"``.
+    """
+    if not isinstance(logit_fn, TappedLogitFn):
+        raise TypeError(
+            f"{method} needs the model's internals: logit_fn must be a jaxgrad.types."
+            f"TappedLogitFn (e.g. jaxgrad.models.linen_logit_fn(model)), got a plain "
+            f"{type(logit_fn).__name__}"
+        )
+    if getattr(logit_fn, needs) is None:
+        raise ValueError(
+            f"{method} needs logit_fn.{needs}, which this TappedLogitFn does not declare"
+        )
+    return logit_fn

@@ -1,31 +1,36 @@
 """Attribution methods with the common signature ``method(logit_fn, params, x, target, *, key=None, ...)``.
 
 Every method returns an array of ``x``'s shape, is pure, and is jit- and vmap-compatible;
-the caller jits (``jax.jit(functools.partial(method, logit_fn, steps=...))``).
+the caller jits (``jax.jit(functools.partial(method, logit_fn, steps=...))``). The layer
+methods (``fullgrad``, ``gradcam``, ``guided_backprop``) take a
+:class:`jaxgrad.types.TappedLogitFn`, which declares the model internals they need.
+Running a method over a whole data set is a driver: ``jaxgrad.drivers.attribute_dataset``.
 """
 
 from jaxgrad.attribution._paths import RULES, quadrature
 from jaxgrad.attribution.blur_ig import blur_integrated_gradients
-from jaxgrad.attribution.dataset import attribute_dataset
 from jaxgrad.attribution.expected_gradients import expected_gradients
-from jaxgrad.attribution.fullgrad import effective_biases, fullgrad, fullgrad_decomposition
-from jaxgrad.attribution.gradcam import gradcam
-from jaxgrad.attribution.gradient import gradient, gradient_x_input
+from jaxgrad.attribution.fullgrad import FullGradDecomposition, fullgrad, fullgrad_decomposition
+from jaxgrad.attribution.gradcam import VARIANTS, gradcam, gradcam_layer_map
+from jaxgrad.attribution.gradient import POSTPROCESS, gradient, gradient_x_input
 from jaxgrad.attribution.guided_backprop import guided, guided_backprop
 from jaxgrad.attribution.guided_ig import guided_integrated_gradients
-from jaxgrad.attribution.integrated_gradients import integrated_gradients
-from jaxgrad.attribution.smoothgrad import AGGREGATES, smoothgrad
+from jaxgrad.attribution.integrated_gradients import completeness_delta, integrated_gradients
+from jaxgrad.attribution.smoothgrad import STATISTICS, smoothgrad
 
 __all__ = [
-    "AGGREGATES",
+    "POSTPROCESS",
     "RULES",
-    "attribute_dataset",
+    "STATISTICS",
+    "VARIANTS",
+    "FullGradDecomposition",
     "blur_integrated_gradients",
-    "effective_biases",
+    "completeness_delta",
     "expected_gradients",
     "fullgrad",
     "fullgrad_decomposition",
     "gradcam",
+    "gradcam_layer_map",
     "gradient",
     "gradient_x_input",
     "guided",

@@ -22,40 +22,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxgrad._vmap import chunked_sum
-from jaxgrad.attribution._common import check_inputs, check_positive_int, multi_target
+from jaxgrad._chunking import chunked_sum
+from jaxgrad._filters import gaussian_blur
+from jaxgrad._validation import check_inputs, check_positive_int
+from jaxgrad.attribution._common import multi_target
 from jaxgrad.gradients import input_gradients
 from jaxgrad.types import ArrayLike, LogitFn, Params
-
-
-def blur_matrix(n: int, sigma: jax.Array, max_radius: int, truncate: float = 4.0) -> jax.Array:
-    """``[n, n]`` matrix of a 1-D Gaussian blur with zero padding (scipy's ``mode="constant"``).
-
-    Args:
-      n: length of the axis.
-      sigma: standard deviation (traced); 0 gives the identity.
-      max_radius: static bound on the kernel radius, ``>= int(truncate * sigma + 0.5)``.
-      truncate: kernel radius in standard deviations.
-    """
-    sigma = jnp.asarray(sigma)
-    k = jnp.arange(-max_radius, max_radius + 1, dtype=sigma.dtype)
-    radius = jnp.floor(truncate * sigma + 0.5)
-    safe = jnp.where(sigma > 0, sigma, 1.0)
-    w = jnp.where(jnp.abs(k) <= radius, jnp.exp(-0.5 * (k / safe) ** 2), 0.0)
-    w = w / jnp.sum(w)
-    offset = np.arange(n)[None, :] - np.arange(n)[:, None]  # column j reads input j - i
-    inside = np.abs(offset) <= max_radius
-    m = jnp.where(inside, w[np.clip(offset + max_radius, 0, 2 * max_radius)], 0.0)
-    return jnp.where(sigma > 0, m, jnp.eye(n, dtype=m.dtype))
-
-
-def gaussian_blur(
-    x: jax.Array, sigma: jax.Array, max_radius: int, truncate: float = 4.0
-) -> jax.Array:
-    """Blurs ``[B, H, W, C]`` images over height and width (not channels), zero-padded."""
-    mh = blur_matrix(x.shape[1], sigma, max_radius, truncate).astype(x.dtype)
-    mw = blur_matrix(x.shape[2], sigma, max_radius, truncate).astype(x.dtype)
-    return jnp.einsum("Hh,bhwc,Ww->bHWc", mh, x, mw)
 
 
 @multi_target

@@ -12,8 +12,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxgrad._vmap import chunked_sum
-from jaxgrad.attribution._common import check_inputs, check_positive_int, multi_target
+from jaxgrad._chunking import chunked_sum
+from jaxgrad._validation import check_inputs, check_positive_int
+from jaxgrad.attribution._common import multi_target
 from jaxgrad.gradients import input_gradients
 from jaxgrad.types import ArrayLike, LogitFn, Params
 

@@ -5,12 +5,12 @@ evaluation mode), the target logit splits exactly into an input part and one par
 
     f_y(x) = sum(x * d f_y/dx) + sum_l sum(d f_y/dz_l * b_l),
 
-where ``z_l`` is the output of layer l carrying the bias ``b_l``. For a BatchNorm layer in
-evaluation mode, ``z = gamma (h - mean) / sqrt(var + eps) + beta`` carries the effective bias
-``beta - mean * gamma / sqrt(var + eps)``. The layers are found through the taps of a jaxgrad
-Linen model: a tap named ``<module>_out`` is the output of the sibling module ``<module>``,
-whose ``bias`` (and, for BatchNorm, ``scale``, ``mean`` and ``var``) define ``b_l``; modules
-without a bias (``use_bias=False`` convolutions) contribute nothing.
+where ``z_l`` is the output of layer l carrying the bias ``b_l``. FullGrad needs the model's
+internals, declared by a :class:`jaxgrad.types.TappedLogitFn`: its ``taps`` give
+``d f_y / d z_l`` and its ``biases`` the ``b_l`` carried by each tap (for a BatchNorm in
+evaluation mode, the effective bias ``beta - mean * gamma / sqrt(var + eps)``; see
+``jaxgrad.models.effective_biases``). A bias with no tap is an error, since the
+decomposition would silently lose it.
 
 The saliency map follows the authors' code (``idiap/fullgrad-saliency``): ``psi`` = absolute
 value then per-example min-max rescaling to ``[0, 1]``, applied to ``x * d f/dx`` and to every
@@ -20,91 +20,59 @@ the input size; channels are summed and the maps added.
 
 from __future__ import annotations
 
-import flax.linen as nn
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 
-from jaxgrad.attribution._common import (
-    check_inputs,
-    linen_model,
-    multi_target,
-    resize_bilinear,
-    tap_gradients,
-)
-from jaxgrad.types import ArrayLike, LogitFn, Params
-
-_SUFFIX = "_out"
+from jaxgrad._filters import resize_bilinear
+from jaxgrad._validation import check_images, check_inputs
+from jaxgrad.attribution._common import multi_target, tap_gradients
+from jaxgrad.types import ArrayLike, LogitFn, Params, require_tapped
 
 
-def _get(tree, path):
-    for k in path:
-        if not hasattr(tree, "get"):
-            return None
-        tree = tree.get(k)
-        if tree is None:
-            return None
-    return tree
+class FullGradDecomposition(NamedTuple):
+    """The terms of the full-gradient decomposition of ``f_y(x)``.
 
-
-def effective_biases(variables: Params, tap_paths, *, bn_epsilon: float = 1e-5) -> dict:
-    """The bias carried by each ``<module>_out`` tap: a layer's bias or BatchNorm's effective bias.
-
-    Args:
-      variables: ``{"params": ..., "batch_stats": ...}``.
-      tap_paths: tap paths such as ``"layer1_block1/bn1_out"``.
-      bn_epsilon: the BatchNorm epsilon (jaxgrad's and Flax's default 1e-5).
-
-    Returns:
-      ``{tap path: bias [features]}`` for the taps whose module has a bias.
+    Attributes:
+      input_gradient: ``[B, *S]``, ``d f_y / d x`` (the input part is ``x * input_gradient``).
+      bias_gradients: ``{tap path: [B, ...]}``, ``d f_y / d z_l * b_l`` per biased layer.
     """
-    out = {}
-    for path in tap_paths:
-        parts = path.split("/")
-        if not parts[-1].endswith(_SUFFIX):
-            continue
-        module_path = (*parts[:-1], parts[-1][: -len(_SUFFIX)])
-        p = _get(variables.get("params", {}), module_path)
-        if p is None or "bias" not in p:
-            continue
-        stats = _get(variables.get("batch_stats", {}), module_path)
-        bias = p["bias"]
-        if stats is not None and "mean" in stats:
-            scale = p.get("scale", jnp.ones_like(bias))
-            bias = bias - stats["mean"] * scale / jnp.sqrt(stats["var"] + bn_epsilon)
-        out[path] = bias
-    return out
+
+    input_gradient: jax.Array
+    bias_gradients: dict[str, jax.Array]
 
 
 def fullgrad_decomposition(
-    logit_fn: LogitFn,
-    params: Params,
-    x: ArrayLike,
-    target: ArrayLike,
-    *,
-    model: nn.Module | None = None,
-    bn_epsilon: float = 1e-5,
-) -> tuple[jax.Array, dict[str, jax.Array]]:
+    logit_fn: LogitFn, params: Params, x: ArrayLike, target: ArrayLike
+) -> FullGradDecomposition:
     """The input-gradient and the bias-gradients ``d f_y / d z_l * b_l`` of every biased layer.
 
     Args:
-      logit_fn: built by ``jaxgrad.models.linen_logit_fn(model)`` (or pass ``model=``).
+      logit_fn: a :class:`jaxgrad.types.TappedLogitFn` declaring ``taps`` and ``biases``
+        (``jaxgrad.models.linen_logit_fn(model)``); a plain logit function is refused.
       params: the model's variables (evaluation mode: BatchNorm uses its running averages).
       x: ``[B, *S]``.
       target: ``[B]`` int.
-      model: the Linen module, when ``logit_fn`` does not carry it.
-      bn_epsilon: BatchNorm's epsilon.
 
     Returns:
-      ``(input_gradient [B, *S], {tap path: bias_gradient [B, ...]})``. For a piecewise-linear
-      network, ``sum(x * input_gradient) + sum of every bias_gradient = f_y(x)`` per example.
+      For a piecewise-linear network, ``sum(x * input_gradient) + sum of every bias gradient
+      = f_y(x)`` per example.
     """
-    model = linen_model(logit_fn, model)
+    lf = require_tapped(logit_fn, "fullgrad", "biases")
     x, target = check_inputs(x, target)
-    gx, grads, _, _ = tap_gradients(model, params, x, target)
-    biases = effective_biases(params, grads, bn_epsilon=bn_epsilon)
-    return gx, {
-        k: grads[k] * b.reshape((1,) * (grads[k].ndim - 1) + (-1,)) for k, b in biases.items()
-    }
+    gx, grads, _, _ = tap_gradients(lf, params, x, target)
+    biases = lf.biases(params)
+    untapped = sorted(set(biases) - set(grads))
+    if untapped:
+        raise ValueError(
+            f"fullgrad: the biases of {untapped} have no tap, so the decomposition would lose "
+            "them; tap each biased layer's output as '<layer>_out'"
+        )
+    return FullGradDecomposition(
+        gx,
+        {k: grads[k] * b.reshape((1,) * (grads[k].ndim - 1) + (-1,)) for k, b in biases.items()},
+    )
 
 
 def _psi(a: jax.Array) -> jax.Array:
@@ -123,13 +91,11 @@ def fullgrad(
     target: ArrayLike,
     *,
     key: jax.Array | None = None,
-    model: nn.Module | None = None,
-    bn_epsilon: float = 1e-5,
 ) -> jax.Array:
     """FullGrad saliency of images, ``[B, H, W, C]`` (one map repeated over channels).
 
     Args:
-      logit_fn, params, model, bn_epsilon: as for :func:`fullgrad_decomposition`.
+      logit_fn, params: as for :func:`fullgrad_decomposition`.
       x: ``[B, H, W, C]`` images.
       target: ``[B]`` (or ``[B, T]``) int.
       key: unused (deterministic).
@@ -140,11 +106,8 @@ def fullgrad(
     """
     del key
     x = jnp.asarray(x)
-    if x.ndim != 4:
-        raise ValueError(f"x must be images [B, H, W, C] for FullGrad, got shape {x.shape}")
-    gx, bias_grads = fullgrad_decomposition(
-        logit_fn, params, x, target, model=model, bn_epsilon=bn_epsilon
-    )
+    check_images(x, "x")
+    gx, bias_grads = fullgrad_decomposition(logit_fn, params, x, target)
     cam = jnp.sum(_psi(gx * x), axis=-1, keepdims=True)
     for bg in bias_grads.values():
         if bg.ndim == 4:  # convolutional layers only, as in the authors' code

@@ -11,27 +11,64 @@ For a layer's activations ``A [B, h, w, c]`` and the gradient ``G = d f_y / d A`
 
 Then ReLU (the paper's; ``relu=False`` keeps the sign) and a bilinear upsampling to the input
 size (half-pixel centres, as PyTorch's ``interpolate(mode="bilinear")``). The layer is a tap
-of a jaxgrad Linen model (``jaxgrad.models.tap``), named by its path, e.g. ``"hidden2_act"``
-for the MNIST CNN or ``"layer4_block2/act"`` for the ResNet.
+declared by a :class:`jaxgrad.types.TappedLogitFn` (for a jaxgrad Linen model,
+``linen_logit_fn(model)``; taps are ``jaxgrad.models.tap``), named by its path, e.g.
+``"hidden2_act"`` for the MNIST CNN or ``"layer4_block2/act"`` for the ResNet.
 """
 
 from __future__ import annotations
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxgrad.attribution._common import (
-    check_inputs,
-    check_layer,
-    linen_model,
-    multi_target,
-    resize_bilinear,
-    tap_gradients,
-)
-from jaxgrad.types import ArrayLike, LogitFn, Params
+from jaxgrad._filters import resize_bilinear
+from jaxgrad._validation import check_choice, check_images, check_inputs
+from jaxgrad.attribution._common import check_layer, multi_target, tap_gradients
+from jaxgrad.types import ArrayLike, LogitFn, Params, require_tapped
 
 VARIANTS = ("gradcam", "hirescam")
+
+
+@multi_target
+def gradcam_layer_map(
+    logit_fn: LogitFn,
+    params: Params,
+    x: ArrayLike,
+    target: ArrayLike,
+    *,
+    key: jax.Array | None = None,
+    layer: str,
+    variant: str = "gradcam",
+    relu: bool = True,
+) -> jax.Array:
+    """Class activation map of ``target`` at ``layer``, at the layer's resolution, ``[B, h, w]``.
+
+    Args:
+      logit_fn: a :class:`jaxgrad.types.TappedLogitFn` (``jaxgrad.models.linen_logit_fn``);
+        a plain logit function is refused.
+      params: the model's variables.
+      x: ``[B, H, W, C]`` images.
+      target: ``[B]`` (or ``[B, T]``) int.
+      key: unused (deterministic).
+      layer: the path of a spatial tap ``[B, h, w, c]``.
+      variant: ``"gradcam"`` or ``"hirescam"``.
+      relu: apply the ReLU of the paper.
+    """
+    del key
+    check_choice(variant, VARIANTS, "variant")
+    lf = require_tapped(logit_fn, "gradcam")
+    x, target = check_inputs(x, target)
+    check_images(x, "x")
+    _, grads, values, _ = tap_gradients(lf, params, x, target)
+    check_layer(layer, values)
+    a, g = values[layer], grads[layer]
+    if a.ndim != 4:
+        raise ValueError(f"layer {layer!r} must be spatial [B, h, w, c], got shape {a.shape}")
+    if variant == "gradcam":
+        cam = jnp.einsum("bhwc,bc->bhw", a, jnp.mean(g, axis=(1, 2)))
+    else:
+        cam = jnp.sum(g * a, axis=-1)
+    return jax.nn.relu(cam) if relu else cam
 
 
 @multi_target
@@ -45,45 +82,15 @@ def gradcam(
     layer: str,
     variant: str = "gradcam",
     relu: bool = True,
-    return_layer_map: bool = False,
-    model: nn.Module | None = None,
 ) -> jax.Array:
-    """Class activation map of ``target`` at ``layer``, upsampled to the input.
+    """Class activation map of ``target`` at ``layer``, upsampled to the input, ``[B, H, W, C]``.
 
-    Args:
-      logit_fn: built by ``jaxgrad.models.linen_logit_fn(model)`` (or pass ``model=``).
-      params: the model's variables.
-      x: ``[B, H, W, C]`` images.
-      target: ``[B]`` (or ``[B, T]``) int.
-      key: unused (deterministic).
-      layer: the path of a spatial tap ``[B, h, w, c]``.
-      variant: ``"gradcam"`` or ``"hirescam"``.
-      relu: apply the ReLU of the paper.
-      return_layer_map: return the ``[B, h, w]`` map at the layer's resolution instead.
-      model: the Linen module, when ``logit_fn`` does not carry it.
-
-    Returns:
-      ``[B, H, W, C]`` (the map repeated over the input's channels), or ``[B, h, w]``.
+    The map of :func:`gradcam_layer_map` (same arguments), resized bilinearly to ``[H, W]``
+    and repeated over the input's channels.
     """
-    del key
-    if variant not in VARIANTS:
-        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-    model = linen_model(logit_fn, model)
-    x, target = check_inputs(x, target)
-    if x.ndim != 4:
-        raise ValueError(f"x must be images [B, H, W, C] for Grad-CAM, got shape {x.shape}")
-    _, grads, values, _ = tap_gradients(model, params, x, target)
-    check_layer(layer, values)
-    a, g = values[layer], grads[layer]
-    if a.ndim != 4:
-        raise ValueError(f"layer {layer!r} must be spatial [B, h, w, c], got shape {a.shape}")
-    if variant == "gradcam":
-        cam = jnp.einsum("bhwc,bc->bhw", a, jnp.mean(g, axis=(1, 2)))
-    else:
-        cam = jnp.sum(g * a, axis=-1)
-    if relu:
-        cam = jax.nn.relu(cam)
-    if return_layer_map:
-        return cam
+    cam = gradcam_layer_map(
+        logit_fn, params, x, target, key=key, layer=layer, variant=variant, relu=relu
+    )
+    x = jnp.asarray(x)
     up = resize_bilinear(cam[..., None], x.shape[1:3], align_corners=False)
     return jnp.broadcast_to(up, x.shape).astype(x.dtype)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxgrad.attribution._common import check_inputs, multi_target
+from jaxgrad._validation import check_inputs
+from jaxgrad.attribution._common import multi_target
 from jaxgrad.gradients import input_gradients
 from jaxgrad.types import ArrayLike, LogitFn, Params
 

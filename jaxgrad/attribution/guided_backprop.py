@@ -5,23 +5,20 @@ incoming gradients: for ReLU, ``d_in = 1[z > 0] * relu(d_out)`` (PyTorch/Captum'
 derivative at 0 is 0). The rule is a ``custom_vjp`` around the model's own activation
 (:func:`guided`), so the forward pass is unchanged; for a smooth activation ``a`` the same
 construction gives ``a'(z) * relu(d_out)``. ``guided_backprop`` rebuilds the Linen model with
-``activation=guided(<its activation>)``, which works for any jaxgrad model (and any Linen
-module with ``activation`` and optional ``beta`` fields).
+``activation=guided(<its activation>)`` through the ``with_activation`` that a
+:class:`jaxgrad.types.TappedLogitFn` declares (``jaxgrad.models.linen_logit_fn`` does for
+any Linen module with ``activation`` and optional ``beta`` fields).
 """
 
 from __future__ import annotations
 
-import dataclasses
-
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxgrad.attribution._common import check_inputs, linen_model, multi_target
+from jaxgrad._validation import check_inputs
+from jaxgrad.attribution._common import multi_target
 from jaxgrad.gradients import input_gradients
-from jaxgrad.models.adapters import linen_logit_fn
-from jaxgrad.models.layers import Activation, get_activation
-from jaxgrad.types import ArrayLike, LogitFn, Params
+from jaxgrad.types import Activation, ArrayLike, LogitFn, Params, require_tapped
 
 
 def guided(activation: Activation) -> Activation:
@@ -59,27 +56,19 @@ def guided_backprop(
     target: ArrayLike,
     *,
     key: jax.Array | None = None,
-    model: nn.Module | None = None,
 ) -> jax.Array:
     """Guided-backpropagation map, ``[B, *S]``, signed.
 
     Args:
-      logit_fn: built by ``jaxgrad.models.linen_logit_fn(model)`` (or pass ``model=``).
+      logit_fn: a :class:`jaxgrad.types.TappedLogitFn` declaring ``with_activation``
+        (``jaxgrad.models.linen_logit_fn(model)`` for a model with an ``activation`` field);
+        a plain logit function is refused.
       params: the model's variables.
       x: ``[B, *S]``.
       target: ``[B]`` (or ``[B, T]``) int.
       key: unused (deterministic).
-      model: the Linen module, when ``logit_fn`` does not carry it; it must have an
-        ``activation`` field.
     """
     del key
-    model = linen_model(logit_fn, model)
-    fields = {f.name for f in dataclasses.fields(model)}
-    if "activation" not in fields:
-        raise ValueError(
-            f"guided_backprop needs a model with an `activation` field, got {type(model).__name__}"
-        )
-    act = get_activation(model.activation, getattr(model, "beta", 1.0))
-    guided_fn = linen_logit_fn(model.clone(activation=guided(act)))
+    lf = require_tapped(logit_fn, "guided_backprop", "with_activation")
     x, target = check_inputs(x, target)
-    return input_gradients(guided_fn, params, x, target)
+    return input_gradients(lf.with_activation(guided), params, x, target)

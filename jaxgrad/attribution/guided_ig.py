@@ -22,12 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxgrad.attribution._common import (
-    broadcast_baseline,
-    check_inputs,
-    check_positive_int,
-    multi_target,
-)
+from jaxgrad._validation import broadcast_baseline, check_inputs, check_positive_int
+from jaxgrad.attribution._common import multi_target
 from jaxgrad.gradients import input_gradients
 from jaxgrad.types import ArrayLike, LogitFn, Params
 

@@ -2,8 +2,8 @@
 
 ``IG_i(x) = (x_i - x'_i) * integral_0^1 d f_y(x' + a (x - x')) / d x_i da``, computed with
 a quadrature rule (``jaxgrad.attribution._paths``); completeness says
-``sum_i IG_i = f_y(x) - f_y(x')`` up to the quadrature error, reported by
-``return_delta=True``. All steps of all examples are batched together; ``chunk_size``
+``sum_i IG_i = f_y(x) - f_y(x')`` up to the quadrature error, which
+:func:`completeness_delta` measures for IG or any other method. All steps of all examples are batched together; ``chunk_size``
 bounds memory by evaluating that many steps at a time (a ``lax.scan`` accumulating the sum),
 so memory does not grow with ``steps``.
 """
@@ -15,8 +15,9 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from jaxgrad._vmap import chunked_sum
-from jaxgrad.attribution._common import broadcast_baseline, check_inputs, multi_target
+from jaxgrad._chunking import chunked_sum
+from jaxgrad._validation import broadcast_baseline, check_inputs
+from jaxgrad.attribution._common import multi_target
 from jaxgrad.attribution._paths import quadrature
 from jaxgrad.gradients import input_gradients, select_logits
 from jaxgrad.types import ArrayLike, LogitFn, Params
@@ -54,8 +55,7 @@ def integrated_gradients(
     steps: int = 50,
     rule: str = "gauss_legendre",
     chunk_size: int | None = None,
-    return_delta: bool = False,
-):
+) -> jax.Array:
     """Integrated Gradients of the target logit along the straight path from a baseline.
 
     Args:
@@ -71,11 +71,9 @@ def integrated_gradients(
       steps: quadrature points (static).
       rule: ``left``, ``right``, ``middle``, ``trapezoid`` or ``gauss_legendre`` (static).
       chunk_size: steps evaluated together (static); all at once when None.
-      return_delta: also return the completeness error per example.
 
     Returns:
-      ``[B, *S]`` attributions, or ``(attributions, delta [B])`` with
-      ``delta = sum(IG) - (f_y(x) - f_y(x'))`` (averaged over baselines).
+      ``[B, *S]`` attributions (the mean over baselines for a sampled one).
 
     Example:
       >>> w = jnp.array([[1., 2.], [3., 4.]])
@@ -97,11 +95,39 @@ def integrated_gradients(
 
         return diff * chunked_sum(weighted_grad, (alphas, weights), chunk_size)
 
-    attributions = jnp.mean(jax.vmap(for_baseline)(bases), axis=0)
-    if not return_delta:
-        return attributions
+    return jnp.mean(jax.vmap(for_baseline)(bases), axis=0)
+
+
+def completeness_delta(
+    logit_fn: LogitFn,
+    params: Params,
+    x: ArrayLike,
+    target: ArrayLike,
+    attribution: ArrayLike,
+    *,
+    key: jax.Array | None = None,
+    baseline: Baseline = None,
+    num_baselines: int = 1,
+) -> jax.Array:
+    """Completeness error ``sum(attribution) - (f_y(x) - f_y(x'))`` per example, ``[B]``.
+
+    For Integrated Gradients (and any path method) it is the quadrature error; pass the same
+    ``baseline`` (and, for a sampled one, the same ``key`` and ``num_baselines``: the draws
+    are the same) as to the method, and ``f_y(x')`` is averaged over the baselines.
+
+    Example:
+      >>> lf = lambda p, x: x @ p.T
+      >>> w, x, t = jnp.array([[1., 2.], [3., 4.]]), jnp.ones((1, 2)), jnp.array([1])
+      >>> a = integrated_gradients(lf, w, x, t, steps=4)
+      >>> completeness_delta(lf, w, x, t, a).tolist()
+      [0.0]
+    """
+    x, target = check_inputs(x, target)
+    attribution = jnp.asarray(attribution)
+    if attribution.shape != x.shape:
+        raise ValueError(f"attribution must have x's shape {x.shape}, got {attribution.shape}")
+    bases = _baselines(baseline, x, key, num_baselines)
     f_x = select_logits(logit_fn(params, x), target)
     f_b = jax.vmap(lambda b: select_logits(logit_fn(params, b), target))(bases)
     axes = tuple(range(1, x.ndim))
-    delta = jnp.sum(attributions, axis=axes) - jnp.mean(f_x[None] - f_b, axis=0)
-    return attributions, delta
+    return jnp.sum(attribution, axis=axes) - jnp.mean(f_x[None] - f_b, axis=0)

@@ -3,7 +3,7 @@
 SmoothGrad (Smilkov et al. 2017, arXiv 1706.03825) averages an attribution over noisy
 copies ``x + eps``, ``eps ~ N(0, sigma^2 I)``, with ``sigma = noise_level * (max(x_b) -
 min(x_b))`` per example (the fraction of the input range, PAIR saliency's ``stdev_spread``).
-``aggregate="square"`` averages the squared attributions (SmoothGrad^2, Hooker et al. 2019)
+``statistic="square"`` averages the squared attributions (SmoothGrad^2, Hooker et al. 2019)
 and ``"variance"`` returns their variance (VarGrad, Adebayo et al. 2018). The noise is drawn
 from the explicit ``key``; samples are evaluated ``chunk_size`` at a time with running sums,
 so memory does not grow with ``num_samples``.
@@ -18,12 +18,13 @@ import jax
 import jax.numpy as jnp
 
 from jaxgrad import _random
-from jaxgrad._vmap import chunked_sum
-from jaxgrad.attribution._common import check_inputs, check_positive_int, multi_target
+from jaxgrad._chunking import chunked_sum
+from jaxgrad._validation import check_choice, check_inputs, check_positive_int
+from jaxgrad.attribution._common import multi_target
 from jaxgrad.attribution.gradient import gradient
 from jaxgrad.types import ArrayLike, LogitFn, Params
 
-AGGREGATES = ("mean", "square", "variance")
+STATISTICS = ("mean", "square", "variance")
 
 
 @multi_target
@@ -37,7 +38,7 @@ def smoothgrad(
     method: Callable[..., jax.Array] = gradient,
     noise_level: ArrayLike = 0.15,
     num_samples: int = 50,
-    aggregate: str = "mean",
+    statistic: str = "mean",
     chunk_size: int | None = None,
     **method_kwargs: Any,
 ) -> jax.Array:
@@ -54,15 +55,15 @@ def smoothgrad(
         default; ``integrated_gradients`` gives IG-SmoothGrad).
       noise_level: noise std as a fraction of each example's value range (traced).
       num_samples: noisy copies (static).
-      aggregate: ``mean`` (SmoothGrad), ``square`` (SmoothGrad^2) or ``variance`` (VarGrad).
+      statistic: of the noisy attributions: ``mean`` (SmoothGrad), ``square`` (the mean of
+        the squares, SmoothGrad^2) or ``variance`` (VarGrad).
       chunk_size: samples evaluated together (static); all at once when None.
       **method_kwargs: passed to ``method`` (e.g. ``steps=`` for IG).
 
     Returns:
       ``[B, *S]``.
     """
-    if aggregate not in AGGREGATES:
-        raise ValueError(f"aggregate must be one of {AGGREGATES}, got {aggregate!r}")
+    check_choice(statistic, STATISTICS, "statistic")
     num_samples = check_positive_int(num_samples, "num_samples")
     if isinstance(noise_level, (int, float)) and noise_level < 0:
         raise ValueError(f"noise_level must be >= 0, got {noise_level}")
@@ -79,8 +80,8 @@ def smoothgrad(
 
     total, total_sq = chunked_sum(sums, jax.random.split(key, num_samples), chunk_size)
     mean, mean_sq = total / num_samples, total_sq / num_samples
-    if aggregate == "mean":
+    if statistic == "mean":
         return mean
-    if aggregate == "square":
+    if statistic == "square":
         return mean_sq
     return jnp.maximum(mean_sq - mean * mean, 0.0)

@@ -2,7 +2,7 @@
 
 A folder holds ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
 ``t10k-images-idx3-ubyte`` and ``t10k-labels-idx1-ubyte``, each optionally ending in
-``.gz``. When the folder holds only the ``t10k`` files (as ``../shared/data/mnist`` does),
+``.gz``. When the folder holds only the ``t10k`` files (a test-set-only copy of MNIST),
 the 10,000 test images are split into a fixed train part (the first ``num_train``, 8,000 by
 default) and a test part (the rest).
 """

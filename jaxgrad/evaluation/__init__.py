@@ -1,25 +1,26 @@
-"""Evaluations of attributions: one per file (see DESIGN.md)."""
+"""Evaluations of attributions as pure array functions, one family per file (see docs/).
+
+Host-side loops built on them (the sanity table, ROAR's retraining) are in
+``jaxgrad.drivers``.
+"""
 
 from jaxgrad.evaluation.localization import block_localization
 from jaxgrad.evaluation.perturbation import (
+    AGGREGATES,
+    FILLS,
+    ORDERS,
     area_under_curve,
+    mask_images,
     pixel_perturbation,
     pixel_salience,
     removal_ranks,
 )
-from jaxgrad.evaluation.roar import make_retrainer, mask_images, roar
+from jaxgrad.evaluation.randomization import MODES, layer_names, randomization_stages
 from jaxgrad.evaluation.sampling import (
     density_ratio_profile,
     gan_test_accuracy,
     gradient_ascent,
     langevin_sample,
-)
-from jaxgrad.evaluation.sanity import (
-    default_metrics,
-    layer_names,
-    mean_ci99,
-    randomization_stages,
-    sanity_table,
 )
 from jaxgrad.evaluation.similarity import (
     hog_similarity,
@@ -31,25 +32,24 @@ from jaxgrad.evaluation.similarity import (
 )
 
 __all__ = [
+    "AGGREGATES",
+    "FILLS",
+    "MODES",
+    "ORDERS",
     "area_under_curve",
     "block_localization",
-    "pixel_perturbation",
-    "pixel_salience",
-    "removal_ranks",
-    "roar",
-    "default_metrics",
     "density_ratio_profile",
     "gan_test_accuracy",
     "gradient_ascent",
     "hog_similarity",
     "langevin_sample",
     "layer_names",
-    "make_retrainer",
     "mask_images",
-    "mean_ci99",
+    "pixel_perturbation",
+    "pixel_salience",
     "randomization_stages",
     "rankdata_average",
-    "sanity_table",
+    "removal_ranks",
     "spearman",
     "spearman_abs",
     "spearman_nz",

@@ -21,9 +21,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxgrad._vmap import chunked_vmap
-from jaxgrad.attribution._common import check_inputs
-from jaxgrad.attribution.blur_ig import gaussian_blur
+from jaxgrad._chunking import chunked_vmap
+from jaxgrad._filters import gaussian_blur
+from jaxgrad._validation import check_choice, check_fractions, check_images, check_inputs
 from jaxgrad.gradients import select_logits
 from jaxgrad.types import ArrayLike, LogitFn, Params
 
@@ -49,12 +49,13 @@ def pixel_salience(attribution: ArrayLike, aggregate: str = "abs_sum") -> jax.Ar
         return jnp.sum(a, axis=-1)
     if aggregate == "max_abs":
         return jnp.max(jnp.abs(a), axis=-1)
-    raise ValueError(f"aggregate must be one of {AGGREGATES}, got {aggregate!r}")
+    check_choice(aggregate, AGGREGATES, "aggregate")
 
 
 def removal_ranks(salience: jax.Array, order: str, key: jax.Array | None = None) -> jax.Array:
     """``[B, H, W]`` int: the position of each pixel in the removal order (0 goes first).
 
+    ``order``: ``least`` salient first, ``most`` salient first, or ``random`` (needs ``key``).
     Ties keep pixel order (a stable sort), so the result is deterministic.
     """
     b = salience.shape[0]
@@ -68,7 +69,7 @@ def removal_ranks(salience: jax.Array, order: str, key: jax.Array | None = None)
             raise ValueError("order='random' needs key=")
         idx = jnp.argsort(jax.random.uniform(key, flat.shape), axis=1)
     else:
-        raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
+        check_choice(order, ORDERS, "order")
     ranks = jnp.zeros_like(idx).at[jnp.arange(b)[:, None], idx].set(jnp.arange(flat.shape[1]))
     return ranks.reshape(salience.shape)
 
@@ -85,17 +86,7 @@ def _fill(x, fill, fill_value, data_mean, blur_sigma):
     if fill == "blur":
         radius = int(4.0 * blur_sigma + 0.5)
         return gaussian_blur(x, jnp.asarray(blur_sigma, x.dtype), max(radius, 1))
-    raise ValueError(f"fill must be one of {FILLS}, got {fill!r}")
-
-
-def check_fractions(fractions: ArrayLike) -> np.ndarray:
-    """A 1-D float array of fractions in ``[0, 1]`` (static: it fixes the pixel counts)."""
-    f = np.asarray(fractions, dtype=np.float64)
-    if f.ndim != 1 or not len(f):
-        raise ValueError(f"fractions must be a non-empty 1-D sequence, got shape {f.shape}")
-    if not np.isfinite(f).all() or f.min() < 0 or f.max() > 1:
-        raise ValueError(f"fractions must lie in [0, 1], got values in [{f.min()}, {f.max()}]")
-    return f
+    check_choice(fill, FILLS, "fill")
 
 
 def pixel_perturbation(
@@ -167,6 +158,44 @@ def pixel_perturbation(
         "correct": correct,
         "fractional_change": jnp.abs(f0[None] - logit) / jnp.abs(f0[None]),
     }
+
+
+def mask_images(
+    x: ArrayLike,
+    attribution: ArrayLike,
+    fraction: float,
+    *,
+    order: str = "most",
+    aggregate: str = "abs_sum",
+    fill_value: ArrayLike = 0.0,
+    key: jax.Array | None = None,
+) -> jax.Array:
+    """Removes ``round(fraction * H * W)`` pixels of every image, ranked as pixel perturbation does.
+
+    The building block of ROAR / DiffROAR (``jaxgrad.drivers.roar``): the same ranking as
+    :func:`pixel_perturbation` (``order`` and ``aggregate`` mean the same), one fraction.
+
+    Args:
+      x: ``[B, H, W, C]`` images.
+      attribution: ``[B, H, W, C]``, the maps that rank the pixels.
+      fraction: the share of pixels removed, in ``[0, 1]`` (static: it fixes the count).
+      order: ``most`` salient first, ``least`` salient first, or ``random`` (needs ``key``).
+      aggregate: the per-pixel salience, see :func:`pixel_salience`.
+      fill_value: the value of the removed pixels (traced).
+      key: PRNG key for ``order="random"``.
+
+    Returns:
+      ``[B, H, W, C]``.
+    """
+    x = jnp.asarray(x)
+    check_images(x, "x")
+    attribution = jnp.asarray(attribution)
+    if attribution.shape != x.shape:
+        raise ValueError(f"attribution must have x's shape {x.shape}, got {attribution.shape}")
+    (f,) = check_fractions([fraction], "fraction")
+    count = int(np.rint(f * x.shape[1] * x.shape[2]))
+    ranks = removal_ranks(pixel_salience(attribution, aggregate), order, key)[..., None]
+    return jnp.where(ranks < count, jnp.asarray(fill_value, x.dtype), x)
 
 
 def area_under_curve(fractions: ArrayLike, values: ArrayLike) -> jax.Array:

@@ -22,8 +22,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxgrad import _random
-from jaxgrad._vmap import chunked_vmap
-from jaxgrad.attribution._common import check_inputs, check_positive_int
+from jaxgrad._chunking import chunked_vmap
+from jaxgrad._validation import check_inputs, check_positive_int
 from jaxgrad.gradients import input_gradients, select_logits
 from jaxgrad.types import ArrayLike, LogitFn, Params
 
@@ -31,7 +31,7 @@ from jaxgrad.types import ArrayLike, LogitFn, Params
 def langevin_sample(
     logit_fn: LogitFn,
     params: Params,
-    x0: ArrayLike,
+    x: ArrayLike,
     target: ArrayLike,
     *,
     key: jax.Array | None,
@@ -42,12 +42,12 @@ def langevin_sample(
     weight_decay: float = 0.0,
     decay_center: float = 0.5,
 ) -> jax.Array:
-    """Runs ``steps`` Langevin (or gradient-ascent) steps on ``f_y`` from ``x0``.
+    """Runs ``steps`` Langevin (or gradient-ascent) steps on ``f_y`` from ``x``.
 
     Args:
       logit_fn: ``(params, x) -> [B, K]``.
       params: the model's params.
-      x0: ``[B, *S]`` starting points (noise or data).
+      x: ``[B, *S]`` starting points (noise or data).
       target: ``[B]`` int, the class ``y`` whose density is sampled.
       key: PRNG key for the noise (None only with ``noise_scale=0``).
       step_size: the gradient step (traced).
@@ -61,36 +61,36 @@ def langevin_sample(
     Returns:
       ``[B, *S]``, the last state of each chain.
     """
-    x0, target = check_inputs(x0, target)
+    x, target = check_inputs(x, target)
     steps = check_positive_int(steps, "steps")
-    step_size = jnp.asarray(step_size, x0.dtype)
+    step_size = jnp.asarray(step_size, x.dtype)
     if noise_scale is None:
         noise = jnp.sqrt(2.0 * step_size)
     else:
-        noise = jnp.asarray(noise_scale, x0.dtype)
+        noise = jnp.asarray(noise_scale, x.dtype)
     deterministic = isinstance(noise_scale, (int, float)) and noise_scale == 0
     if key is None and not deterministic:
         raise ValueError("Langevin sampling needs key= (or noise_scale=0 for gradient ascent)")
     lo, hi = clip if clip is not None else (-jnp.inf, jnp.inf)
     if isinstance(weight_decay, (int, float)) and weight_decay < 0:
         raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
-    wd = jnp.asarray(weight_decay, x0.dtype)
-    center = jnp.asarray(decay_center, x0.dtype)
+    wd = jnp.asarray(weight_decay, x.dtype)
+    center = jnp.asarray(decay_center, x.dtype)
 
-    def step(i, x):
-        drift = input_gradients(logit_fn, params, x, target) - wd * (x - center)
-        x = x + step_size * drift
+    def step(i, z):
+        drift = input_gradients(logit_fn, params, z, target) - wd * (z - center)
+        z = z + step_size * drift
         if not deterministic:
-            x = x + noise * _random.normal(jax.random.fold_in(key, i), x.shape, x.dtype)
-        return jnp.clip(x, lo, hi)
+            z = z + noise * _random.normal(jax.random.fold_in(key, i), z.shape, z.dtype)
+        return jnp.clip(z, lo, hi)
 
-    return jax.lax.fori_loop(0, steps, step, x0)
+    return jax.lax.fori_loop(0, steps, step, x)
 
 
 def gradient_ascent(
     logit_fn,
     params,
-    x0,
+    x,
     target,
     *,
     step_size=1e-2,
@@ -107,7 +107,7 @@ def gradient_ascent(
     return langevin_sample(
         logit_fn,
         params,
-        x0,
+        x,
         target,
         key=None,
         step_size=step_size,
@@ -153,12 +153,12 @@ def density_ratio_profile(
 
 
 def gan_test_accuracy(
-    logit_fn: LogitFn, params: Params, samples: ArrayLike, target: ArrayLike
+    logit_fn: LogitFn, params: Params, x: ArrayLike, target: ArrayLike
 ) -> jax.Array:
-    """Per-sample correctness ``[B]`` of an independent classifier on generated samples.
+    """Per-sample correctness ``[B]`` of an independent classifier on generated samples ``x``.
 
     The mean is the GAN-test accuracy (Shmelkov et al. 2018): samples of class ``y`` that
     another model also recognises as ``y``.
     """
-    samples, target = check_inputs(samples, target)
-    return (jnp.argmax(logit_fn(params, samples), axis=-1) == target).astype(jnp.float32)
+    x, target = check_inputs(x, target)
+    return (jnp.argmax(logit_fn(params, x), axis=-1) == target).astype(jnp.float32)

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxgrad._filters import gaussian_matrix, separable
 from jaxgrad.types import ArrayLike
 
 
@@ -96,22 +97,6 @@ def spearman_nz(
     return spearman_abs(a, b, mask=x != jnp.broadcast_to(jnp.asarray(baseline, x.dtype), x.shape))
 
 
-def _reflect_blur_matrix(n: int, sigma: float, truncate: float) -> np.ndarray:
-    """``[n, n]`` Gaussian filter with scipy's ``mode="reflect"`` (``d c b a | a b c d``)."""
-    r = int(truncate * sigma + 0.5)
-    k = np.arange(-r, r + 1)
-    w = np.exp(-0.5 * (k / sigma) ** 2)
-    w /= w.sum()
-    m = np.zeros((n, n))
-    for i in range(n):
-        for off, wk in zip(k, w, strict=True):
-            p = i + off
-            while p < 0 or p >= n:  # reflect until inside (kernels wider than the image)
-                p = -p - 1 if p < 0 else 2 * n - p - 1
-            m[i, p] += wk
-    return m
-
-
 def ssim(
     a: ArrayLike,
     b: ArrayLike,
@@ -136,11 +121,12 @@ def ssim(
     dt = jnp.promote_types(jnp.result_type(a, b), jnp.float32)
     a, b = a.astype(dt), b.astype(dt)
     h, w = a.shape[1:3]
-    mh = jnp.asarray(_reflect_blur_matrix(h, sigma, truncate), dt)
-    mw = jnp.asarray(_reflect_blur_matrix(w, sigma, truncate), dt)
+    kw = dict(truncate=truncate, mode="reflect")
+    mh = jnp.asarray(gaussian_matrix(h, sigma, **kw), dt)
+    mw = jnp.asarray(gaussian_matrix(w, sigma, **kw), dt)
 
     def filt(z):
-        return jnp.einsum("Hh,bhwc,Ww->bHWc", mh, z, mw)
+        return separable(z, mh, mw)
 
     r = int(truncate * sigma + 0.5)
     win = 2 * r + 1

@@ -8,21 +8,26 @@ pytree of the contract) that is merged back inside the function.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
+from flax import nnx
 
-from jaxgrad.models.layers import INTERMEDIATES, PERTURBATIONS
-from jaxgrad.types import LogitFn, Params
+from jaxgrad._taps import INTERMEDIATES, PERTURBATIONS, flatten_paths, unflatten_paths
+from jaxgrad.models.layers import get_activation
+from jaxgrad.types import LogitFn, Params, TappedLogitFn
 
 
-def linen_logit_fn(model: nn.Module) -> LogitFn:
-    """``logit_fn(variables, x) = model.apply(variables, x, train=False)``.
+def linen_logit_fn(model: nn.Module) -> TappedLogitFn:
+    """``logit_fn(variables, x) = model.apply(variables, x, train=False)``, with its taps declared.
 
-    The returned function carries the module as ``logit_fn.model``, which the layer-based
-    attribution methods (``fullgrad``, ``gradcam``, ``guided_backprop``) use to reach the
-    model's taps and activation.
+    The result is a :class:`jaxgrad.types.TappedLogitFn`: called, it is the plain contract;
+    the layer methods (Grad-CAM, FullGrad, guided backprop) use its declared ``taps`` (every
+    :func:`jaxgrad.models.tap` of the model), ``biases`` (:func:`effective_biases`) and, for
+    a module with an ``activation`` field (and optional ``beta``), ``with_activation``.
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -33,12 +38,59 @@ def linen_logit_fn(model: nn.Module) -> LogitFn:
       (2, 10)
     """
 
-    def logit_fn(params: Params, x: jax.Array) -> jax.Array:
+    def logits(params: Params, x: jax.Array) -> jax.Array:
         return model.apply(params, x, train=False)
 
-    # Methods that need the module itself (FullGrad, Grad-CAM, guided backprop) find it here.
-    logit_fn.model = model
-    return logit_fn
+    def taps(params: Params, x: jax.Array, perturbations=None):
+        variables = dict(params)
+        if perturbations:
+            variables[PERTURBATIONS] = unflatten_paths(perturbations)
+        out, state = model.apply(variables, x, train=False, mutable=[INTERMEDIATES])
+        return out, flatten_paths(state.get(INTERMEDIATES, {}))
+
+    with_activation = None
+    if "activation" in {f.name for f in dataclasses.fields(model)}:
+
+        def with_activation(transform):
+            act = get_activation(model.activation, getattr(model, "beta", 1.0))
+            return linen_logit_fn(model.clone(activation=transform(act)))
+
+    return TappedLogitFn(
+        logits=logits, taps=taps, biases=effective_biases, with_activation=with_activation
+    )
+
+
+_SUFFIX = "_out"
+
+
+def effective_biases(variables: Params, *, bn_epsilon: float = 1e-5) -> dict[str, jax.Array]:
+    """The bias carried by each ``<module>_out`` tap of a jaxgrad Linen model.
+
+    A tap named ``<module>_out`` is the output of the sibling module ``<module>``: its
+    ``bias``, or for a BatchNorm in evaluation mode (``z = gamma (h - mean) / sqrt(var + eps)
+    + beta``) the effective bias ``beta - mean * gamma / sqrt(var + eps)``. Modules without a
+    bias (``use_bias=False`` convolutions) carry none.
+
+    Args:
+      variables: ``{"params": ..., "batch_stats": ...}``.
+      bn_epsilon: the BatchNorm epsilon (jaxgrad's and Flax's default 1e-5).
+
+    Returns:
+      ``{tap path: bias [features]}``, e.g. ``{"hidden1_out": ..., "layer1_block1/bn1_out": ...}``.
+    """
+    params = flatten_paths(variables.get("params", {}))
+    stats = flatten_paths(variables.get("batch_stats", {}))
+    out = {}
+    for path, bias in params.items():
+        module, _, leaf = path.rpartition("/")
+        if leaf != "bias" or not module:
+            continue
+        if f"{module}/mean" in stats:
+            scale = params.get(f"{module}/scale", jnp.ones_like(bias))
+            var = stats[f"{module}/var"]
+            bias = bias - stats[f"{module}/mean"] * scale / jnp.sqrt(var + bn_epsilon)
+        out[module + _SUFFIX] = bias
+    return out
 
 
 def init_variables(model: nn.Module, key: jax.Array, sample_x: jax.Array) -> dict[str, Any]:
@@ -95,8 +147,6 @@ def nnx_logit_fn(module: Any) -> tuple[LogitFn, Params]:
       >>> logit_fn(params, jnp.ones((2, 4))).shape
       (2, 3)
     """
-    from flax import nnx
-
     module.eval()
     graphdef, params, rest = nnx.split(module, nnx.Param, ...)
 

@@ -1,4 +1,4 @@
-"""Building blocks shared by the models: activations, pooling and gradient taps.
+"""Building blocks shared by the models: activations, pooling, convolution (taps: ``jaxgrad._taps``).
 
 Max-pooling is written as reshape + max rather than ``lax.reduce_window``: on XLA's CPU
 backend the gradient of ``reduce_window`` (select-and-scatter) is slow, and the reshape form
@@ -10,17 +10,23 @@ splits the gradient equally between them instead of sending all of it to one.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
 
-Activation = Callable[[jax.Array], jax.Array]
+from jaxgrad._taps import tap
+from jaxgrad.types import Activation
 
-PERTURBATIONS = "perturbations"
-INTERMEDIATES = "intermediates"
+__all__ = [
+    "Activation",
+    "conv_general_dilated",
+    "get_activation",
+    "max_pool_2x2",
+    "softplus",
+    "tap",
+]
 
 
 def softplus(x: jax.Array, beta: float = 1.0) -> jax.Array:
@@ -133,29 +139,3 @@ def conv_general_dilated(
 
     f.defjvp(f_jvp, symbolic_zeros=True)
     return f(lhs, rhs)
-
-
-def tap(module: nn.Module, name: str, x: jax.Array) -> jax.Array:
-    """Exposes an intermediate value to gradients and to inspection.
-
-    The value passes through ``module.perturb(name, ...)`` (collection ``perturbations``),
-    so the gradient of any output with respect to it is the gradient with respect to the
-    zero perturbation variable, and it is sown into ``intermediates``. Both are no-ops
-    unless the caller passes those collections (``perturbations``) or makes them mutable
-    (``intermediates``), so plain ``apply`` is unaffected.
-    """
-    x = module.perturb(name, x, collection=PERTURBATIONS)
-    module.sow(INTERMEDIATES, name, x)
-    return x
-
-
-def check_image_batch(x: jax.Array, name: str = "x", channels: int | None = None) -> None:
-    """Raises a ``ValueError`` at trace time unless ``x`` is a ``[B, H, W, C]`` float batch."""
-    if x.ndim != 4:
-        raise ValueError(f"{name} must have rank 4 [B, H, W, C], got shape {tuple(x.shape)}")
-    if channels is not None and x.shape[-1] != channels:
-        raise ValueError(
-            f"{name} must have {channels} channel(s) in its last axis, got shape {tuple(x.shape)}"
-        )
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise TypeError(f"{name} must be a floating-point array, got dtype {x.dtype}")

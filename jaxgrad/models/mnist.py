@@ -20,9 +20,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxgrad._validation import check_images
 from jaxgrad.models.layers import (
     Activation,
-    check_image_batch,
     conv_general_dilated,
     get_activation,
     max_pool_2x2,
@@ -83,7 +83,7 @@ class MnistCNN(nn.Module):
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         """Logits ``[B, K]`` of images ``x: [B, H, W, C]`` (``train`` is accepted for uniformity)."""
         del train  # no dropout or batch statistics
-        check_image_batch(x, "x", _expected_features(self, "hidden1", -2))
+        check_images(x, "x", _expected_features(self, "hidden1", -2))
         act = get_activation(self.activation, self.beta)
         if self.pooling not in ("reshape", "reduce_window"):
             raise ValueError(f"pooling must be 'reshape' or 'reduce_window', got {self.pooling!r}")

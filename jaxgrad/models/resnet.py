@@ -21,9 +21,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxgrad._validation import check_images
 from jaxgrad.models.layers import (
     Activation,
-    check_image_batch,
     conv_general_dilated,
     get_activation,
     tap,
@@ -88,7 +88,7 @@ class ResNet(nn.Module):
         expected = None
         if not self.is_initializing() and "stem_conv" in self.variables.get("params", {}):
             expected = self.variables["params"]["stem_conv"]["kernel"].shape[-2]
-        check_image_batch(x, "x", expected)
+        check_images(x, "x", expected)
         act = get_activation(self.activation, self.beta)
         x = nn.Conv(
             self.widths[0],

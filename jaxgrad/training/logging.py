@@ -81,9 +81,14 @@ class Progress:
         self._enabled = jax.process_index() == 0
 
     def update(
-        self, step: int, metrics: dict[str, Any] | None = None, *, force: bool = False
+        self,
+        step: int,
+        metrics: dict[str, Any] | None = None,
+        *,
+        force: bool = False,
+        note: str | None = None,
     ) -> None:
-        """Reports that ``step`` units are done (absolute, counting from 0)."""
+        """Reports that ``step`` units are done (absolute, counting from 0), with an optional note."""
         now = time.perf_counter()
         if not self._enabled or not (
             force or step >= self.total or now - self._last >= self.every_seconds
@@ -95,7 +100,8 @@ class Progress:
         rate = done / elapsed if elapsed > 0 else 0.0
         eta = (self.total - step) / rate if rate > 0 else float("nan")
         parts = [
-            f"{self.name}: {step}/{self.total} ({100.0 * step / max(self.total, 1):.0f}%)",
+            f"{self.name}: {step}/{self.total} ({100.0 * step / max(self.total, 1):.0f}%)"
+            + (f" {note}" if note else ""),
             f"{rate:.2f} {self.unit}/s",
         ]
         if self.examples_per_step:

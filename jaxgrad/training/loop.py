@@ -18,10 +18,10 @@ from jax.sharding import Mesh
 
 from jaxgrad import sharding as shd
 from jaxgrad.data.base import Dataset
-from jaxgrad.data.iterators import batches
+from jaxgrad.data.iterators import batches, steps_per_epoch
 from jaxgrad.training.checkpoint import Checkpointer
 from jaxgrad.training.logging import MetricWriter, Progress
-from jaxgrad.training.state import TrainState
+from jaxgrad.training.state import TrainState, create_train_state, make_train_step
 
 
 def fit(
@@ -140,11 +140,7 @@ def train_for_epochs(
     evaluations that retrain (ROAR) and by small experiments; no checkpoints. With ``mesh``,
     ``batch_size`` is rounded up to a multiple of the device count.
     """
-    from jaxgrad.data.iterators import steps_per_epoch
-    from jaxgrad.training.state import create_train_state, make_train_step
-
-    n_dev = 1 if mesh is None else mesh.devices.size
-    batch = -(-batch_size // n_dev) * n_dev
+    batch = shd.global_batch_size(batch_size, mesh)
     init_key, run_key = jax.random.split(key)
     state = create_train_state(model, tx, init_key, data["image"][:1], mesh=mesh)
     step = make_train_step(loss_fn, tx, mesh=mesh)

@@ -19,24 +19,27 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxgrad.score_matching import make_regularizer
+from jaxgrad.trace_estimators import TraceEstimator
+
 LossFn = Callable[[Any, dict, dict, jax.Array], tuple[jax.Array, tuple[dict, dict]]]
 
 
-def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+def cross_entropy(logits: jax.Array, target: jax.Array) -> jax.Array:
     """Softmax cross-entropy per example.
 
     Args:
       logits: ``[B, K]`` float.
-      labels: ``[B]`` int in ``[0, K)``.
+      target: ``[B]`` int in ``[0, K)``, the labels.
 
     Returns:
       ``[B]`` float, unreduced.
     """
     if logits.ndim != 2:
         raise ValueError(f"logits must have shape [B, K], got {logits.shape}")
-    if labels.shape != logits.shape[:1]:
-        raise ValueError(f"labels must have shape {logits.shape[:1]}, got {labels.shape}")
-    return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    if target.shape != logits.shape[:1]:
+        raise ValueError(f"target must have shape {logits.shape[:1]}, got {target.shape}")
+    return optax.softmax_cross_entropy_with_integer_labels(logits, target)
 
 
 def masked_mean(values: jax.Array, mask: jax.Array | None) -> jax.Array:
@@ -47,7 +50,8 @@ def masked_mean(values: jax.Array, mask: jax.Array | None) -> jax.Array:
     return jnp.sum(values * mask) / jnp.maximum(jnp.sum(mask), 1.0)
 
 
-Regularizer = Callable[[Callable, Any, jax.Array, jax.Array, jax.Array], jax.Array]
+# reg(logit_fn, params, x, target, *, key) -> [B], e.g. jaxgrad.score_matching.make_regularizer.
+Regularizer = Callable[..., jax.Array]
 
 
 def classifier_loss(
@@ -61,9 +65,9 @@ def classifier_loss(
 
     Args:
       model: a Linen module taking ``(x, train)``.
-      per_example_loss: ``(logits [B, K], labels [B]) -> [B]``.
+      per_example_loss: ``(logits [B, K], target [B]) -> [B]``.
       augment: optional ``(key, images) -> images`` applied first (e.g. ``cifar_augment``).
-      regularizer: optional ``(logit_fn, params, x, labels, key) -> [B]`` added to the
+      regularizer: optional ``(logit_fn, params, x, target, *, key) -> [B]`` added to the
         per-example loss (see :func:`regularized_classifier_loss`). Its ``logit_fn`` is the
         model in training mode: with BatchNorm, the statistics of the batch it is given
         (so a perturbed batch ``x + v`` is normalised by its own statistics and examples
@@ -95,7 +99,7 @@ def classifier_loss(
                     )[0]
                 return model.apply({"params": p}, z, train=True)
 
-            reg = regularizer(train_logit_fn, params, x, labels, jax.random.fold_in(key, 1))
+            reg = regularizer(train_logit_fn, params, x, labels, key=jax.random.fold_in(key, 1))
             per_example = per_example + reg
             metrics["regularizer"] = masked_mean(reg, mask)
         loss = masked_mean(per_example, mask)
@@ -111,30 +115,19 @@ def regularized_classifier_loss(
     *,
     kind: str,
     lam: float | None = None,
+    mu: float | None = None,
+    tau: float | None = None,
+    trace_estimator: TraceEstimator | None = None,
     augment: Callable | None = None,
-    **hyper: Any,
 ) -> LossFn:
     """The training loss of Srinivas & Fleuret (2021), Eq. 4: cross-entropy + ``lam`` x regularizer.
 
-    ``kind`` is ``none``, ``score_matching``, ``anti_score_matching`` or ``gradient_norm``;
-    ``lam`` and the other hyper-parameters (``mu``, ``tau``, ``sigma``, ``num_samples``,
-    ``estimator``) default to the paper's (``score_matching.PAPER_DEFAULTS``). The per-step
-    key of the train step feeds the trace estimator.
+    The term is :func:`jaxgrad.score_matching.make_regularizer`'s (``kind`` ``none``,
+    ``score_matching``, ``anti_score_matching`` or ``gradient_norm``; hyper-parameters left
+    as None take the paper's values), on the model in training mode. The per-step key of the
+    train step feeds the trace estimator.
     """
-    from jaxgrad import score_matching as sm
-
-    if kind not in sm.KINDS:
-        raise ValueError(f"kind must be one of {sm.KINDS}, got {kind!r}")
-    defaults = dict(sm.PAPER_DEFAULTS[kind])
-    default_lam = defaults.pop("lam")
-    lam = default_lam if lam is None else lam
-    if kind in ("none", "gradient_norm"):
-        defaults.pop("num_samples", None)
-    hyper = {**{k: v for k, v in defaults.items()}, **hyper}
+    reg = make_regularizer(kind, lam=lam, mu=mu, tau=tau, trace_estimator=trace_estimator)
     if kind == "none":
         return classifier_loss(model, augment=augment)
-
-    def reg(logit_fn, params, x, labels, key):
-        return lam * sm.regularizer(logit_fn, params, x, labels, kind=kind, key=key, **hyper)
-
     return classifier_loss(model, augment=augment, regularizer=reg)

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxgrad._validation import check_target, check_x
 from jaxgrad.training.losses import classifier_loss
 from jaxgrad.types import ArrayLike, LogitFn, Params
 
@@ -44,7 +45,7 @@ def pgd_attack(
     logit_fn: LogitFn,
     params: Params,
     x: ArrayLike,
-    labels: ArrayLike,
+    target: ArrayLike,
     *,
     key: jax.Array | None,
     norm: str = "linf",
@@ -54,12 +55,13 @@ def pgd_attack(
     random_start: bool = True,
     clip: tuple[float, float] | None = (0.0, 1.0),
 ) -> jax.Array:
-    """Adversarial examples ``[B, *S]`` maximising the cross-entropy of ``labels``.
+    """Adversarial examples ``[B, *S]`` maximising the cross-entropy of ``target``.
 
     Args:
       logit_fn: ``(params, x) -> [B, K]`` (evaluation mode).
       params: the model's params (not differentiated).
-      x: ``[B, *S]`` inputs; labels: ``[B]`` int.
+      x: ``[B, *S]`` inputs.
+      target: ``[B]`` int, the labels whose cross-entropy is maximised.
       key: PRNG key for the random start (may be None without one).
       norm: ``"linf"`` or ``"l2"``.
       epsilon: the ball's radius (traced).
@@ -69,10 +71,8 @@ def pgd_attack(
       clip: the data range, or None.
     """
     _check_attack(norm, epsilon, steps)
-    x = jnp.asarray(x)
-    labels = jnp.asarray(labels)
-    if labels.shape != x.shape[:1]:
-        raise ValueError(f"labels must have shape [B] = {x.shape[:1]}, got {labels.shape}")
+    x = check_x(x)
+    target = check_target(target, x.shape[0])
     params = jax.lax.stop_gradient(params)
     eps = jnp.asarray(epsilon, x.dtype)
     lo, hi = clip if clip is not None else (-jnp.inf, jnp.inf)
@@ -97,7 +97,7 @@ def pgd_attack(
         delta = bound(delta)
 
     def loss(z):
-        return jnp.sum(optax.softmax_cross_entropy_with_integer_labels(logit_fn(params, z), labels))
+        return jnp.sum(optax.softmax_cross_entropy_with_integer_labels(logit_fn(params, z), target))
 
     def step(_, delta):
         g = jax.grad(loss)(x + delta)

@@ -18,6 +18,7 @@ import optax
 from jax.sharding import Mesh
 
 from jaxgrad import sharding as shd
+from jaxgrad.data.iterators import eval_batches
 from jaxgrad.models.adapters import init_variables
 from jaxgrad.training.losses import LossFn, masked_mean
 from jaxgrad.types import LogitFn
@@ -161,8 +162,6 @@ def evaluate(
     Returns:
       ``{"loss": ..., "accuracy": ..., "count": ...}`` as Python floats.
     """
-    from jaxgrad.data.iterators import eval_batches
-
     totals = None
     for batch in eval_batches(
         data, batch_size, process_index=jax.process_index(), process_count=jax.process_count()

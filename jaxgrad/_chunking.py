@@ -1,8 +1,11 @@
-"""Mapping a function over a leading sample axis with bounded memory."""
+"""Mapping a function over a leading sample axis with bounded memory (a leaf module)."""
 
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
+
+from jaxgrad._validation import check_chunk_size
 
 
 def chunked_vmap(fn, xs, chunk_size: int | None):
@@ -11,10 +14,9 @@ def chunked_vmap(fn, xs, chunk_size: int | None):
     With ``chunk_size`` the samples are evaluated by ``lax.map(..., batch_size=chunk_size)``
     (vmapped chunks in a loop), so peak memory is that of one chunk, not of the whole axis.
     """
+    check_chunk_size(chunk_size)
     if chunk_size is None:
         return jax.vmap(fn)(xs)
-    if not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     return jax.lax.map(fn, xs, batch_size=chunk_size)
 
 
@@ -26,12 +28,9 @@ def chunked_sum(fn, xs, chunk_size: int | None):
     so peak memory is one chunk's, whatever the number of samples. The last chunk is padded
     by repeating the first sample with weight 0.
     """
+    check_chunk_size(chunk_size)
     if chunk_size is None:
         return jax.tree.map(lambda o: o.sum(axis=0), jax.vmap(fn)(xs))
-    if not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
-    import jax.numpy as jnp
-
     n = jax.tree.leaves(xs)[0].shape[0]
     chunk = min(chunk_size, n)
     n_chunks = -(-n // chunk)

@@ -11,77 +11,34 @@ and evaluated on the masked test set.
   ``DiffROAR(k) = accuracy(top-k kept) - accuracy(bottom-k kept)``: positive when the
   attribution ranks pixels by their information, about 0 for a random attribution.
 
-The retraining is a callable ``retrain(train, test, key) -> accuracy`` so any model and
-schedule can be used; :func:`make_retrainer` builds one on jaxgrad's training (sharded over a
-mesh when given).
+The masks are ``jaxgrad.evaluation.mask_images`` (the pixel-perturbation ranking): keeping
+the top-k is removing the ``1 - k`` least salient pixels. The retraining is a callable
+``retrain(train, test, key) -> accuracy`` so any model and schedule can be used;
+:func:`make_retrainer` builds one on jaxgrad's training (sharded over a mesh when given).
 """
 
 from __future__ import annotations
 
-import functools
-import time
 from collections.abc import Callable, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
+import optax
 
+from jaxgrad import sharding as shd
+from jaxgrad._validation import check_choice, check_fractions
 from jaxgrad.data.base import Dataset
-from jaxgrad.evaluation.perturbation import check_fractions, pixel_salience, removal_ranks
+from jaxgrad.evaluation.perturbation import mask_images
+from jaxgrad.models.adapters import linen_logit_fn
+from jaxgrad.training.logging import Progress
+from jaxgrad.training.loop import train_for_epochs
+from jaxgrad.training.losses import classifier_loss
+from jaxgrad.training.state import evaluate, make_eval_step
 
-KEEPS = ("top", "bottom", "random")
+MODES = ("diff_roar", "roar")
 
-
-def mask_images(
-    images: np.ndarray,
-    attributions: np.ndarray,
-    fraction: float,
-    *,
-    keep: str = "top",
-    fill_value: float = 0.0,
-    aggregate: str = "abs_sum",
-    key: jax.Array | None = None,
-) -> np.ndarray:
-    """Keeps ``round(fraction * H * W)`` pixels of every image and fills the others.
-
-    Args:
-      images, attributions: ``[N, H, W, C]``.
-      fraction: the share of pixels kept, in ``[0, 1]``.
-      keep: ``top`` (most salient), ``bottom`` (least salient) or ``random`` (needs ``key``).
-      fill_value: the value of the removed pixels.
-      aggregate: per-pixel salience (``jaxgrad.evaluation.pixel_salience``).
-      key: PRNG key for ``keep="random"``.
-
-    Returns:
-      ``[N, H, W, C]`` numpy, float32.
-    """
-    images, attributions = np.asarray(images, np.float32), np.asarray(attributions)
-    if images.shape != attributions.shape or images.ndim != 4:
-        raise ValueError(
-            f"images and attributions must both be [N, H, W, C] of one shape, got "
-            f"{images.shape} and {attributions.shape}"
-        )
-    check_fractions([fraction])
-    if keep not in KEEPS:
-        raise ValueError(f"keep must be one of {KEEPS}, got {keep!r}")
-    order = {"top": "most", "bottom": "least", "random": "random"}[keep]
-    count = int(np.rint(fraction * images.shape[1] * images.shape[2]))
-    kept = _keep(
-        jnp.asarray(images),
-        jnp.asarray(attributions),
-        key,
-        jnp.float32(fill_value),
-        count=count,
-        order=order,
-        aggregate=aggregate,
-    )
-    return np.asarray(kept)
-
-
-@functools.partial(jax.jit, static_argnames=("count", "order", "aggregate"))
-def _keep(x, a, key, fill_value, *, count, order, aggregate):
-    ranks = removal_ranks(pixel_salience(a, aggregate), order, key)[..., None]
-    return jnp.where(ranks < count, x, fill_value.astype(x.dtype))
+# Compiled once per (fraction, order, aggregate), reused for every data set and seed.
+_mask = jax.jit(mask_images, static_argnames=("fraction", "order", "aggregate"))
 
 
 def make_retrainer(
@@ -100,10 +57,6 @@ def make_retrainer(
       mesh: a data mesh to shard the batches over (``batch_size`` is rounded up to a
         multiple of its size), or None for one device.
     """
-    import optax
-
-    from jaxgrad.models import linen_logit_fn
-    from jaxgrad.training import classifier_loss, evaluate, make_eval_step, train_for_epochs
 
     def retrain(train: Dataset, test: Dataset, key: jax.Array) -> float:
         model = model_factory()
@@ -118,18 +71,22 @@ def make_retrainer(
             mesh=mesh,
         )
         eval_step = make_eval_step(linen_logit_fn(model), mesh=mesh)
-        n_dev = 1 if mesh is None else mesh.devices.size
-        batch = -(-batch_size // n_dev) * n_dev
+        batch = shd.global_batch_size(batch_size, mesh)
         return evaluate(eval_step, state.variables, test, batch_size=batch, mesh=mesh)["accuracy"]
 
     return retrain
 
 
+def _masked(data: Dataset, attribution, fraction: float, order: str, **kw) -> Dataset:
+    image = _mask(data["image"], np.asarray(attribution), fraction=fraction, order=order, **kw)
+    return {"image": np.asarray(image), "label": data["label"]}
+
+
 def roar(
     train: Dataset,
     test: Dataset,
-    train_attributions: np.ndarray,
-    test_attributions: np.ndarray,
+    train_attribution: np.ndarray | Callable[[int], np.ndarray],
+    test_attribution: np.ndarray | Callable[[int], np.ndarray],
     *,
     retrain: Callable[[Dataset, Dataset, jax.Array], float],
     key: jax.Array,
@@ -144,7 +101,7 @@ def roar(
 
     Args:
       train, test: ``{"image", "label"}`` splits.
-      train_attributions, test_attributions: the attributions ranking each split's pixels,
+      train_attribution, test_attribution: the attributions ranking each split's pixels,
         or functions ``seed -> attributions`` for attributions that are themselves random
         (a random control): each seed then gets its own draw and masks, so the spread over
         seeds includes the masks' randomness.
@@ -154,9 +111,9 @@ def roar(
       key: PRNG key.
       fractions: the ``k`` grid.
       mode: ``"diff_roar"`` (top-k kept vs bottom-k kept) or ``"roar"`` (top-k removed).
-      fill_value, aggregate: as for :func:`mask_images`.
+      fill_value, aggregate: as for ``jaxgrad.evaluation.mask_images``.
       seeds: retrainings per mask (Shah et al. use 1 to 3).
-      progress: print a line per retraining with its accuracy, the elapsed time and an ETA.
+      progress: print a line per retraining with its accuracy, the rate and an ETA.
 
     Returns:
       Accuracies are means over seeds, ``[F]``; ``*_per_seed`` are ``[seeds, F]``.
@@ -170,52 +127,49 @@ def roar(
 
       ROAR: ``fractions``, ``accuracy`` (after removing the top-k), ``accuracy_per_seed``.
     """
-    if mode not in ("diff_roar", "roar"):
-        raise ValueError(f"mode must be 'diff_roar' or 'roar', got {mode!r}")
+    check_choice(mode, MODES, "mode")
     if isinstance(seeds, bool) or not isinstance(seeds, (int, np.integer)) or seeds < 1:
         raise ValueError(f"seeds must be an integer >= 1, got {seeds!r}")
     f = check_fractions(fractions)
-    kw = dict(fill_value=fill_value, aggregate=aggregate)
-    if mode == "roar":  # removing the top-k = keeping the bottom 1 - k
-        masks = [(1.0 - k, "bottom") for k in f]
+    # (k, which pixels are kept, how they are removed): keeping the top-k is removing the
+    # 1 - k least salient pixels; ROAR removes the top-k.
+    if mode == "roar":
+        masks = [(k, "removed", k, "most") for k in f]
     else:
-        masks = [(k, "top") for k in f] + [(k, "bottom") for k in f]
-    per_seed = callable(train_attributions) or callable(test_attributions)
+        masks = [(k, "top", 1.0 - k, "least") for k in f] + [
+            (k, "bottom", 1.0 - k, "most") for k in f
+        ]
+    per_seed = callable(train_attribution) or callable(test_attribution)
 
     def masked_splits(i, attributions):
-        fraction, keep = masks[i]
-        out = []
-        for data, a in zip((train, test), attributions, strict=True):
-            image = mask_images(data["image"], a, fraction, keep=keep, **kw)
-            out.append({"image": image, "label": data["label"]})
-        return out
+        _, _, removed, order = masks[i]
+        kw = dict(fill_value=fill_value, aggregate=aggregate)
+        return [
+            _masked(d, a, removed, order, **kw)
+            for d, a in zip((train, test), attributions, strict=True)
+        ]
 
     # Fixed attributions: mask once, retrain every seed. Per-seed ones: new masks per seed.
     if per_seed:
         order = [(i, s) for s in range(seeds) for i in range(len(masks))]
     else:
         order = [(i, s) for i in range(len(masks)) for s in range(seeds)]
-    total, done, cached_id, drawn = len(order), 0, None, (None, None)
-    t0 = time.perf_counter()
+    bar = (
+        Progress(len(order), name=mode, unit="retraining", every_seconds=0.0) if progress else None
+    )
+    cached_id, drawn = None, (None, None)
     acc = np.zeros((len(masks), seeds))
-    for i, s in order:
-        fraction, keep = masks[i]
+    for done, (i, s) in enumerate(order, start=1):
+        k, kept = masks[i][:2]
         mask_id = (i, s if per_seed else 0)
         if mask_id != cached_id:
             if drawn[0] != s:  # each seed's attributions are drawn once, for all its masks
-                pair = (train_attributions, test_attributions)
+                pair = (train_attribution, test_attribution)
                 drawn = (s, [a(s) if callable(a) else a for a in pair])
             cached_id, (tr, te) = mask_id, masked_splits(i, drawn[1])
         acc[i, s] = float(retrain(tr, te, jax.random.fold_in(key, s)))
-        done += 1
-        if progress:
-            elapsed = time.perf_counter() - t0
-            eta = elapsed / done * (total - done)
-            print(
-                f"{mode}: k={fraction:.2f} keep {keep} seed {s}: accuracy {acc[i, s]:.4f} "
-                f"[{done}/{total}, {elapsed:.0f} s, ETA {eta:.0f} s]",
-                flush=True,
-            )
+        if bar is not None:
+            bar.update(done, {"accuracy": acc[i, s]}, note=f"k={k:.2f} {kept} seed {s}")
     if mode == "roar":
         return {"fractions": f, "accuracy": acc.mean(1), "accuracy_per_seed": acc.T}
     top, bottom = acc[: len(f)].T, acc[len(f) :].T  # [seeds, F]

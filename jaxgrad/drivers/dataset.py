@@ -3,24 +3,36 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from jaxgrad import sharding as shd
+from jaxgrad.training.logging import Progress
 from jaxgrad.types import LogitFn, Params
 
-TARGETS = ("label", "predicted")
+TARGET_FROM = ("label", "predicted")
+
+
+class DatasetAttribution(NamedTuple):
+    """Attributions of a whole data set and the targets they explain.
+
+    Attributes:
+      attribution: ``[N, *S]`` numpy, the real rows only (padding dropped).
+      target: ``[N]`` int numpy, the class each row's attribution explains.
+    """
+
+    attribution: np.ndarray
+    target: np.ndarray
 
 
 def _gather(x: jax.Array) -> np.ndarray:
     if jax.process_count() == 1 or x.is_fully_addressable:
         return np.asarray(jax.device_get(x))
-    from jax.experimental import multihost_utils
-
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
@@ -32,12 +44,11 @@ def attribute_dataset(
     *,
     mesh: Mesh | None = None,
     key: jax.Array | None = None,
-    target: str | Callable[[Mapping[str, Any]], Any] = "label",
+    target_from: str | Callable[[Mapping[str, Any]], Any] = "label",
     num_batches: int | None = None,
-    return_targets: bool = False,
     progress: bool = True,
     **method_kwargs: Any,
-):
+) -> DatasetAttribution:
     """Runs ``method`` over every batch and returns the attributions of the real rows.
 
     The method is jitted once (``method_kwargs`` are bound statically) and, with ``mesh``,
@@ -53,20 +64,20 @@ def attribute_dataset(
         with several processes, each process's own part of every global batch.
       mesh: a ``jaxgrad.sharding.data_mesh``; ``None`` runs on the default device.
       key: PRNG key for stochastic methods; batch ``i`` uses ``fold_in(key, i)``.
-      target: ``"label"``, ``"predicted"`` (the model's argmax) or a function of the batch.
+      target_from: where each row's ``target`` comes from: ``"label"``, ``"predicted"`` (the
+        model's argmax) or a function ``batch -> int [B]``.
       num_batches: the number of batches, for the progress line's ETA (``len(batches)``
         when it has one).
-      return_targets: also return the targets used, ``int [N]``.
       progress: print progress lines (rate, examples/s, ETA).
       **method_kwargs: passed to ``method`` (e.g. ``steps=64, chunk_size=16``).
 
     Returns:
-      ``attributions [N, *S]`` as numpy, or ``(attributions, targets)``.
+      ``DatasetAttribution(attribution [N, *S], target [N])``, numpy.
     """
-    from jaxgrad.training.logging import Progress
-
-    if not (callable(target) or target in TARGETS):
-        raise ValueError(f"target must be one of {TARGETS} or a function, got {target!r}")
+    if not (callable(target_from) or target_from in TARGET_FROM):
+        raise ValueError(
+            f"target_from must be one of {TARGET_FROM} or a function, got {target_from!r}"
+        )
     if num_batches is None and hasattr(batches, "__len__"):
         num_batches = len(batches)
 
@@ -85,12 +96,12 @@ def attribute_dataset(
     bar = None
     for i, batch in enumerate(batches):
         x = np.asarray(batch["image"])
-        if target == "label":
+        if target_from == "label":
             t = np.asarray(batch["label"])
-        elif target == "predicted":
+        elif target_from == "predicted":
             t = "predicted"
         else:
-            t = np.asarray(target(batch))
+            t = np.asarray(target_from(batch))
         mask = np.asarray(batch.get("mask", np.ones(len(x))), bool)
         k = None if key is None else jax.random.fold_in(key, i)
         if mesh is not None:
@@ -103,8 +114,6 @@ def attribute_dataset(
             fn = compiled[isinstance(t, str)] = jax.jit(run, static_argnums=static)
         attr, used = fn(params, x, t, k)
         if jax.process_count() > 1:
-            from jax.experimental import multihost_utils
-
             mask = np.asarray(multihost_utils.process_allgather(mask, tiled=True))
         attr, used = _gather(attr), _gather(used)
         outputs.append(attr[mask])
@@ -117,5 +126,4 @@ def attribute_dataset(
             bar.update(i + 1)
     if not outputs:
         raise ValueError("batches is empty")
-    result = np.concatenate(outputs)
-    return (result, np.concatenate(targets)) if return_targets else result
+    return DatasetAttribution(np.concatenate(outputs), np.concatenate(targets))

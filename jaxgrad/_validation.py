@@ -1,0 +1,121 @@
+"""Argument checks shared by every jaxgrad module (a leaf: imports only numpy and jax).
+
+Shapes, dtypes and static arguments are checked with plain Python at trace time and raise
+``ValueError``/``TypeError`` naming the argument; values (NaN, infinities, class indices)
+only when the array is concrete, since a check inside ``jit`` would need a host sync.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def is_concrete(value) -> bool:
+    """True unless ``value`` is a tracer (inside ``jit``, ``vmap`` or ``grad``)."""
+    return not isinstance(value, jax.core.Tracer)
+
+
+def check_x(x, name: str = "x") -> jax.Array:
+    """``x: [B, *S]`` floating point, returned as an array."""
+    x = jnp.asarray(x)
+    if x.ndim < 2:
+        raise ValueError(f"{name} must have a batch axis and features [B, *S], got shape {x.shape}")
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(f"{name} must be a floating-point array, got dtype {x.dtype}")
+    return x
+
+
+def check_finite(x, name: str = "x") -> None:
+    """Rejects NaN or infinite values in a concrete floating-point ``x`` (no-op when traced)."""
+    if not is_concrete(x):
+        return
+    arr = np.asarray(x)
+    if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+        bad = np.flatnonzero(~np.isfinite(arr.reshape(len(arr), -1)).all(axis=1))
+        raise ValueError(
+            f"{name} contains NaN or infinite values in {len(bad)} example(s), first at index {bad[0]}"
+        )
+
+
+def check_target(target, batch: int, num_classes: int | None = None) -> jax.Array:
+    """Validates ``target: int[B]`` at trace time and returns it as an array.
+
+    Raises:
+      ValueError: wrong shape, or (when concrete) a class outside ``[0, num_classes)``.
+      TypeError: a non-integer dtype.
+    """
+    concrete = np.asarray(target) if is_concrete(target) else None
+    target = jnp.asarray(target)
+    if target.shape != (batch,):
+        raise ValueError(f"target must have shape [B] = ({batch},), got {target.shape}")
+    if not jnp.issubdtype(target.dtype, jnp.integer):
+        raise TypeError(f"target must be an integer array, got dtype {target.dtype}")
+    if num_classes is not None and concrete is not None and concrete.size:
+        # numpy, not jnp: inside a trace even ops on concrete arrays would be staged.
+        lo, hi = int(concrete.min()), int(concrete.max())
+        if lo < 0 or hi >= num_classes:
+            raise ValueError(f"target must lie in [0, {num_classes}), got values in [{lo}, {hi}]")
+    return target
+
+
+def check_inputs(x, target, name: str = "x") -> tuple[jax.Array, jax.Array]:
+    """Validates ``x: [B, *S]`` float and ``target: int[B]``; rejects NaN/inf in a concrete ``x``."""
+    check_finite(x, name)
+    x = check_x(x, name)
+    return x, check_target(target, x.shape[0])
+
+
+def check_positive_int(value, name: str) -> int:
+    """Raises a ``ValueError`` naming ``name`` unless ``value`` is an int >= 1 (static args)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def check_chunk_size(chunk_size) -> None:
+    """``chunk_size`` is None or a positive integer."""
+    if chunk_size is not None:
+        check_positive_int(chunk_size, "chunk_size")
+
+
+def check_fractions(fractions, name: str = "fractions") -> np.ndarray:
+    """A 1-D float array of fractions in ``[0, 1]`` (static: it fixes the pixel counts)."""
+    f = np.asarray(fractions, dtype=np.float64)
+    if f.ndim != 1 or not len(f):
+        raise ValueError(f"{name} must be a non-empty 1-D sequence, got shape {f.shape}")
+    if not np.isfinite(f).all() or f.min() < 0 or f.max() > 1:
+        raise ValueError(f"{name} must lie in [0, 1], got values in [{f.min()}, {f.max()}]")
+    return f
+
+
+def check_images(x, name: str = "x", channels: int | None = None) -> None:
+    """Raises at trace time unless ``x`` is a ``[B, H, W, C]`` float batch."""
+    if x.ndim != 4:
+        raise ValueError(f"{name} must have rank 4 [B, H, W, C], got shape {tuple(x.shape)}")
+    if channels is not None and x.shape[-1] != channels:
+        raise ValueError(
+            f"{name} must have {channels} channel(s) in its last axis, got shape {tuple(x.shape)}"
+        )
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(f"{name} must be a floating-point array, got dtype {x.dtype}")
+
+
+def check_choice(value, choices, name: str) -> None:
+    """Raises a ``ValueError`` naming ``name`` unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+
+
+def broadcast_baseline(baseline, x: jax.Array) -> jax.Array:
+    """A fixed baseline (``None`` = zeros, a number or an array) broadcast to ``x``'s shape."""
+    if baseline is None:
+        return jnp.zeros_like(x)
+    b = jnp.asarray(baseline, x.dtype)
+    try:
+        return jnp.broadcast_to(b, x.shape)
+    except ValueError:
+        raise ValueError(
+            f"baseline of shape {b.shape} is not broadcastable to x's shape {x.shape}"
+        ) from None

@@ -1,0 +1,19 @@
+"""Models by name, for configs: ``cnn``, ``mlp``, ``resnet18``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+
+from jaxgrad.models.mnist import MLP, MnistCNN
+from jaxgrad.models.resnet import ResNet18
+
+MODELS = {"cnn": MnistCNN, "mlp": MLP, "resnet18": ResNet18}
+
+
+def get_model(name: str, **kwargs: Any) -> nn.Module:
+    """A model by name: ``cnn`` (:class:`MnistCNN`), ``mlp`` (:class:`MLP`), ``resnet18``."""
+    if name not in MODELS:
+        raise ValueError(f"model name must be one of {sorted(MODELS)}, got {name!r}")
+    return MODELS[name](**kwargs)
