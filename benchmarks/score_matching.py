@@ -36,7 +36,7 @@ from _common import machine_info
 
 from jaxgrad.gradients import hvp, input_gradients, select_logits
 from jaxgrad.models import MnistCNN, ResNet18, init_variables, linen_logit_fn
-from jaxgrad.score_matching import (
+from jaxgrad.trace_estimators import (
     hessian_trace_exact,
     hessian_trace_hutchinson,
     hessian_trace_taylor,
@@ -47,11 +47,11 @@ SHAPES = {"cnn": (28, 28, 1), "resnet18": (32, 32, 3)}
 KINDS = {
     "cross_entropy": dict(kind="none"),
     "gradient_norm": dict(kind="gradient_norm"),
-    "score_matching_taylor": dict(kind="score_matching", estimator="taylor"),
+    "score_matching_taylor": dict(kind="score_matching"),
     "score_matching_hutchinson_1probe": dict(
-        kind="score_matching", estimator="hutchinson", num_probes=1
+        kind="score_matching", trace_estimator=hessian_trace_hutchinson
     ),
-    "anti_score_matching_taylor": dict(kind="anti_score_matching", estimator="taylor"),
+    "anti_score_matching_taylor": dict(kind="anti_score_matching"),
 }
 
 
@@ -128,10 +128,14 @@ def bench_traces(name: str, batch_size: int, steps: int) -> dict:
             lambda v, z: hessian_trace_taylor(functools.partial(f, v), z, key=key)
         ),
         "hutchinson_1probe_jvp": jax.jit(
-            lambda v, z: hessian_trace_hutchinson(functools.partial(f, v), z, key=key, method="jvp")
+            lambda v, z: hessian_trace_hutchinson(
+                functools.partial(f, v), z, key=key, product="jvp"
+            )
         ),
         "hutchinson_1probe_vjp": jax.jit(
-            lambda v, z: hessian_trace_hutchinson(functools.partial(f, v), z, key=key, method="vjp")
+            lambda v, z: hessian_trace_hutchinson(
+                functools.partial(f, v), z, key=key, product="vjp"
+            )
         ),
     }
     out = {}

@@ -6,7 +6,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxgrad.attribution import gradient, gradient_x_input, integrated_gradients, quadrature
+from jaxgrad.attribution import (
+    completeness_delta,
+    gradient,
+    gradient_x_input,
+    integrated_gradients,
+    quadrature,
+)
 from jaxgrad.models import MnistCNN, init_variables, linen_logit_fn
 
 
@@ -77,12 +83,9 @@ def mnist_cnn():
 def test_ig_completeness_on_the_mnist_cnn(mnist_cnn):
     logit_fn, variables, x = mnist_cnn
     target = jnp.array([0, 3, 5, 9])
-    ig = jax.jit(
-        functools.partial(
-            integrated_gradients, logit_fn, steps=256, chunk_size=64, return_delta=True
-        )
-    )
-    attr, delta = ig(variables, x, target)
+    ig = jax.jit(functools.partial(integrated_gradients, logit_fn, steps=256, chunk_size=64))
+    attr = ig(variables, x, target)
+    delta = jax.jit(completeness_delta, static_argnums=0)(logit_fn, variables, x, target, attr)
     f_x = logit_fn(variables, x)[jnp.arange(4), target]
     f_b = logit_fn(variables, jnp.zeros_like(x))[jnp.arange(4), target]
     assert attr.shape == x.shape
@@ -116,22 +119,19 @@ def test_baselines_constant_array_and_sampled(lin, key):
     np.testing.assert_allclose(const, arr, rtol=1e-6)
     # A sampled baseline averages IG over draws; one fixed draw reproduces the manual IG.
     draws = jax.vmap(lambda k: jax.random.normal(k, x.shape))(jax.random.split(key, 3))
-    sampled, delta = integrated_gradients(
-        f,
-        w,
-        x,
-        t,
-        key=key,
-        baseline=lambda k, z: jax.random.normal(k, z.shape),
-        num_baselines=3,
-        steps=8,
-        return_delta=True,
-    )
+    sample = lambda k, z: jax.random.normal(k, z.shape)  # noqa: E731
+    kw = dict(key=key, baseline=sample, num_baselines=3)
+    sampled = integrated_gradients(f, w, x, t, steps=8, **kw)
     manual = jnp.mean(
         jnp.stack([integrated_gradients(f, w, x, t, baseline=b, steps=8) for b in draws]), 0
     )
     np.testing.assert_allclose(sampled, manual, rtol=1e-5, atol=1e-6)
-    assert delta.shape == (4,)
+    # The same key gives the same draws: the delta averages f(x) - f(x') over them.
+    delta = completeness_delta(f, w, x, t, sampled, **kw)
+    gap = jnp.mean(
+        jax.vmap(lambda b: f(w, x)[jnp.arange(4), t] - f(w, b)[jnp.arange(4), t])(draws), 0
+    )
+    np.testing.assert_allclose(delta, jnp.sum(sampled, axis=(1, 2, 3)) - gap, rtol=1e-5, atol=1e-6)
 
 
 def test_bad_input_is_named(lin):

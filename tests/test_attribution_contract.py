@@ -13,6 +13,7 @@ import pytest
 from jaxgrad import attribution as A
 from jaxgrad import sharding as shd
 from jaxgrad.data import eval_batches
+from jaxgrad.drivers import attribute_dataset
 from jaxgrad.models import MnistCNN, init_variables, linen_logit_fn
 
 B = 8  # one example per fake device
@@ -136,9 +137,7 @@ def test_attribute_dataset_sharded_matches_direct_calls(cnn, capsys):
     mesh = shd.data_mesh()
     batches = list(eval_batches(data, 16))  # 16 + 5 real rows, padded to 16
     ig = functools.partial(A.integrated_gradients, steps=8)
-    out, used = A.attribute_dataset(
-        ig, lf, v, batches, mesh=mesh, return_targets=True, chunk_size=4
-    )
+    out, used = attribute_dataset(ig, lf, v, batches, mesh=mesh, chunk_size=4)
     assert out.shape == images.shape
     np.testing.assert_array_equal(used, labels)
     direct = ig(lf, v, jnp.asarray(images), jnp.asarray(labels))
@@ -146,14 +145,13 @@ def test_attribute_dataset_sharded_matches_direct_calls(cnn, capsys):
     assert "attribute: 2/2 (100%)" in capsys.readouterr().out
     # Predicted targets, a stochastic method with per-batch keys, no mesh.
     key = jax.random.key(5)
-    sg, pred = A.attribute_dataset(
+    sg, pred = attribute_dataset(
         A.smoothgrad,
         lf,
         v,
         batches,
         key=key,
-        target="predicted",
-        return_targets=True,
+        target_from="predicted",
         num_samples=3,
         progress=False,
     )
@@ -167,5 +165,5 @@ def test_attribute_dataset_sharded_matches_direct_calls(cnn, capsys):
         num_samples=3,
     )
     np.testing.assert_allclose(sg[:16], first, rtol=1e-4, atol=1e-6 * float(np.abs(first).max()))
-    with pytest.raises(ValueError, match="target must be one of"):
-        A.attribute_dataset(A.gradient, lf, v, batches, target="labels")
+    with pytest.raises(ValueError, match="target_from must be one of"):
+        attribute_dataset(A.gradient, lf, v, batches, target_from="labels")

@@ -6,17 +6,26 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxgrad._filters import resize_bilinear
 from jaxgrad.attribution import (
-    effective_biases,
     expected_gradients,
     fullgrad,
     fullgrad_decomposition,
     gradcam,
+    gradcam_layer_map,
     guided,
     guided_backprop,
 )
-from jaxgrad.attribution._common import resize_bilinear
-from jaxgrad.models import MLP, MnistCNN, ResNet, init_variables, linen_logit_fn, tap
+from jaxgrad.gradients import shift_logits, shift_to_target_map
+from jaxgrad.models import (
+    MLP,
+    MnistCNN,
+    ResNet,
+    effective_biases,
+    init_variables,
+    linen_logit_fn,
+    tap,
+)
 
 
 def total(decomposition, x):
@@ -67,7 +76,7 @@ def test_fullgrad_decomposition_sums_to_the_logit_relu_batchnorm(bn_resnet):
 
 def test_effective_bias_of_batchnorm_is_beta_minus_scaled_mean(bn_resnet):
     _, v, _ = bn_resnet
-    b = effective_biases(v, ["stem_bn_out"], bn_epsilon=1e-5)["stem_bn_out"]
+    b = effective_biases(v, bn_epsilon=1e-5)["stem_bn_out"]
     p, s = v["params"]["stem_bn"], v["batch_stats"]["stem_bn"]
     np.testing.assert_allclose(
         b, p["bias"] - s["mean"] * p["scale"] / np.sqrt(s["var"] + 1e-5), rtol=1e-6
@@ -123,7 +132,7 @@ def test_gradcam_is_zero_outside_the_region_the_logit_reads():
     lf = linen_logit_fn(model)
     t = jnp.zeros(3, jnp.int32)
     for variant in ("gradcam", "hirescam"):
-        cam = gradcam(lf, v, x, t, layer="feat", variant=variant, return_layer_map=True)
+        cam = gradcam_layer_map(lf, v, x, t, layer="feat", variant=variant)
         assert float(jnp.abs(cam[:, :4, :4]).min()) > 0
         outside = cam.at[:, :4, :4].set(0.0)
         assert float(jnp.abs(outside).max()) == 0.0
@@ -148,11 +157,9 @@ def test_gradcam_closed_form_and_hirescam_support():
     t = jnp.zeros(2, jnp.int32)
     a = x * jnp.arange(1.0, 4.0)[None, None, None]
     expected = jax.nn.relu(jnp.einsum("bhwc,c->bhw", a, w * 6 / 36))
-    cam = gradcam(lf, v, x, t, layer="feat", return_layer_map=True)
+    cam = gradcam_layer_map(lf, v, x, t, layer="feat")
     np.testing.assert_allclose(cam, expected, rtol=1e-5)
-    hires = gradcam(
-        lf, v, x, t, layer="feat", variant="hirescam", relu=False, return_layer_map=True
-    )
+    hires = gradcam_layer_map(lf, v, x, t, layer="feat", variant="hirescam", relu=False)
     expected = (
         jnp.zeros((2, 6, 6)).at[:, 1:3, 2:5].set(jnp.einsum("bhwc,c->bhw", a, w)[:, 1:3, 2:5])
     )
@@ -168,8 +175,10 @@ def test_gradcam_rejects_unknown_layers_and_non_spatial_layers():
         gradcam(lf, v, x, jnp.array([0]), layer="conv9")
     with pytest.raises(ValueError, match="layer 'fc1_act' must be spatial"):
         gradcam(lf, v, x, jnp.array([0]), layer="fc1_act")
-    with pytest.raises(ValueError, match="model="):
-        gradcam(lambda p, x: lf(p, x), v, x, jnp.array([0]), layer="hidden2_act")
+    # A plain logit function declares no internals: refused by name, never guessed.
+    for method, kw in ((gradcam, dict(layer="hidden2_act")), (fullgrad, {}), (guided_backprop, {})):
+        with pytest.raises(TypeError, match=f"{method.__name__} needs the model's internals"):
+            method(lambda p, x: lf(p, x), v, x, jnp.array([0]), **kw)
 
 
 def test_guided_backprop_of_a_linear_relu_net_by_hand():
@@ -224,3 +233,61 @@ def test_expected_gradients_closed_form_and_completeness(x64):
         expected_gradients(lf, c, x, t, key=jax.random.key(3), references=refs[:, :3])
     with pytest.raises(ValueError, match="num_samples"):
         expected_gradients(lf, c, x, t, key=jax.random.key(3), references=refs, num_samples=0)
+
+
+def test_layer_methods_explain_the_shifted_model_not_the_original():
+    """shift_to_target_map(lf, c, m) makes f~_c(x) = <m, x>: no layer reads it."""
+    model = MnistCNN(features=(4, 8), dense=16)
+    x = jax.random.uniform(jax.random.key(1), (3, 8, 8, 1))
+    v = init_variables(model, jax.random.key(0), x[:1])
+    lf = linen_logit_fn(model)
+    m = jax.random.normal(jax.random.key(2), (8, 8, 1))
+    shifted = shift_to_target_map(lf, 3, m)
+    c, k = jnp.full(3, 3), jnp.array([0, 5, 9])
+    # Grad-CAM / HiResCAM of class c: f~_c does not depend on any layer, so the map is 0,
+    # while the original model's is not.
+    for variant in ("gradcam", "hirescam"):
+        kw = dict(layer="hidden2_act", variant=variant, relu=False)
+        assert float(jnp.abs(gradcam_layer_map(shifted, v, x, c, **kw)).max()) == 0.0
+        assert float(jnp.abs(gradcam_layer_map(lf, v, x, c, **kw)).max()) > 0.0
+    # HiResCAM is linear in the logit: class k of the shifted model is f_k - f_c.
+    kw = dict(layer="hidden2_act", variant="hirescam", relu=False)
+    np.testing.assert_allclose(
+        gradcam_layer_map(shifted, v, x, k, **kw),
+        gradcam_layer_map(lf, v, x, k, **kw) - gradcam_layer_map(lf, v, x, c, **kw),
+        rtol=1e-4,
+        atol=1e-6,
+    )
+    # FullGrad of class c: the input part is <m, x> and no bias contributes (completeness
+    # holds for the shifted logit).
+    gx, bias_grads = fullgrad_decomposition(shifted, v, x, c)
+    np.testing.assert_allclose(gx, jnp.broadcast_to(m, x.shape), rtol=1e-5, atol=1e-6)
+    for b in bias_grads.values():
+        assert float(jnp.abs(b).max()) < 1e-6
+    for t in (c, k):
+        np.testing.assert_allclose(
+            total(fullgrad_decomposition(shifted, v, x, t), x),
+            shifted(v, x)[jnp.arange(3), t],
+            rtol=1e-4,
+            atol=1e-4,
+        )
+    # Guided backprop rebuilds the shifted model with guided activations: class c is m.
+    np.testing.assert_allclose(
+        guided_backprop(shifted, v, x, c), jnp.broadcast_to(m, x.shape), atol=1e-6
+    )
+    assert float(jnp.abs(guided_backprop(lf, v, x, c) - m[None]).max()) > 1e-3
+    # A shift independent of the layers leaves the layer gradients unchanged.
+    g = shift_logits(lf, lambda p, z: jnp.sum(jnp.sin(z), axis=(1, 2, 3)))
+    np.testing.assert_allclose(
+        gradcam_layer_map(g, v, x, k, layer="hidden2_act"),
+        gradcam_layer_map(lf, v, x, k, layer="hidden2_act"),
+        rtol=1e-5,
+    )
+
+
+def test_fullgrad_refuses_a_bias_without_a_tap():
+    model = RegionReader()  # a biased conv whose output is not tapped as "conv_out"
+    x = jax.random.uniform(jax.random.key(1), (2, 8, 8, 1))
+    v = init_variables(model, jax.random.key(0), x[:1])
+    with pytest.raises(ValueError, match=r"biases of \['conv_out'\] have no tap"):
+        fullgrad_decomposition(linen_logit_fn(model), v, x, jnp.zeros(2, jnp.int32))

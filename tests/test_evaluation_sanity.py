@@ -7,8 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxgrad.attribution import gradient, integrated_gradients
-from jaxgrad.evaluation import layer_names, randomization_stages, sanity_table
+from jaxgrad.attribution import completeness_delta, gradient, integrated_gradients
+from jaxgrad.drivers import sanity_table
+from jaxgrad.evaluation import layer_names, randomization_stages
 from jaxgrad.models import MnistCNN, init_variables, linen_logit_fn
 
 
@@ -84,7 +85,8 @@ def test_sanity_table_reference_rows_and_ig_sums(cnn):
     # Each stage is attributed with its own params: IG's sum follows the logit change
     # from the black baseline (completeness, to the quadrature error of a ReLU net).
     for stage, variables in stages:
-        ig, delta = integrated_gradients(lf, variables, x, t, steps=64, return_delta=True)
+        ig = integrated_gradients(lf, variables, x, t, steps=64)
+        delta = completeness_delta(lf, variables, x, t, ig)
         want = float(jnp.mean(jnp.sum(ig, axis=(1, 2, 3))))
         assert by[(stage, "ig", "attribution_sum")]["mean"] == pytest.approx(want, rel=1e-4)
         f = lf(variables, x)[jnp.arange(6), t] - lf(variables, jnp.zeros_like(x))[jnp.arange(6), t]

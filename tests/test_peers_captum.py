@@ -13,14 +13,14 @@ import pytest
 
 from jaxgrad import _random
 from jaxgrad.attribution import (
-    gradcam,
+    gradcam_layer_map,
     gradient,
     gradient_x_input,
     guided_backprop,
     integrated_gradients,
     smoothgrad,
 )
-from jaxgrad.attribution._common import resize_bilinear
+from jaxgrad._filters import resize_bilinear
 from jaxgrad.models import MLP, MnistCNN, init_variables, linen_logit_fn
 
 torch = pytest.importorskip(
@@ -173,11 +173,11 @@ def test_integrated_gradients_matches_captum(pair, rule, method):
 
 
 @pytest.mark.parametrize(
-    "aggregate, nt_type",
+    "statistic, nt_type",
     [("mean", "smoothgrad"), ("square", "smoothgrad_sq"), ("variance", "vargrad")],
 )
 def test_smoothgrad_matches_captum_noise_tunnel_with_the_same_noise(
-    pair, aggregate, nt_type, monkeypatch
+    pair, statistic, nt_type, monkeypatch
 ):
     logit_fn, variables, x, target, tmodel, to_t, from_t = pair
     key, n, level = jax.random.key(4), 8, 0.2
@@ -189,7 +189,7 @@ def test_smoothgrad_matches_captum_noise_tunnel_with_the_same_noise(
         key=key,
         num_samples=n,
         noise_level=level,
-        aggregate=aggregate,
+        statistic=statistic,
         chunk_size=3,
     )
     # The noise jaxgrad drew: sample s uses split(key, n)[s] -> (noise key, method key).
@@ -226,14 +226,8 @@ def test_guided_backprop_matches_captum(pair):
 
 def test_gradcam_matches_captum_layer_gradcam(cnn_pair):
     logit_fn, variables, x, target, tmodel, to_t, from_t = cnn_pair
-    ours = gradcam(
-        logit_fn,
-        variables,
-        jnp.asarray(x),
-        jnp.asarray(target),
-        layer="hidden2_act",
-        relu=False,
-        return_layer_map=True,
+    ours = gradcam_layer_map(
+        logit_fn, variables, jnp.asarray(x), jnp.asarray(target), layer="hidden2_act", relu=False
     )
     xt = torch.tensor(to_t(x).copy(), requires_grad=True)
     theirs = captum_attr.LayerGradCam(tmodel, tmodel.act2).attribute(

@@ -8,8 +8,15 @@ import numpy as np
 import pytest
 
 from jaxgrad.data import load_dataset
-from jaxgrad.evaluation import make_retrainer, mask_images, roar
+from jaxgrad.drivers import make_retrainer, roar
+from jaxgrad.evaluation import mask_images
 from jaxgrad.models import MLP
+
+
+def keep(x, a, k, which, **kw):
+    """DiffROAR's masks: keeping the top-k (bottom-k) is removing the 1 - k least (most) salient."""
+    order = {"top": "least", "bottom": "most"}[which]
+    return np.asarray(mask_images(x, a, 1.0 - k, order=order, **kw))
 
 
 def test_mask_keeps_exactly_the_top_or_bottom_pixels():
@@ -17,20 +24,25 @@ def test_mask_keeps_exactly_the_top_or_bottom_pixels():
     x = rng.uniform(0.1, 1.0, size=(3, 4, 5, 2)).astype(np.float32)
     a = rng.normal(size=x.shape).astype(np.float32)
     sal = np.abs(a).sum(-1).reshape(3, -1)
-    for keep in ("top", "bottom"):
-        m = mask_images(x, a, 0.25, keep=keep, fill_value=0.0)
+    for which in ("top", "bottom"):
+        m = keep(x, a, 0.25, which, fill_value=0.0)
         kept = (m != 0).all(-1).reshape(3, -1)
         assert (kept.sum(1) == 5).all()
-        order = np.argsort(-sal if keep == "top" else sal, axis=1, kind="stable")[:, :5]
+        order = np.argsort(-sal if which == "top" else sal, axis=1, kind="stable")[:, :5]
         for b in range(3):
             assert set(np.flatnonzero(kept[b])) == set(order[b])
-    r = mask_images(x, a, 0.5, keep="random", key=jax.random.key(0))
-    assert ((r != 0).all(-1).reshape(3, -1).sum(1) == 10).all()
-    with pytest.raises(ValueError, match=r"fractions must lie in \[0, 1\]"):
+    # Removing the 25% most salient is keeping the 75% least salient.
+    removed = (np.asarray(mask_images(x, a, 0.25, order="most")) == 0).all(-1).reshape(3, -1)
+    most = np.argsort(-sal, axis=1, kind="stable")[:, :5]
+    for b in range(3):
+        assert set(np.flatnonzero(removed[b])) == set(most[b])
+    r = mask_images(x, a, 0.5, order="random", key=jax.random.key(0))
+    assert ((np.asarray(r) != 0).all(-1).reshape(3, -1).sum(1) == 10).all()
+    with pytest.raises(ValueError, match=r"fraction must lie in \[0, 1\]"):
         mask_images(x, a, 1.5)
-    with pytest.raises(ValueError, match="keep must be one of"):
-        mask_images(x, a, 0.5, keep="middle")
-    with pytest.raises(ValueError, match="same shape|one shape"):
+    with pytest.raises(ValueError, match="order must be one of"):
+        mask_images(x, a, 0.5, order="middle")
+    with pytest.raises(ValueError, match="attribution must have x's shape"):
         mask_images(x, a[..., :1], 0.5)
 
 
@@ -83,8 +95,8 @@ def test_roar_seeds_fold_the_key_and_summarise_the_pairs():
         jax.random.key_data(jax.random.fold_in(key, s)).tolist() for s in range(3)
     ]
     ink = {
-        keep: np.array([mask_images(x, x, k, keep=keep).mean() for k in (0.25, 0.5)])
-        for keep in ("top", "bottom")
+        which: np.array([keep(x, x, k, which).mean() for k in (0.25, 0.5)])
+        for which in ("top", "bottom")
     }
     top = ink["top"][None] + offsets[:, None]
     bottom = ink["bottom"][None] + offsets[:, None]
@@ -126,10 +138,8 @@ def test_roar_seeds_fold_the_key_and_summarise_the_pairs():
         progress=False,
     )
     ink = {
-        keep: np.array(
-            [mask_images(x, x, k, keep=keep, aggregate="sum").mean() for k in (0.25, 0.5)]
-        )
-        for keep in ("top", "bottom")
+        which: np.array([keep(x, x, k, which, aggregate="sum").mean() for k in (0.25, 0.5)])
+        for which in ("top", "bottom")
     }
     np.testing.assert_allclose(
         flip["top_k_accuracy_per_seed"][0], ink["top"] + offsets[0], rtol=1e-6

@@ -19,14 +19,16 @@ from jaxgrad.models import MLP, MnistCNN, init_variables, linen_logit_fn
 from jaxgrad.score_matching import (
     anti_score_matching_loss,
     gradient_norm_regularizer,
-    hessian_trace,
-    hessian_trace_exact,
-    hessian_trace_hutchinson,
-    hessian_trace_taylor,
+    make_regularizer,
     regularized_loss,
     regularizer,
     score_matching_loss,
     stability_regularizer,
+)
+from jaxgrad.trace_estimators import (
+    hessian_trace_exact,
+    hessian_trace_hutchinson,
+    hessian_trace_taylor,
 )
 
 
@@ -57,15 +59,20 @@ def test_exact_trace_of_a_gaussian(key, x64):
 
 
 @pytest.mark.parametrize("distribution", ["rademacher", "gaussian"])
-@pytest.mark.parametrize("method", ["jvp", "vjp"])
-def test_hutchinson_mean_and_variance_match_closed_forms(distribution, method, key, x64):
+@pytest.mark.parametrize("product", ["jvp", "vjp"])
+def test_hutchinson_mean_and_variance_match_closed_forms(distribution, product, key, x64):
     f, precision, _ = gaussian(key)
     h = -precision
     n = 10_000
     x = jnp.broadcast_to(jax.random.normal(jax.random.fold_in(key, 1), (1, 6), jnp.float64), (n, 6))
     # One probe per row: n independent single-probe estimates.
     est = hessian_trace_hutchinson(
-        f, x, key=jax.random.fold_in(key, 2), num_probes=1, distribution=distribution, method=method
+        f,
+        x,
+        key=jax.random.fold_in(key, 2),
+        num_probes=1,
+        distribution=distribution,
+        product=product,
     )
     mean, var = float(jnp.mean(est)), float(jnp.var(est, ddof=1))
     assert abs(mean - float(jnp.trace(h))) < 3 * np.sqrt(var / n)
@@ -76,7 +83,13 @@ def test_hutchinson_mean_and_variance_match_closed_forms(distribution, method, k
     np.testing.assert_allclose(var, expected_var, rtol=0.10)
     # Averaging probes divides the variance.
     est16 = hessian_trace_hutchinson(
-        f, x[:2000], key=key, num_probes=16, distribution=distribution, method=method, chunk_size=5
+        f,
+        x[:2000],
+        key=key,
+        num_probes=16,
+        distribution=distribution,
+        product=product,
+        chunk_size=5,
     )
     np.testing.assert_allclose(float(jnp.var(est16, ddof=1)), expected_var / 16, rtol=0.15)
 
@@ -141,8 +154,11 @@ def test_score_matching_recovers_a_gaussian(estimator, key, x64):
             prec = jnp.exp(theta["log_prec"])[None]
             return -0.5 * jnp.sum(prec * (x - theta["mean"][None]) ** 2, axis=-1)
 
-        kw = {} if estimator == "exact" else dict(key=k, num_probes=1, distribution="gaussian")
-        return jnp.mean(score_matching_loss(f, data, estimator=estimator, **kw))
+        if estimator == "exact":
+            trace = hessian_trace_exact
+        else:
+            trace = functools.partial(hessian_trace_hutchinson, distribution="gaussian")
+        return jnp.mean(score_matching_loss(f, data, key=k, trace_estimator=trace))
 
     steps = 1500
     tx = optax.adam(optax.cosine_decay_schedule(0.05, steps))
@@ -297,7 +313,12 @@ def test_jit_vmap_grad_and_determinism(smooth_mlp, key):
         functools.partial(hessian_trace_exact, f, chunk_size=9),
         functools.partial(hessian_trace_hutchinson, f, key=key, num_probes=3, chunk_size=2),
         functools.partial(hessian_trace_taylor, f, key=key, sigma=0.01, num_samples=3),
-        functools.partial(score_matching_loss, f, key=key, estimator="taylor", num_samples=2),
+        functools.partial(
+            score_matching_loss,
+            f,
+            key=key,
+            trace_estimator=functools.partial(hessian_trace_taylor, num_samples=2),
+        ),
     ):
         eager = fn(x)
         assert eager.shape == (2,)
@@ -347,7 +368,7 @@ def test_losses_and_regularizers_closed_forms(key, x64):
     g = -(x - mean[None]) @ precision
     np.testing.assert_allclose(gradient_norm_regularizer(f, x), 0.5 * jnp.sum(g**2, -1), rtol=1e-10)
     np.testing.assert_allclose(
-        score_matching_loss(f, x, estimator="exact"),
+        score_matching_loss(f, x, trace_estimator=hessian_trace_exact),
         -jnp.trace(precision) + 0.5 * jnp.sum(g**2, -1),
         rtol=1e-10,
     )
@@ -374,14 +395,28 @@ def test_regularized_loss_is_eq_4(key, x64):
     )
     np.testing.assert_allclose(
         regularized_loss(
-            logit_fn, w, x, y, kind="score_matching", lam=0.1, mu=0.01, estimator="exact"
+            logit_fn,
+            w,
+            x,
+            y,
+            kind="score_matching",
+            lam=0.1,
+            mu=0.01,
+            trace_estimator=hessian_trace_exact,
         ),
         ce + 0.1 * (h + gn + 0.01 * h**2),
         rtol=1e-10,
     )
     np.testing.assert_allclose(
         regularized_loss(
-            logit_fn, w, x, y, kind="anti_score_matching", lam=0.1, tau=0.0, estimator="exact"
+            logit_fn,
+            w,
+            x,
+            y,
+            kind="anti_score_matching",
+            lam=0.1,
+            tau=0.0,
+            trace_estimator=hessian_trace_exact,
         ),
         ce - 0.1 * jnp.minimum(h, 0.0),
         rtol=1e-10,
@@ -391,8 +426,22 @@ def test_regularized_loss_is_eq_4(key, x64):
     np.testing.assert_array_equal(
         a, regularized_loss(logit_fn, w, x, y, kind="score_matching", key=key)
     )
-    r = regularizer(logit_fn, w, x, y, kind="score_matching", key=key, sigma=0.01)
+    r = regularizer(logit_fn, w, x, y, kind="score_matching", key=key)
     np.testing.assert_allclose(a, ce + 1e-3 * r, rtol=1e-12)  # the paper's lam
+    # The one place Eq. 4 is weighted: make_regularizer gives lam * R with the paper's values.
+    reg = make_regularizer("score_matching")
+    np.testing.assert_allclose(reg(logit_fn, w, x, y, key=key), 1e-3 * r, rtol=1e-12)
+
+    # The Taylor estimator reuses f(x) from the gradient's forward pass: same numbers as a
+    # wrapper that hides f_x= (and so recomputes f(x)).
+    def no_f_x(f_, x_, *, key):
+        return hessian_trace_taylor(f_, x_, key=key)
+
+    np.testing.assert_allclose(
+        regularizer(logit_fn, w, x, y, kind="score_matching", key=key, trace_estimator=no_f_x),
+        r,
+        rtol=1e-12,
+    )
 
 
 def test_shift_keeps_softmax_and_moves_gradients(small_cnns, key):
@@ -423,16 +472,14 @@ def test_bad_arguments_are_named(key):
         hessian_trace_hutchinson(f, x, key=key, num_probes=0)
     with pytest.raises(ValueError, match="distribution"):
         hessian_trace_hutchinson(f, x, key=key, distribution="uniform")
-    with pytest.raises(ValueError, match="method"):
-        hessian_trace_hutchinson(f, x, key=key, method="fwd")
+    with pytest.raises(ValueError, match="product must be one of"):
+        hessian_trace_hutchinson(f, x, key=key, product="fwd")
     with pytest.raises(ValueError, match="sigma"):
         hessian_trace_taylor(f, x, key=key, sigma=0.0)
     with pytest.raises(ValueError, match="chunk_size"):
         hessian_trace_exact(f, x, chunk_size=0)
-    with pytest.raises(ValueError, match="estimator"):
-        hessian_trace(f, x, estimator="hutch", key=key)
-    with pytest.raises(ValueError, match="key"):
-        hessian_trace(f, x, estimator="taylor")
+    with pytest.raises(TypeError, match="key"):
+        hessian_trace_taylor(f, x)
     with pytest.raises(ValueError, match="rank|batch axis"):
         hessian_trace_exact(f, jnp.ones(3))
     with pytest.raises(ValueError, match="kind"):

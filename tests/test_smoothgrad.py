@@ -27,8 +27,8 @@ def test_zero_noise_equals_the_gradient(setup, key):
     np.testing.assert_allclose(sg, gradient(quadratic, a, x, t), rtol=1e-6)
 
 
-@pytest.mark.parametrize("aggregate", ["mean", "square", "variance"])
-def test_aggregates_match_closed_forms(aggregate, setup, key):
+@pytest.mark.parametrize("statistic", ["mean", "square", "variance"])
+def test_statistics_match_closed_forms(statistic, setup, key):
     a, x, t = setup
     n, level = 20_000, 0.1
     span = x.max(axis=1, keepdims=True) - x.min(axis=1, keepdims=True)
@@ -39,7 +39,7 @@ def test_aggregates_match_closed_forms(aggregate, setup, key):
             quadratic,
             num_samples=n,
             noise_level=level,
-            aggregate=aggregate,
+            statistic=statistic,
             chunk_size=4096,
         )
     )(a, x, t, key=key)
@@ -47,13 +47,13 @@ def test_aggregates_match_closed_forms(aggregate, setup, key):
         "mean": a[None] * x,
         "square": a[None] ** 2 * (x**2 + s**2),
         "variance": a[None] ** 2 * s**2,
-    }[aggregate]
+    }[statistic]
     # Monte Carlo tolerance: a few standard errors of the sample mean of g or g^2.
     sd = {
         "mean": jnp.abs(a[None]) * s,
         "square": a[None] ** 2 * (2 * s * jnp.abs(x) + 2 * s**2),
         "variance": a[None] ** 2 * s**2 * np.sqrt(2),
-    }[aggregate]
+    }[statistic]
     np.testing.assert_allclose(sg, expected, atol=float(jnp.max(5 * sd / np.sqrt(n))) + 1e-6)
 
 
@@ -84,8 +84,8 @@ def test_deterministic_per_key_chunking_invariant_and_wraps_ig(setup, key):
 
 def test_bad_arguments_are_named(setup, key):
     a, x, t = setup
-    with pytest.raises(ValueError, match="aggregate"):
-        smoothgrad(quadratic, a, x, t, key=key, aggregate="max")
+    with pytest.raises(ValueError, match="statistic"):
+        smoothgrad(quadratic, a, x, t, key=key, statistic="max")
     with pytest.raises(ValueError, match="num_samples"):
         smoothgrad(quadratic, a, x, t, key=key, num_samples=0)
     with pytest.raises(ValueError, match="noise_level"):
