@@ -1,9 +1,18 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
-from jaxgrad.gradients import input_gradients, select_logits
+from jaxgrad import _random
+from jaxgrad.gradients import (
+    hvp,
+    input_gradients,
+    log_density,
+    score,
+    select_logits,
+    shift_logits,
+)
 
 
 def linear_logit_fn(params, x):
@@ -63,3 +72,72 @@ def test_bad_targets_are_named(linear):
         select_logits(linear_logit_fn(params, x), jnp.zeros(4))
     with pytest.raises(TypeError, match="floating"):
         input_gradients(linear_logit_fn, params, x.astype(jnp.int32), jnp.zeros(4, jnp.int32))
+
+
+def test_gradients_view_of_the_density(small_cnns):
+    models, x = small_cnns
+    logit_fn, variables = models["softplus"]
+    target = jnp.array([3, 7])
+    logits = logit_fn(variables, x)
+    np.testing.assert_allclose(
+        log_density(logit_fn, variables, x, target), logits[jnp.arange(2), target]
+    )
+    np.testing.assert_allclose(
+        log_density(logit_fn, variables, x), jax.nn.logsumexp(logits, -1), rtol=1e-6
+    )
+    np.testing.assert_array_equal(
+        score(logit_fn, variables, x, target), input_gradients(logit_fn, variables, x, target)
+    )
+    # The marginal score is the softmax-weighted average of the class scores.
+    p = jax.nn.softmax(logits)
+    per_class = jnp.stack(
+        [input_gradients(logit_fn, variables, x, jnp.full(2, k)) for k in range(10)], 1
+    )
+    np.testing.assert_allclose(
+        score(logit_fn, variables, x),
+        jnp.einsum("bk,bk...->b...", p, per_class),
+        rtol=1e-4,
+        atol=1e-7,
+    )
+    # hvp against jax.hessian.
+    v = jax.random.normal(jax.random.key(5), x.shape)
+    f = lambda z: select_logits(logit_fn(variables, z), target)  # noqa: E731
+    hv = hvp(f, x, v)
+    fb = lambda z: logit_fn(variables, z.reshape(1, 6, 6, 1))[0, 3]  # noqa: E731
+    np.testing.assert_allclose(
+        hv[0].ravel(), jax.hessian(fb)(x[0].ravel()) @ v[0].ravel(), rtol=1e-3, atol=1e-6
+    )
+
+
+def test_shift_keeps_softmax_and_moves_gradients(small_cnns, key):
+    models, x = small_cnns
+    logit_fn, variables = models["relu"]
+    g = lambda p, z: 3.0 * jnp.sum(jnp.sin(z), axis=(1, 2, 3))  # noqa: E731
+    shifted = shift_logits(logit_fn, g)
+    np.testing.assert_allclose(
+        jax.nn.softmax(shifted(variables, x)), jax.nn.softmax(logit_fn(variables, x)), atol=1e-6
+    )
+    target = jnp.array([1, 4])
+    diff = input_gradients(shifted, variables, x, target) - input_gradients(
+        logit_fn, variables, x, target
+    )
+    np.testing.assert_allclose(diff, 3.0 * jnp.cos(x), rtol=1e-5, atol=1e-5)
+    ce = lambda lf: optax.softmax_cross_entropy_with_integer_labels(lf(variables, x), target).sum()  # noqa: E731
+    np.testing.assert_allclose(
+        jax.grad(lambda z: ce(lambda p, _: shifted(p, z)))(x),
+        jax.grad(lambda z: ce(lambda p, _: logit_fn(p, z)))(x),
+        atol=1e-5,
+    )
+
+
+def test_flat_draws_equal_shaped_draws(key):
+    shape = (3, 5, 4, 2)
+    np.testing.assert_array_equal(_random.normal(key, shape), jax.random.normal(key, shape))
+    np.testing.assert_array_equal(
+        _random.rademacher(key, shape), jax.random.rademacher(key, shape, jnp.float32)
+    )
+
+
+def test_hvp_rejects_directions_of_another_shape():
+    with pytest.raises(ValueError, match="v must have"):
+        hvp(lambda z: jnp.sum(z**2, axis=-1), jnp.ones((2, 3)), jnp.ones(3))

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from jaxgrad import _random
+from jaxgrad._filters import resize_bilinear
 from jaxgrad.attribution import (
     gradcam_layer_map,
     gradient,
@@ -20,7 +21,6 @@ from jaxgrad.attribution import (
     integrated_gradients,
     smoothgrad,
 )
-from jaxgrad._filters import resize_bilinear
 from jaxgrad.models import MLP, MnistCNN, init_variables, linen_logit_fn
 
 torch = pytest.importorskip(

@@ -121,7 +121,7 @@ def test_masked_rows_do_not_count(digits):
     l_masked, _ = loss_fn(state.params, {}, masked, jax.random.key(0))
     np.testing.assert_allclose(l_half, l_masked, rtol=1e-6)
     np.testing.assert_allclose(masked_mean(jnp.array([1.0, 3.0]), None), 2.0)
-    with pytest.raises(ValueError, match="labels must have shape"):
+    with pytest.raises(ValueError, match="target must have shape"):
         cross_entropy(jnp.zeros((4, 10)), jnp.zeros((3,), jnp.int32))
 
 
