@@ -18,9 +18,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.common import launch, save_config, train_classifier
+from experiments.common import launch, load_splits, make_mesh, make_model, save_config, train_model
 from jaxgrad import sharding as shd
 from jaxgrad.gradients import input_gradients
+from jaxgrad.training import classifier_loss
 from jaxgrad.viz import attribution_grid
 
 
@@ -29,16 +30,23 @@ def run(config, workdir: str | Path) -> dict:
     t_start = time.perf_counter()
     workdir = Path(workdir).absolute()
     save_config(config, workdir)
-    trained = train_classifier(config, workdir, jax.random.key(config.seed))
-    state, logit_fn, test, result = (
-        trained.state,
-        trained.logit_fn,
-        trained.test,
-        trained.test_metrics,
+    train, test = load_splits(config.data)
+    model = make_model(config.model, config.data.num_classes)
+    trained = train_model(
+        model,
+        classifier_loss(model),
+        train,
+        config.train,
+        key=jax.random.key(config.seed),
+        test=test,
+        mesh=make_mesh(config.num_devices),
+        checkpoint_dir=workdir / "checkpoints",
+        metrics_path=workdir / "metrics.jsonl",
     )
+    state, logit_fn, result = trained.state, trained.logit_fn, trained.test_metrics
     batch_size, n_dev = trained.batch_size, trained.mesh.devices.size
 
-    n = config.attribution.num_images
+    n = config.evaluation.num_images
     x, y = jnp.asarray(test["image"][:n]), jnp.asarray(test["label"][:n])
     logits = jax.jit(logit_fn)(state.variables, x)
     pred = jnp.argmax(logits, -1)

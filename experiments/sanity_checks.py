@@ -20,7 +20,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.common import launch, pyplot, save_config, train_classifier
+from experiments.common import (
+    launch,
+    load_splits,
+    make_mesh,
+    make_model,
+    pyplot,
+    save_config,
+    train_model,
+)
 from jaxgrad import sharding as shd
 from jaxgrad.attribution import gradient, gradient_x_input, integrated_gradients, smoothgrad
 from jaxgrad.evaluation import (
@@ -32,6 +40,7 @@ from jaxgrad.evaluation import (
     sanity_table,
     spearman_nz,
 )
+from jaxgrad.training import classifier_loss
 from jaxgrad.viz import attribution_grid
 
 METRICS = ("spearman", "spearman_abs", "spearman_nz")
@@ -67,11 +76,10 @@ def control(x: np.ndarray, key: jax.Array, draws: int) -> dict:
     return out
 
 
-def pixel_perturbation_curves(trained, variables, config) -> dict:
+def pixel_perturbation_curves(trained, variables, test, p) -> dict:
     """Accuracy as IG's most / least salient pixels, or random ones, are set to black."""
-    p = config.perturbation
-    x = jnp.asarray(trained.test["image"][: p.num_images])
-    y = jnp.asarray(trained.test["label"][: p.num_images])
+    x = jnp.asarray(test["image"][: p.num_images])
+    y = jnp.asarray(test["label"][: p.num_images])
     ig = jax.jit(
         lambda v, xx, yy: integrated_gradients(
             trained.logit_fn, v, xx, yy, steps=p.ig_steps, chunk_size=16
@@ -109,11 +117,23 @@ def run(config, workdir: str | Path) -> dict:
     t0 = time.perf_counter()
     workdir = Path(workdir).absolute()
     save_config(config, workdir)
-    trained = train_classifier(config, workdir, jax.random.key(config.seed))
-    variables = shd.to_host(trained.state.variables)
-    s = config.sanity
-    x = jnp.asarray(trained.test["image"][: s.num_images])
-    y = jnp.asarray(trained.test["label"][: s.num_images])
+    train, test = load_splits(config.data)
+    model = make_model(config.model, config.data.num_classes)
+    trained = train_model(
+        model,
+        classifier_loss(model),
+        train,
+        config.train,
+        key=jax.random.key(config.seed),
+        test=test,
+        mesh=make_mesh(config.num_devices),
+        checkpoint_dir=workdir / "checkpoints",
+        metrics_path=workdir / "metrics.jsonl",
+    )
+    variables = shd.to_host(trained.variables)
+    s = config.evaluation.sanity
+    x = jnp.asarray(test["image"][: s.num_images])
+    y = jnp.asarray(test["label"][: s.num_images])
     layers = layer_names(variables, trained.model, x[:1])  # call order, output first
     stages = randomization_stages(
         variables, key=jax.random.key(config.seed + 1), layers=layers, stddev=s.stddev
@@ -133,7 +153,9 @@ def run(config, workdir: str | Path) -> dict:
     )
     rows = sanity_table(methods, trained.logit_fn, stages, x, y, key=jax.random.key(7))
     ctrl = control(np.asarray(x), jax.random.key(11), s.control_draws)
-    perturbation = pixel_perturbation_curves(trained, variables, config)
+    perturbation = pixel_perturbation_curves(
+        trained, variables, test, config.evaluation.perturbation
+    )
     results = {
         "perturbation": perturbation,
         "test_accuracy": trained.test_metrics["accuracy"],
@@ -198,8 +220,8 @@ def _report(workdir, config, results):
         "# Sanity checks by cascading randomization",
         "",
         f"CNN trained on `{config.data.source}` (test accuracy {results['test_accuracy']:.4f}); "
-        f"{config.sanity.num_images} test images, target = label, cascading re-initialisation "
-        f"from the output layer (truncated normal, std {config.sanity.stddev}); "
+        f"{config.evaluation.sanity.num_images} test images, target = label, cascading re-initialisation "
+        f"from the output layer (truncated normal, std {config.evaluation.sanity.stddev}); "
         f"{results['seconds']:.0f} s in all.",
         "",
         "Means over images with 99% intervals. The note (Sundararajan & Taly) reports, for IG: "

@@ -22,9 +22,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.common import launch, pyplot, save_config, train_adam
+from experiments.common import (
+    launch,
+    load_splits,
+    make_mesh,
+    make_model,
+    override,
+    pyplot,
+    save_config,
+    train_model,
+)
 from jaxgrad.attribution import gradient
-from jaxgrad.data import load_dataset
 from jaxgrad.evaluation import (
     area_under_curve,
     density_ratio_profile,
@@ -33,14 +41,8 @@ from jaxgrad.evaluation import (
     pixel_perturbation,
 )
 from jaxgrad.gradients import select_logits
-from jaxgrad.models import MnistCNN, linen_logit_fn
 from jaxgrad.score_matching import PAPER_DEFAULTS, hessian_trace_hutchinson
-from jaxgrad.training import (
-    classifier_loss,
-    evaluate,
-    make_eval_step,
-    regularized_classifier_loss,
-)
+from jaxgrad.training import classifier_loss, regularized_classifier_loss
 from jaxgrad.viz import attribution_grid
 
 NAMES = {
@@ -86,34 +88,35 @@ def _in_chunks(fn, n, size, *arrays):
     return jnp.concatenate([fn(*(a[i : i + size] for a in arrays)) for i in range(0, n, size)])
 
 
-def measure(config, objective, lf, variables, proxy_lf, proxy_vars, test, key) -> dict:
+def measure(config, objective, trained, judge, test, key) -> dict:
     """Every measurement of one trained model."""
-    out = {}
-    out["test_accuracy"] = evaluate(make_eval_step(lf), variables, test, batch_size=256)["accuracy"]
-    n = config.trace_images
+    lf, variables = trained.logit_fn, trained.variables
+    e = config.evaluation
+    out = {"test_accuracy": trained.test_metrics["accuracy"]}
+    n = e.trace.num_images
     x, y = jnp.asarray(test["image"][:n]), jnp.asarray(test["label"][:n])
 
     def trace(xx, yy):
-        return _hessian_trace(lf, variables, xx, yy, key, num_probes=config.trace_probes)
+        return _hessian_trace(lf, variables, xx, yy, key, num_probes=e.trace.num_probes)
 
     tr = np.asarray(_in_chunks(trace, n, 64, x, y))
     out["hessian_trace"] = {"mean": float(tr.mean()), "median": float(np.median(tr))}
     # GAN-test: activation maximisation from noise, judged by the proxy.
-    g = config.gan_test
+    g = e.gan_test
     targets = jnp.arange(g.num_samples) % 10
     x0 = jnp.clip(0.5 + 0.2 * jax.random.normal(key, (g.num_samples, *x.shape[1:])), 0.0, 1.0)
     samples = _activation_maximisation(
         lf, variables, x0, targets, g.step_size, g.weight_decay, steps=g.steps
     )
     out["gan_test_accuracy"] = float(
-        gan_test_accuracy(proxy_lf, proxy_vars, samples, targets).mean()
+        gan_test_accuracy(judge.logit_fn, judge.variables, samples, targets).mean()
     )
     out["self_accuracy_on_samples"] = float(
         jnp.mean(jnp.argmax(lf(variables, samples), -1) == targets)
     )
     # Discriminative pixel perturbation: least salient pixels by the model's own gradient
     # replaced by the image mean (the paper's text); accuracy. Random order as the control.
-    p = config.perturbation
+    p = e.perturbation
     xp, yp = jnp.asarray(test["image"][: p.num_images]), jnp.asarray(test["label"][: p.num_images])
     attr = gradient(lf, variables, xp, yp)
     out["pixel_perturbation"] = {"fractions": list(p.fractions)}
@@ -137,7 +140,7 @@ def measure(config, objective, lf, variables, proxy_lf, proxy_vars, test, key) -
             "auc": float(area_under_curve(r["fractions"], acc)),
         }
     # Density-ratio profile E[exp(f_y(x + eta) - f_y(x))] over noise levels.
-    d = config.density_ratio
+    d = e.density_ratio
     xd, yd = jnp.asarray(test["image"][: d.num_images]), jnp.asarray(test["label"][: d.num_images])
     sigmas = jnp.asarray(d.sigmas, jnp.float32)
     prof = np.asarray(_density_ratio(lf, variables, xd, yd, key, sigmas, num_samples=d.num_samples))
@@ -156,37 +159,33 @@ def run(config, workdir: str | Path) -> dict:
     t0 = time.perf_counter()
     workdir = Path(workdir).absolute()
     save_config(config, workdir)
-    train = load_dataset(config.source, "train")
-    test = load_dataset(config.source, "test")
+    train, test = load_splits(config.data)
+    mesh = make_mesh(config.num_devices)
     key = jax.random.key(config.seed)
-    m = config.model
+    judge_config = config.evaluation.gan_test.judge
     print("training the GAN-test judge (ReLU CNN, another seed)", flush=True)
-    proxy = MnistCNN(features=tuple(m.features), dense=m.dense, activation="relu")
-    proxy_vars = train_adam(
-        config,
-        proxy,
-        classifier_loss(proxy),
+    judge_model = make_model(
+        override(config.model, activation=judge_config.activation, beta=judge_config.beta),
+        config.data.num_classes,
+    )
+    judge = train_model(
+        judge_model,
+        classifier_loss(judge_model),
         train,
-        jax.random.fold_in(key, 1000),
-        config.proxy_epochs,
+        override(config.train, epochs=judge_config.epochs),
+        key=jax.random.fold_in(key, 1000),
+        test=test,
+        mesh=mesh,
     )
-    proxy_lf = linen_logit_fn(proxy)
-    results = {
-        "judge_test_accuracy": evaluate(make_eval_step(proxy_lf), proxy_vars, test, batch_size=256)[
-            "accuracy"
-        ]
-    }
-    model = MnistCNN(
-        features=tuple(m.features), dense=m.dense, activation=m.activation, beta=m.beta
-    )
-    lf = linen_logit_fn(model)
+    results = {"judge_test_accuracy": judge.test_metrics["accuracy"]}
+    model = make_model(config.model, config.data.num_classes)
     samples, maps = {}, {}
-    for objective in config.objectives:
+    for objective in config.train.objectives:
         print(f"training with {NAMES[objective]}", flush=True)
         loss = regularized_classifier_loss(model, kind=objective)
-        variables = train_adam(config, model, loss, train, key, config.epochs)
+        trained = train_model(model, loss, train, config.train, key=key, test=test, mesh=mesh)
         row, samples[objective], maps[objective] = measure(
-            config, objective, lf, variables, proxy_lf, proxy_vars, test, jax.random.fold_in(key, 7)
+            config, objective, trained, judge, test, jax.random.fold_in(key, 7)
         )
         results[objective] = row
         headline = ("test_accuracy", "gan_test_accuracy", "hessian_trace")
@@ -202,7 +201,7 @@ def run(config, workdir: str | Path) -> dict:
 def _figures(workdir, config, test, results, samples, maps):
     plt = pyplot()
 
-    objectives = list(config.objectives)
+    objectives = list(config.train.objectives)
     # One sample per class (the first of each), a row per objective.
     fig, axes = plt.subplots(
         len(objectives), 10, figsize=(10, 1.1 * len(objectives) + 0.4), squeeze=False
@@ -251,18 +250,19 @@ def _figures(workdir, config, test, results, samples, maps):
 
 def _report(workdir, config, out):
     res = out["results"]
-    m, g, p, d = config.model, config.gan_test, config.perturbation, config.density_ratio
+    e, m, t = config.evaluation, config.model, config.train
+    g, p, d = e.gan_test, e.perturbation, e.density_ratio
     lines = [
         "# Score matching at MNIST scale (Srinivas & Fleuret 2021)",
         "",
         f"CNN conv5x5x{m.features[0]}, conv5x5x{m.features[1]}, dense {m.dense}, "
-        f"{m.activation} (beta {m.beta}); {config.epochs} epochs of Adam {config.learning_rate}, "
-        f"batch {config.batch_size}, on `{config.source}`. Regularizers of Eq. 4 with the "
+        f"{m.activation} (beta {m.beta}); {t.epochs} epochs of Adam {t.learning_rate}, "
+        f"batch {t.batch_size}, on `{config.data.source}`. Regularizers of Eq. 4 with the "
         "paper's hyper-parameters (`PAPER_DEFAULTS`; Taylor trace estimate, one sample). "
         f"{out['seconds']:.0f} s.",
         "",
-        f"- Hessian trace of the label's logit: Hutchinson, {config.trace_probes} Rademacher "
-        f"probes, {config.trace_images} test images.",
+        f"- Hessian trace of the label's logit: Hutchinson, {e.trace.num_probes} Rademacher "
+        f"probes, {e.trace.num_images} test images.",
         f"- GAN-test: {g.num_samples} samples ({g.num_samples // 10} per class), {g.steps} steps "
         f"of gradient ascent with step {g.step_size} and weight decay {g.weight_decay} toward "
         "0.5, from clip(N(0.5, 0.2^2), 0, 1); judged by a ReLU CNN of the same widths trained "
@@ -279,7 +279,7 @@ def _report(workdir, config, out):
         + " | paper (CIFAR-100): acc. / GAN-test |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for obj in config.objectives:
+    for obj in t.objectives:
         r = res[obj]
         pp = r["pixel_perturbation"]
         ratios = " / ".join(f"{v:.3g}" for v in r["density_ratio"]["mean"])

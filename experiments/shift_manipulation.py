@@ -17,17 +17,24 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
-from experiments.common import launch, save_config, train_classifier
-from jaxgrad.data import steps_per_epoch
+from experiments.common import (
+    launch,
+    load_splits,
+    make_mesh,
+    make_model,
+    override,
+    save_config,
+    train_model,
+)
+from jaxgrad import sharding as shd
 from jaxgrad.gradients import (
     cosine_similarity,
     gradient_manipulation_loss,
     input_gradients,
     shift_to_target_map,
 )
-from jaxgrad.training import create_train_state, fit, make_train_step, masked_mean
+from jaxgrad.training import classifier_loss, masked_mean
 from jaxgrad.viz import attribution_grid
 
 
@@ -50,8 +57,20 @@ def run(config, workdir: str | Path) -> dict:
     t0 = time.perf_counter()
     workdir = Path(workdir).absolute()
     save_config(config, workdir)
-    trained = train_classifier(config, workdir / "base", jax.random.key(config.seed))
-    logit_fn, variables, test = trained.logit_fn, trained.state.variables, trained.test
+    train, test = load_splits(config.data)
+    model = make_model(config.model, config.data.num_classes)
+    trained = train_model(
+        model,
+        classifier_loss(model),
+        train,
+        config.train,
+        key=jax.random.key(config.seed),
+        test=test,
+        mesh=make_mesh(config.num_devices),
+        checkpoint_dir=workdir / "base" / "checkpoints",
+        metrics_path=workdir / "base" / "metrics.jsonl",
+    )
+    logit_fn, variables = trained.logit_fn, trained.variables
     mc = config.manipulation
     m = jnp.asarray(target_map(mc.target_map, test["image"].shape[1:]))
     x, y = jnp.asarray(test["image"]), jnp.asarray(test["label"])
@@ -71,9 +90,6 @@ def run(config, workdir: str | Path) -> dict:
     }
 
     # (b) Learned: fine-tune with CE + alpha (1 - cos(grad f_y, m)).
-    model = trained.model
-    tx = optax.adam(mc.learning_rate)
-
     def loss_fn(params, model_state, batch, key):
         del key
         v = {"params": params, **model_state}
@@ -86,32 +102,25 @@ def run(config, workdir: str | Path) -> dict:
         )
         return masked_mean(per, batch["mask"]), (model_state, {"accuracy": acc})
 
-    state = create_train_state(model, tx, jax.random.key(0), x[:1], mesh=trained.mesh)
-    # Copies: the train step donates its state, and the original model is measured afterwards.
-    state = state.replace(
-        params=jax.tree.map(jnp.copy, trained.state.params),
-        model_state=jax.tree.map(jnp.copy, trained.state.model_state),
-    )
-    num_steps = mc.epochs * steps_per_epoch(len(trained.train["label"]), trained.batch_size)
-    print(f"fine-tuning for {num_steps} steps with alpha={mc.alpha}", flush=True)
-    state = fit(
-        state,
-        make_train_step(loss_fn, tx, mesh=trained.mesh),
-        trained.train,
+    print(f"fine-tuning with alpha={mc.alpha}", flush=True)
+    finetuned = train_model(
+        model,
+        loss_fn,
+        train,
+        override(config.train, **mc.finetune),
         key=jax.random.key(config.seed + 1),
-        batch_size=trained.batch_size,
-        num_steps=num_steps,
+        init=variables,
         mesh=trained.mesh,
         metrics_path=workdir / "finetune_metrics.jsonl",
-        log_every=config.train.log_every,
     )
-    tuned = state.variables
+    num_steps = int(shd.to_host(finetuned.state.step))
+    tuned = finetuned.variables
     cos_before = cosine_similarity(grads_fn(logit_fn, variables, x, y), m)
     g_after = grads_fn(logit_fn, tuned, x, y)
     cos_after = cosine_similarity(g_after, m)
     learned = {
         "accuracy_original": trained.test_metrics["accuracy"],
-        "accuracy_finetuned": trained.evaluate(tuned)["accuracy"],
+        "accuracy_finetuned": trained.evaluate(tuned, test)["accuracy"],
         "cosine_to_map_before": float(jnp.mean(cos_before)),
         "cosine_to_map_after": float(jnp.mean(cos_after)),
         "cosine_to_map_after_min": float(jnp.min(cos_after)),
@@ -127,7 +136,7 @@ def run(config, workdir: str | Path) -> dict:
         "test_images": int(len(y)),
     }
 
-    n = mc.num_images
+    n = config.evaluation.num_images
     g_before = grads_fn(logit_fn, variables, x[:n], y[:n])
     figure = attribution_grid(
         np.asarray(x[:n]),

@@ -20,17 +20,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """Config; ``arg="smoke"`` shortens both trainings for tests."""
     c = demo.get_config(arg)
     c.train.epochs = 30  # a converged original (98.9% on digits), so fine-tuning cannot gain
+    c.evaluation.num_images = 8  # gradients shown before and after
     c.manipulation = ml_collections.ConfigDict(
         dict(
             target_map="cross",
             target_class=3,
             alpha=5.0,
-            learning_rate=3e-4,
-            epochs=20,
-            num_images=8,
+            finetune=dict(learning_rate=3e-4, epochs=20),  # overrides of the train section
         )
     )
     if arg == "smoke":
         c.train.epochs = 1
-        c.manipulation.epochs = 1
+        c.manipulation.finetune.epochs = 1
     return c
