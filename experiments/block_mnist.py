@@ -12,7 +12,6 @@ Writes ``config.json``, ``results.json``, ``diff_roar.csv``, ``gradients.png``,
 
 from __future__ import annotations
 
-import csv
 import json
 import time
 from pathlib import Path
@@ -21,15 +20,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments import report
 from experiments.common import (
     launch,
     load_splits,
     make_mesh,
     make_model,
     override,
-    pyplot,
     retrainer,
-    save_config,
     train_model,
 )
 from jaxgrad.attribution import attribute_dataset, gradient
@@ -37,7 +35,6 @@ from jaxgrad.data import eval_batches, make_block_mnist, signal_mask
 from jaxgrad.evaluation import block_localization, mean_ci99, roar
 from jaxgrad.models import linen_logit_fn
 from jaxgrad.training import adversarial_classifier_loss, classifier_loss, pgd_attack
-from jaxgrad.viz import attribution_grid
 
 
 def describe(spec) -> str:
@@ -87,7 +84,7 @@ def run(config, workdir: str | Path) -> dict:
     """Runs the experiment into ``workdir``."""
     t0 = time.perf_counter()
     workdir = Path(workdir).absolute()
-    save_config(config, workdir)
+    report.write_config(workdir, config)
     mesh = make_mesh(config.num_devices)
     base_train, base_test = load_splits(config.data)
     block = (
@@ -105,19 +102,18 @@ def run(config, workdir: str | Path) -> dict:
             out["diff_roar"] = gradient_curves(config, block, trained, mesh)
         out["diff_roar"].update(random_controls(config, block, (base_train, base_test), mesh))
     out["seconds"] = time.perf_counter() - t0
-    if jax.process_index() == 0:
-        (workdir / "results.json").write_text(json.dumps(out, indent=1, default=_tolist))
-        if "results" in out:
-            attribution_grid(
-                np.asarray(block[1]["image"][:8]),
-                maps,
-                workdir / "gradients.png",
-                row_titles=titles,
-                title="Input-gradients (label's logit) on BlockMNIST",
-            )
-        if "diff_roar" in out:
-            _write_diff_roar(workdir, out["diff_roar"])
-        _report(workdir, config, out)
+    report.write_json(workdir / "results.json", out)
+    if "results" in out:
+        report.attribution_figure(
+            workdir / "gradients.png",
+            block[1]["image"][:8],
+            maps,
+            row_titles=titles,
+            title="Input-gradients (label's logit) on BlockMNIST",
+        )
+    if "diff_roar" in out:
+        _write_diff_roar(workdir, out["diff_roar"])
+    _report(workdir, config, out)
     return out
 
 
@@ -216,139 +212,143 @@ def random_controls(config, block, mnist, mesh) -> dict:
     return curves
 
 
-def _tolist(value):
-    return np.asarray(value).tolist()
-
-
 def _write_diff_roar(workdir: Path, curves: dict) -> None:
-    plt = pyplot()
-
-    with (workdir / "diff_roar.csv").open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(
+    report.write_csv(
+        workdir / "diff_roar.csv",
+        [
+            "data/attribution",
+            "k",
+            "top_k_accuracy",
+            "bottom_k_accuracy",
+            "diff_roar",
+            "diff_roar_se",
+            "diff_roar_pair_std",
+            "seeds",
+        ],
+        [
             [
-                "data/attribution",
-                "k",
-                "top_k_accuracy",
-                "bottom_k_accuracy",
-                "diff_roar",
-                "diff_roar_se",
-                "diff_roar_pair_std",
-                "seeds",
+                name,
+                k,
+                r["top_k_accuracy"][i],
+                r["bottom_k_accuracy"][i],
+                r["diff_roar"][i],
+                r["diff_roar_se"][i],
+                r["diff_roar_pair_std"][i],
+                len(r["top_k_accuracy_per_seed"]),
             ]
-        )
-        for name, r in curves.items():
-            for i, k in enumerate(r["fractions"]):
-                w.writerow(
-                    [
-                        name,
-                        k,
-                        r["top_k_accuracy"][i],
-                        r["bottom_k_accuracy"][i],
-                        r["diff_roar"][i],
-                        r["diff_roar_se"][i],
-                        r["diff_roar_pair_std"][i],
-                        len(r["top_k_accuracy_per_seed"]),
-                    ]
-                )
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, r in curves.items():
-        ax.errorbar(
-            r["fractions"],
-            r["diff_roar"],
-            yerr=r["diff_roar_pair_std"],
-            marker="o",
-            capsize=3,
-            label=name,
-        )
-    ax.axhline(0, color="grey", lw=0.8)
-    ax.set_xlabel("k (fraction of pixels kept)")
-    ax.set_ylabel("DiffROAR = acc(top-k kept) - acc(bottom-k kept)")
-    ax.legend(fontsize=8)
-    ax.set_title("DiffROAR, retrained models (error bars: std over seed pairs)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(workdir / "diff_roar.png", dpi=120)
-    plt.close(fig)
-
-
-def _cell(r, m):
-    return f"{r[m]['mean']:.3f} [{r[m]['ci99_low']:.3f}, {r[m]['ci99_high']:.3f}]"
+            for name, r in curves.items()
+            for i, k in enumerate(r["fractions"])
+        ],
+    )
+    panel = report.Panel(
+        [
+            report.Curve(r["fractions"], r["diff_roar"], name, yerr=r["diff_roar_pair_std"])
+            for name, r in curves.items()
+        ],
+        title="DiffROAR, retrained models (error bars: std over seed pairs)",
+        xlabel="k (fraction of pixels kept)",
+        ylabel="DiffROAR = acc(top-k kept) - acc(bottom-k kept)",
+        hline=0.0,
+        legend_size=8,
+    )
+    report.curves(workdir / "diff_roar.png", [panel], panel_size=(6, 4))
 
 
 def _report(workdir, config, out):
-    lines = [
-        "# BlockMNIST: standard vs PGD-trained models",
-        "",
-        f"Data: `{config.data.source}` turned into BlockMNIST (our construction; signal block at the "
-        "top or bottom at random per example, a fixed hollow square in the other) and "
-        "BlockMNIST-Top (signal always on top). Adam, learning rate "
-        f"{config.train.learning_rate}, batch {config.train.batch_size}. {out['seconds']:.0f} s.",
-        "",
+    blocks = [
+        report.title("BlockMNIST: standard vs PGD-trained models"),
+        report.paragraph(
+            f"Data: `{config.data.source}` turned into BlockMNIST (our construction; signal "
+            "block at the top or bottom at random per example, a fixed hollow square in the "
+            "other) and BlockMNIST-Top (signal always on top). Adam, learning rate "
+            f"{config.train.learning_rate}, batch {config.train.batch_size}. "
+            f"{out['seconds']:.0f} s."
+        ),
     ]
     if "results" in out:
-        lines += _localisation_lines(config, out)
+        blocks += _localisation_blocks(config, out)
     if "diff_roar" in out:
-        lines += _diff_roar_lines(config, out)
-    (workdir / "report.md").write_text("\n".join(lines) + "\n")
+        blocks += _diff_roar_blocks(config, out)
+    report.write_report(workdir, blocks)
 
 
-def _localisation_lines(config, out):
-    lines = []
+def _localisation_blocks(config, out):
     e, p = config.evaluation, config.train.pgd
-    for arch in config.model:
-        spec = out["models"][arch]
-        lines.append(
-            f"- `{arch}`: {describe(config.model[arch])}, {spec['epochs']} epochs; PGD training: {p.norm}, "
-            f"epsilon {p.epsilon}, {p.steps} steps of {p.step_size}, random start."
-        )
-    lines += [
-        "",
-        f"PGD accuracy: the same ball, {e.attack_steps} steps of 2.5 epsilon / "
-        f"{e.attack_steps}, random start, first {e.num_images} test images. "
-        f"Localisation: gradients of the label's logit on {e.num_images} test images, "
-        "means with 99% intervals over images.",
-        "",
-        "Shah et al.'s claim: robust gradients sit on the signal block; standard ones leak onto "
-        "the null block unless the signal is always on top.",
-        "",
-        "| data / model / training | clean acc. | PGD acc. | signal share of abs "
-        f"| signal share of positive | top {e.top_k:.0%} in null block |",
-        "|---|---|---|---|---|---|",
-    ]
-    for name, r in out["results"].items():
-        cells = [_cell(r, m) for m in ("signal_mass_abs", "signal_mass_pos", "top_k_in_null")]
-        lines.append(
-            f"| {name} | {r['clean_accuracy']:.4f} | {r['pgd_accuracy']:.4f} | "
-            + " | ".join(cells)
-            + " |"
-        )
-    return lines + ["", "![gradients](gradients.png)", ""]
-
-
-def _diff_roar_lines(config, out):
-    c = config.evaluation.diff_roar
-    lines = [
-        "## DiffROAR",
-        "",
-        f"Attributions: |input-gradient| of the predicted class's logit of the `{c.model}` "
-        "models trained on BlockMNIST, or uniform noise redrawn for every seed (the controls); "
-        f"each mask retrains a fresh `{c.model}` for {c.epochs} epochs on the masked training "
-        "split and measures it on the masked test split; removed pixels are 0. Seeds per mask: "
-        f"{c.seeds} for the gradients, {c.control_seeds} for the controls. +- is the standard "
-        "error over seeds, [the std over seed pairs] Shah et al.'s error bar.",
-        "",
-        "| data / attribution | " + " | ".join(f"k={k}" for k in c.fractions) + " |",
-        "|---|" + "---|" * len(c.fractions),
-    ]
-    for name, r in out["diff_roar"].items():
-        cells = [
-            f"{d:+.3f} +- {se:.3f} [{sd:.3f}]"
-            for d, se, sd in zip(
-                r["diff_roar"], r["diff_roar_se"], r["diff_roar_pair_std"], strict=True
+    return [
+        report.bullets(
+            *(
+                f"`{arch}`: {describe(config.model[arch])}, {out['models'][arch]['epochs']} "
+                f"epochs; PGD training: {p.norm}, epsilon {p.epsilon}, {p.steps} steps of "
+                f"{p.step_size}, random start."
+                for arch in config.model
             )
-        ]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return lines + ["", "![DiffROAR](diff_roar.png)", ""]
+        ),
+        report.paragraph(
+            f"PGD accuracy: the same ball, {e.attack_steps} steps of 2.5 epsilon / "
+            f"{e.attack_steps}, random start, first {e.num_images} test images. "
+            f"Localisation: gradients of the label's logit on {e.num_images} test images, "
+            "means with 99% intervals over images."
+        ),
+        report.paragraph(
+            "Shah et al.'s claim: robust gradients sit on the signal block; standard ones leak "
+            "onto the null block unless the signal is always on top."
+        ),
+        report.table(
+            [
+                "data / model / training",
+                "clean acc.",
+                "PGD acc.",
+                "signal share of abs",
+                "signal share of positive",
+                f"top {e.top_k:.0%} in null block",
+            ],
+            [
+                [
+                    name,
+                    f"{r['clean_accuracy']:.4f}",
+                    f"{r['pgd_accuracy']:.4f}",
+                    *(
+                        report.fmt_interval(r[m])
+                        for m in ("signal_mass_abs", "signal_mass_pos", "top_k_in_null")
+                    ),
+                ]
+                for name, r in out["results"].items()
+            ],
+        ),
+        report.image("gradients.png", "gradients"),
+    ]
+
+
+def _diff_roar_blocks(config, out):
+    c = config.evaluation.diff_roar
+    return [
+        report.heading("DiffROAR"),
+        report.paragraph(
+            f"Attributions: |input-gradient| of the predicted class's logit of the `{c.model}` "
+            "models trained on BlockMNIST, or uniform noise redrawn for every seed (the "
+            f"controls); each mask retrains a fresh `{c.model}` for {c.epochs} epochs on the "
+            "masked training split and measures it on the masked test split; removed pixels "
+            f"are 0. Seeds per mask: {c.seeds} for the gradients, {c.control_seeds} for the "
+            "controls. +- is the standard error over seeds, [the std over seed pairs] Shah et "
+            "al.'s error bar."
+        ),
+        report.table(
+            ["data / attribution", *(f"k={k}" for k in c.fractions)],
+            [
+                [
+                    name,
+                    *(
+                        f"{d:+.3f} +- {se:.3f} [{sd:.3f}]"
+                        for d, se, sd in zip(
+                            r["diff_roar"], r["diff_roar_se"], r["diff_roar_pair_std"], strict=True
+                        )
+                    ),
+                ]
+                for name, r in out["diff_roar"].items()
+            ],
+        ),
+        report.image("diff_roar.png", "DiffROAR"),
+    ]
 
 
 if __name__ == "__main__":

@@ -69,13 +69,6 @@ class Trained:
         return evaluate(self.eval_step, variables, data, batch_size=self.batch_size, mesh=self.mesh)
 
 
-def save_config(config, workdir: Path) -> None:
-    """Writes ``config.json`` (process 0 only)."""
-    if jax.process_index() == 0:
-        workdir.mkdir(parents=True, exist_ok=True)
-        (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
-
-
 def override(section: ml_collections.ConfigDict, **fields: Any) -> ml_collections.ConfigDict:
     """A copy of a config section with some fields replaced (e.g. another model's epochs)."""
     out = section.copy_and_resolve_references()
@@ -242,13 +235,3 @@ def launch(run: Callable[[Any, Path], Any], name: str, description: str) -> None
         print(f"report: {workdir.absolute() / 'report.md'}", flush=True)
 
     app.run(main)
-
-
-def pyplot():
-    """``matplotlib.pyplot`` on the file-only Agg backend (no display on CI or TPU VMs)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt

@@ -18,13 +18,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments import report
 from experiments.common import (
     launch,
     load_splits,
     make_mesh,
     make_model,
     override,
-    save_config,
     train_model,
 )
 from jaxgrad import sharding as shd
@@ -35,7 +35,6 @@ from jaxgrad.gradients import (
     shift_to_target_map,
 )
 from jaxgrad.training import classifier_loss, masked_mean
-from jaxgrad.viz import attribution_grid
 
 
 def target_map(name: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -56,7 +55,7 @@ def run(config, workdir: str | Path) -> dict:
     """Runs both manipulations and returns the measured figures."""
     t0 = time.perf_counter()
     workdir = Path(workdir).absolute()
-    save_config(config, workdir)
+    report.write_config(workdir, config)
     train, test = load_splits(config.data)
     model = make_model(config.model, config.data.num_classes)
     trained = train_model(
@@ -138,15 +137,10 @@ def run(config, workdir: str | Path) -> dict:
 
     n = config.evaluation.num_images
     g_before = grads_fn(logit_fn, variables, x[:n], y[:n])
-    figure = attribution_grid(
-        np.asarray(x[:n]),
-        [
-            np.asarray(g_before),
-            np.asarray(g_c[:n]),
-            np.asarray(g_after[:n]),
-            np.broadcast_to(np.asarray(m), x[:n].shape),
-        ],
+    figure = report.attribution_figure(
         workdir / "manipulation.png",
+        x[:n],
+        [g_before, g_c[:n], g_after[:n], np.broadcast_to(np.asarray(m), x[:n].shape)],
         row_titles=[
             "original",
             f"closed form (class {mc.target_class})",
@@ -156,42 +150,63 @@ def run(config, workdir: str | Path) -> dict:
         column_titles=[f"y={int(v)}" for v in y[:n]],
         title="Input-gradients before and after the shift manipulation",
     )
-    if jax.process_index() == 0:
-        (workdir / "results.json").write_text(json.dumps(results, indent=2))
-        _report(workdir, config, results, figure)
+    report.write_json(workdir / "results.json", results, indent=2)
+    _report(workdir, config, results, figure)
     print(json.dumps(results, indent=2), flush=True)
     return results
 
 
 def _report(workdir: Path, config, r: dict, figure: Path) -> None:
-    c, lr = r["closed_form"], r["learned"]
-    text = f"""# Shift manipulation (Srinivas & Fleuret 2021, Sec. 3)
-
-Digits CNN ({config.model.activation}), {r["test_images"]} test images, target map
-`{config.manipulation.target_map}`.
-
-## (a) Closed form
-
-Adding `g(x) = <m, x> - f_c(x)` to every logit (class c = {config.manipulation.target_class}):
-
-| figure | value |
-|---|---|
-| max abs difference of the softmax | {c["softmax_max_abs_diff"]:.2e} |
-| max abs error of the class-c gradient to the map | {c["gradient_max_abs_error"]:.2e} |
-| test accuracy, original / shifted | {c["accuracy_original"]:.4f} / {c["accuracy_shifted"]:.4f} |
-
-## (b) Learned
-
-Fine-tuning {lr["steps"]} steps with cross-entropy + {config.manipulation.alpha} x (1 - cos(grad_x f_y, m)):
-
-| figure | value |
-|---|---|
-| test accuracy, original / fine-tuned | {lr["accuracy_original"]:.4f} / {lr["accuracy_finetuned"]:.4f} ({lr["accuracy_change_points"]:+.2f} points) |
-| mean cosine of the label's gradient to the map, before / after | {lr["cosine_to_map_before"]:.3f} / {lr["cosine_to_map_after"]:.3f} (min {lr["cosine_to_map_after_min"]:.3f}) |
-
-![manipulation]({figure.name})
-"""
-    (workdir / "report.md").write_text(text)
+    c, lr, mc = r["closed_form"], r["learned"], config.manipulation
+    report.write_report(
+        workdir,
+        [
+            report.title("Shift manipulation (Srinivas & Fleuret 2021, Sec. 3)"),
+            report.paragraph(
+                f"Digits CNN ({config.model.activation}), {r['test_images']} test images, "
+                f"target map `{mc.target_map}`."
+            ),
+            report.heading("(a) Closed form"),
+            report.paragraph(
+                f"Adding `g(x) = <m, x> - f_c(x)` to every logit (class c = {mc.target_class}):"
+            ),
+            report.table(
+                ["figure", "value"],
+                [
+                    ["max abs difference of the softmax", f"{c['softmax_max_abs_diff']:.2e}"],
+                    [
+                        "max abs error of the class-c gradient to the map",
+                        f"{c['gradient_max_abs_error']:.2e}",
+                    ],
+                    [
+                        "test accuracy, original / shifted",
+                        f"{c['accuracy_original']:.4f} / {c['accuracy_shifted']:.4f}",
+                    ],
+                ],
+            ),
+            report.heading("(b) Learned"),
+            report.paragraph(
+                f"Fine-tuning {lr['steps']} steps with cross-entropy + {mc.alpha} x "
+                "(1 - cos(grad_x f_y, m)):"
+            ),
+            report.table(
+                ["figure", "value"],
+                [
+                    [
+                        "test accuracy, original / fine-tuned",
+                        f"{lr['accuracy_original']:.4f} / {lr['accuracy_finetuned']:.4f} "
+                        f"({lr['accuracy_change_points']:+.2f} points)",
+                    ],
+                    [
+                        "mean cosine of the label's gradient to the map, before / after",
+                        f"{lr['cosine_to_map_before']:.3f} / {lr['cosine_to_map_after']:.3f} "
+                        f"(min {lr['cosine_to_map_after_min']:.3f})",
+                    ],
+                ],
+            ),
+            report.image(figure, "manipulation"),
+        ],
+    )
 
 
 if __name__ == "__main__":
