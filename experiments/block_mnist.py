@@ -22,11 +22,13 @@ import numpy as np
 
 from experiments import report
 from experiments.common import (
+    Purpose,
     launch,
     load_splits,
     make_mesh,
     make_model,
     override,
+    purpose_key,
     retrainer,
     train_model,
 )
@@ -61,7 +63,8 @@ def train(config, arch, data, test, robust: bool, key, mesh) -> tuple[dict, floa
     attack["step_size"] = 2.5 * pgd["epsilon"] / e.attack_steps
     n = e.num_images
     x, y = jnp.asarray(test["image"][:n]), jnp.asarray(test["label"][:n])
-    adv = jax.jit(lambda v, xx, yy: pgd_attack(lf, v, xx, yy, key=jax.random.key(5), **attack))(
+    attack_key = purpose_key(config.seed, Purpose.PGD_EVAL)
+    adv = jax.jit(lambda v, xx, yy: pgd_attack(lf, v, xx, yy, key=attack_key, **attack))(
         variables, x, y
     )
     robust_acc = float(jnp.mean(jnp.argmax(lf(variables, adv), -1) == y))
@@ -126,17 +129,17 @@ def _model_summary(config, arch) -> dict:
 def localisation(config, base_train, base_test, mesh):
     """Trains every model on BlockMNIST and BlockMNIST-Top; accuracy and localisation rows."""
     results, maps, titles, trained = {}, [], [], {}
-    key = jax.random.key(config.seed)
     e = config.evaluation
-    for variant, top in (("BlockMNIST", False), ("BlockMNIST-Top", True)):
+    for v, (variant, top) in enumerate((("BlockMNIST", False), ("BlockMNIST-Top", True))):
         tr = make_block_mnist(base_train, seed=config.seed, top=top)
         te = make_block_mnist(base_test, seed=config.seed + 1, top=top)
         n = e.num_images
         x, y = jnp.asarray(te["image"][:n]), jnp.asarray(te["label"][:n])
         mask = signal_mask(te["signal_top"][:n], te["image"].shape[1:])
-        for arch in config.model:
-            for kind in ("standard", "pgd"):
+        for a, arch in enumerate(config.model):
+            for k, kind in enumerate(("standard", "pgd")):
                 print(f"{variant}: training the {kind} {arch}", flush=True)
+                key = purpose_key(config.seed, Purpose.MODEL, v, a, k)  # one per model
                 variables, clean, robust_acc = train(config, arch, tr, te, kind == "pgd", key, mesh)
                 trained[variant, arch, kind] = variables
                 model = make_model(config.model[arch], config.data.num_classes)
@@ -177,7 +180,7 @@ def gradient_curves(config, block, trained, mesh) -> dict:
             a_train,
             a_test,
             retrain=_retrainer(config, mesh),
-            key=jax.random.key(config.seed + 11),
+            key=purpose_key(config.seed, Purpose.ROAR_RETRAIN),
             fractions=c.fractions,
             seeds=c.seeds,
         )
@@ -193,19 +196,18 @@ def random_controls(config, block, mnist, mesh) -> dict:
     c = config.evaluation.diff_roar
     curves = {}
 
-    def draw(shape, tag):
-        return lambda s: (
-            np.random.default_rng((config.seed, tag, s)).uniform(size=shape).astype(np.float32)
-        )
+    def draw(shape, *index):
+        key = purpose_key(config.seed, Purpose.CONTROL, *index)
+        return lambda s: np.asarray(jax.random.uniform(jax.random.fold_in(key, s), shape))
 
     for t, (name, splits) in enumerate((("BlockMNIST", block), ("MNIST", mnist))):
         print(f"DiffROAR on {name}: random (the control)", flush=True)
         curves[f"{name}/random"] = roar(
             *splits,
-            draw(splits[0]["image"].shape, 2 * t),
-            draw(splits[1]["image"].shape, 2 * t + 1),
+            draw(splits[0]["image"].shape, t, 0),
+            draw(splits[1]["image"].shape, t, 1),
             retrain=_retrainer(config, mesh),
-            key=jax.random.key(config.seed + 11),
+            key=purpose_key(config.seed, Purpose.ROAR_RETRAIN),
             fractions=c.fractions,
             seeds=c.control_seeds,
         )

@@ -6,11 +6,16 @@ Every experiment config has the sections ``seed``, ``num_devices``, ``data`` (``
 helpers here: :func:`load_splits`, :func:`make_mesh`, :func:`make_model`, then
 :func:`train_model` once per model (with :func:`override` for per-model changes of the train
 section) and :func:`retrainer` for evaluations that retrain (ROAR).
+
+Randomness: every PRNG key of an experiment is ``fold_in(key(config.seed), purpose)`` with
+one :class:`Purpose` tag per use (:func:`purpose_key`), further folded with an index where a
+purpose has several members (one key per trained model, per control split).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import enum
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -34,6 +39,31 @@ from jaxgrad.training import (
     make_schedule,
     make_train_step,
 )
+
+
+class Purpose(enum.IntEnum):
+    """The tags of the experiments' PRNG keys; no two uses share one."""
+
+    MODEL = 1  # a trained model: initialisation and batch order (one per model index)
+    FINETUNE = 2  # batch order of a fine-tuning run
+    JUDGE = 3  # the GAN-test judge: initialisation and batch order
+    PGD_EVAL = 4  # random starts of the PGD attack that measures robust accuracy
+    ROAR_RETRAIN = 5  # DiffROAR's retrainings (roar folds in the seed)
+    CONTROL = 6  # draws of random controls (random attributions, random vectors)
+    RANDOMIZATION = 7  # re-initialised weights of the cascading randomization
+    ATTRIBUTION_NOISE = 8  # noise of stochastic attributions (SmoothGrad)
+    PERTURBATION_ORDER = 9  # the random pixel order of pixel perturbation
+    TRACE_PROBES = 10  # Hutchinson's probes
+    START_NOISE = 11  # starting points of activation maximisation
+    DENSITY_NOISE = 12  # noise of the density-ratio profile
+
+
+def purpose_key(seed: int, purpose: Purpose, *index: int) -> jax.Array:
+    """``fold_in(key(seed), purpose)``, then folded with each ``index`` (e.g. a model's)."""
+    key = jax.random.fold_in(jax.random.key(seed), int(purpose))
+    for i in index:
+        key = jax.random.fold_in(key, i)
+    return key
 
 
 @dataclasses.dataclass

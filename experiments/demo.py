@@ -17,7 +17,15 @@ import jax
 import jax.numpy as jnp
 
 from experiments import report
-from experiments.common import launch, load_splits, make_mesh, make_model, train_model
+from experiments.common import (
+    Purpose,
+    launch,
+    load_splits,
+    make_mesh,
+    make_model,
+    purpose_key,
+    train_model,
+)
 from jaxgrad import sharding as shd
 from jaxgrad.gradients import input_gradients
 from jaxgrad.training import classifier_loss
@@ -35,7 +43,7 @@ def run(config, workdir: str | Path) -> dict:
         classifier_loss(model),
         train,
         config.train,
-        key=jax.random.key(config.seed),
+        key=purpose_key(config.seed, Purpose.MODEL),
         test=test,
         mesh=make_mesh(config.num_devices),
         checkpoint_dir=workdir / "checkpoints",

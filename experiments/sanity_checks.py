@@ -19,7 +19,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments import report
-from experiments.common import launch, load_splits, make_mesh, make_model, train_model
+from experiments.common import (
+    Purpose,
+    launch,
+    load_splits,
+    make_mesh,
+    make_model,
+    purpose_key,
+    train_model,
+)
 from jaxgrad import sharding as shd
 from jaxgrad.attribution import gradient, gradient_x_input, integrated_gradients, smoothgrad
 from jaxgrad.evaluation import (
@@ -66,8 +74,8 @@ def control(x: np.ndarray, key: jax.Array, draws: int) -> dict:
     return out
 
 
-def pixel_perturbation_curves(trained, variables, test, p) -> dict:
-    """Accuracy as IG's most / least salient pixels, or random ones, are set to black."""
+def pixel_perturbation_curves(trained, variables, test, p, key) -> dict:
+    """Accuracy as IG's most / least salient pixels, or random ones (``key``), are set to black."""
     x = jnp.asarray(test["image"][: p.num_images])
     y = jnp.asarray(test["label"][: p.num_images])
     ig = jax.jit(
@@ -91,7 +99,7 @@ def pixel_perturbation_curves(trained, variables, test, p) -> dict:
             aggregate="abs_sum",
             fill="constant",
             fill_value=0.0,
-            key=jax.random.key(3),
+            key=key,
             chunk_size=2,
         )
         acc = np.asarray(r["correct"].mean(axis=1))
@@ -114,7 +122,7 @@ def run(config, workdir: str | Path) -> dict:
         classifier_loss(model),
         train,
         config.train,
-        key=jax.random.key(config.seed),
+        key=purpose_key(config.seed, Purpose.MODEL),
         test=test,
         mesh=make_mesh(config.num_devices),
         checkpoint_dir=workdir / "checkpoints",
@@ -126,7 +134,10 @@ def run(config, workdir: str | Path) -> dict:
     y = jnp.asarray(test["label"][: s.num_images])
     layers = layer_names(variables, trained.model, x[:1])  # call order, output first
     stages = randomization_stages(
-        variables, key=jax.random.key(config.seed + 1), layers=layers, stddev=s.stddev
+        variables,
+        key=purpose_key(config.seed, Purpose.RANDOMIZATION),
+        layers=layers,
+        stddev=s.stddev,
     )
     methods = {
         "integrated_gradients": functools.partial(
@@ -141,10 +152,15 @@ def run(config, workdir: str | Path) -> dict:
     print(
         f"attributing {len(x)} images x {len(stages)} stages x {len(methods)} methods", flush=True
     )
-    rows = sanity_table(methods, trained.logit_fn, stages, x, y, key=jax.random.key(7))
-    ctrl = control(np.asarray(x), jax.random.key(11), s.control_draws)
+    noise_key = purpose_key(config.seed, Purpose.ATTRIBUTION_NOISE)
+    rows = sanity_table(methods, trained.logit_fn, stages, x, y, key=noise_key)
+    ctrl = control(np.asarray(x), purpose_key(config.seed, Purpose.CONTROL), s.control_draws)
     perturbation = pixel_perturbation_curves(
-        trained, variables, test, config.evaluation.perturbation
+        trained,
+        variables,
+        test,
+        config.evaluation.perturbation,
+        purpose_key(config.seed, Purpose.PERTURBATION_ORDER),
     )
     results = {
         "perturbation": perturbation,

@@ -24,11 +24,13 @@ import numpy as np
 
 from experiments import report
 from experiments.common import (
+    Purpose,
     launch,
     load_splits,
     make_mesh,
     make_model,
     override,
+    purpose_key,
     train_model,
 )
 from jaxgrad.attribution import gradient
@@ -82,27 +84,38 @@ def _density_ratio(lf, variables, x, y, key, sigmas, *, num_samples):
     )
 
 
-def _in_chunks(fn, n, size, *arrays):
-    return jnp.concatenate([fn(*(a[i : i + size] for a in arrays)) for i in range(0, n, size)])
+def measure(config, objective, trained, judge, test) -> dict:
+    """Every measurement of one trained model.
 
-
-def measure(config, objective, trained, judge, test, key) -> dict:
-    """Every measurement of one trained model."""
+    Each measurement draws from its own key, the same for every model (common random numbers:
+    the objectives are compared on the same probes, starting points and noise).
+    """
     lf, variables = trained.logit_fn, trained.variables
     e = config.evaluation
     out = {"test_accuracy": trained.test_metrics["accuracy"]}
     n = e.trace.num_images
     x, y = jnp.asarray(test["image"][:n]), jnp.asarray(test["label"][:n])
 
-    def trace(xx, yy):
-        return _hessian_trace(lf, variables, xx, yy, key, num_probes=e.trace.num_probes)
-
-    tr = np.asarray(_in_chunks(trace, n, 64, x, y))
+    probes = purpose_key(config.seed, Purpose.TRACE_PROBES)
+    tr = np.concatenate(
+        [
+            _hessian_trace(  # new probes for every chunk of 64 images
+                lf,
+                variables,
+                x[i : i + 64],
+                y[i : i + 64],
+                jax.random.fold_in(probes, i),
+                num_probes=e.trace.num_probes,
+            )
+            for i in range(0, n, 64)
+        ]
+    )
     out["hessian_trace"] = {"mean": float(tr.mean()), "median": float(np.median(tr))}
     # GAN-test: activation maximisation from noise, judged by the proxy.
     g = e.gan_test
     targets = jnp.arange(g.num_samples) % 10
-    x0 = jnp.clip(0.5 + 0.2 * jax.random.normal(key, (g.num_samples, *x.shape[1:])), 0.0, 1.0)
+    start_key = purpose_key(config.seed, Purpose.START_NOISE)
+    x0 = jnp.clip(0.5 + 0.2 * jax.random.normal(start_key, (g.num_samples, *x.shape[1:])), 0.0, 1.0)
     samples = _activation_maximisation(
         lf, variables, x0, targets, g.step_size, g.weight_decay, steps=g.steps
     )
@@ -129,7 +142,7 @@ def measure(config, objective, trained, judge, test, key) -> dict:
             order=order,
             aggregate="abs_sum",
             fill="image_mean",
-            key=jax.random.fold_in(key, 1),
+            key=purpose_key(config.seed, Purpose.PERTURBATION_ORDER),
             chunk_size=2,
         )
         acc = jnp.mean(r["correct"], axis=1)
@@ -141,7 +154,10 @@ def measure(config, objective, trained, judge, test, key) -> dict:
     d = e.density_ratio
     xd, yd = jnp.asarray(test["image"][: d.num_images]), jnp.asarray(test["label"][: d.num_images])
     sigmas = jnp.asarray(d.sigmas, jnp.float32)
-    prof = np.asarray(_density_ratio(lf, variables, xd, yd, key, sigmas, num_samples=d.num_samples))
+    noise = purpose_key(config.seed, Purpose.DENSITY_NOISE)
+    prof = np.asarray(
+        _density_ratio(lf, variables, xd, yd, noise, sigmas, num_samples=d.num_samples)
+    )
     out["density_ratio"] = {
         "sigmas": list(d.sigmas),
         "mean": prof.mean(1).tolist(),
@@ -159,7 +175,6 @@ def run(config, workdir: str | Path) -> dict:
     report.write_config(workdir, config)
     train, test = load_splits(config.data)
     mesh = make_mesh(config.num_devices)
-    key = jax.random.key(config.seed)
     judge_config = config.evaluation.gan_test.judge
     print("training the GAN-test judge (ReLU CNN, another seed)", flush=True)
     judge_model = make_model(
@@ -171,7 +186,7 @@ def run(config, workdir: str | Path) -> dict:
         classifier_loss(judge_model),
         train,
         override(config.train, epochs=judge_config.epochs),
-        key=jax.random.fold_in(key, 1000),
+        key=purpose_key(config.seed, Purpose.JUDGE),
         test=test,
         mesh=mesh,
     )
@@ -181,10 +196,9 @@ def run(config, workdir: str | Path) -> dict:
     for objective in config.train.objectives:
         print(f"training with {NAMES[objective]}", flush=True)
         loss = regularized_classifier_loss(model, kind=objective)
+        key = purpose_key(config.seed, Purpose.MODEL, list(NAMES).index(objective))
         trained = train_model(model, loss, train, config.train, key=key, test=test, mesh=mesh)
-        row, samples[objective], maps[objective] = measure(
-            config, objective, trained, judge, test, jax.random.fold_in(key, 7)
-        )
+        row, samples[objective], maps[objective] = measure(config, objective, trained, judge, test)
         results[objective] = row
         headline = ("test_accuracy", "gan_test_accuracy", "hessian_trace")
         print(json.dumps({objective: {k: row[k] for k in headline}}), flush=True)

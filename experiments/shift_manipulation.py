@@ -20,11 +20,13 @@ import numpy as np
 
 from experiments import report
 from experiments.common import (
+    Purpose,
     launch,
     load_splits,
     make_mesh,
     make_model,
     override,
+    purpose_key,
     train_model,
 )
 from jaxgrad import sharding as shd
@@ -63,7 +65,7 @@ def run(config, workdir: str | Path) -> dict:
         classifier_loss(model),
         train,
         config.train,
-        key=jax.random.key(config.seed),
+        key=purpose_key(config.seed, Purpose.MODEL),
         test=test,
         mesh=make_mesh(config.num_devices),
         checkpoint_dir=workdir / "base" / "checkpoints",
@@ -107,7 +109,7 @@ def run(config, workdir: str | Path) -> dict:
         loss_fn,
         train,
         override(config.train, **mc.finetune),
-        key=jax.random.key(config.seed + 1),
+        key=purpose_key(config.seed, Purpose.FINETUNE),
         init=variables,
         mesh=trained.mesh,
         metrics_path=workdir / "finetune_metrics.jsonl",
