@@ -55,7 +55,7 @@ def train(config, arch, data, test, robust: bool, key, mesh) -> tuple[dict, floa
     model = make_model(config.model[arch], config.data.num_classes)
     pgd = dict(config.train.pgd)
     loss = adversarial_classifier_loss(model, **pgd) if robust else classifier_loss(model)
-    section = override(config.train, **config.train.per_model[arch])
+    section = override(config.train, **config.train.per_model.get(arch, {}))
     trained = train_model(model, loss, data, section, key=key, test=test, mesh=mesh)
     variables, lf = trained.variables, trained.logit_fn
     e = config.evaluation
@@ -122,7 +122,7 @@ def run(config, workdir: str | Path) -> dict:
 
 def _model_summary(config, arch) -> dict:
     """The model section of ``arch`` with its training epochs and PGD settings."""
-    epochs = override(config.train, **config.train.per_model[arch]).epochs
+    epochs = override(config.train, **config.train.per_model.get(arch, {})).epochs
     return {**config.model[arch].to_dict(), "epochs": epochs, "pgd": config.train.pgd.to_dict()}
 
 
