@@ -1,15 +1,29 @@
-"""Pieces shared by the experiment mains: training a classifier from a config section."""
+"""Pieces shared by the experiment mains: data, models and the one trainer, from config sections.
+
+Every experiment config has the sections ``seed``, ``num_devices``, ``data`` (``source``,
+``num_classes``), ``model`` (``name`` and the model's fields), ``train`` (see
+:func:`train_model`) and ``evaluation`` (what is measured after training). Mains compose the
+helpers here: :func:`load_splits`, :func:`make_mesh`, :func:`make_model`, then
+:func:`train_model` once per model (with :func:`override` for per-model changes of the train
+section) and :func:`retrainer` for evaluations that retrain (ROAR).
+
+Randomness: every PRNG key of an experiment is ``fold_in(key(config.seed), purpose)`` with
+one :class:`Purpose` tag per use (:func:`purpose_key`), further folded with an index where a
+purpose has several members (one key per trained model, per control split).
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import math
+import enum
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import flax.linen as nn
 import jax
+import ml_collections
+import numpy as np
 from jax.sharding import Mesh
 
 from jaxgrad import sharding as shd
@@ -17,7 +31,6 @@ from jaxgrad.data import Dataset, load_dataset, steps_per_epoch
 from jaxgrad.models import get_model, linen_logit_fn
 from jaxgrad.training import (
     TrainState,
-    classifier_loss,
     create_train_state,
     evaluate,
     fit,
@@ -28,85 +41,202 @@ from jaxgrad.training import (
 )
 
 
+class Purpose(enum.IntEnum):
+    """The tags of the experiments' PRNG keys; no two uses share one."""
+
+    MODEL = 1  # a trained model: initialisation and batch order (one per model index)
+    FINETUNE = 2  # batch order of a fine-tuning run
+    JUDGE = 3  # the GAN-test judge: initialisation and batch order
+    PGD_EVAL = 4  # random starts of the PGD attack that measures robust accuracy
+    ROAR_RETRAIN = 5  # DiffROAR's retrainings (roar folds in the seed)
+    CONTROL = 6  # draws of random controls (random attributions, random vectors)
+    RANDOMIZATION = 7  # re-initialised weights of the cascading randomization
+    ATTRIBUTION_NOISE = 8  # noise of stochastic attributions (SmoothGrad)
+    PERTURBATION_ORDER = 9  # the random pixel order of pixel perturbation
+    TRACE_PROBES = 10  # Hutchinson's probes
+    START_NOISE = 11  # starting points of activation maximisation
+    DENSITY_NOISE = 12  # noise of the density-ratio profile
+
+
+def purpose_key(seed: int, purpose: Purpose, *index: int) -> jax.Array:
+    """``fold_in(key(seed), purpose)``, then folded with each ``index`` (e.g. a model's)."""
+    key = jax.random.fold_in(jax.random.key(seed), int(purpose))
+    for i in index:
+        key = jax.random.fold_in(key, i)
+    return key
+
+
 @dataclasses.dataclass
 class Trained:
-    """A trained classifier and what an experiment needs around it."""
+    """A trained model and what an experiment needs around it.
+
+    Attributes:
+      model: the Linen module.
+      state: the final train state.
+      logit_fn: ``linen_logit_fn(model)``.
+      mesh: the data mesh it was trained on, or None.
+      batch_size: the global batch size used (rounded up to the device count).
+      eval_step: the jitted evaluation step of ``logit_fn``.
+      test_metrics: ``{"loss", "accuracy", "count"}`` on the ``test`` split given to
+        :func:`train_model`, or None without one.
+    """
 
     model: nn.Module
     state: TrainState
     logit_fn: Callable
-    train: Dataset
-    test: Dataset
-    mesh: Mesh
+    mesh: Mesh | None
     batch_size: int
     eval_step: Callable
-    test_metrics: dict[str, float]
+    test_metrics: dict[str, float] | None
 
-    def evaluate(self, variables: Any, data: Dataset | None = None) -> dict[str, float]:
-        """Loss and accuracy of ``variables`` on ``data`` (the test split by default)."""
-        data = self.test if data is None else data
+    @property
+    def variables(self) -> dict:
+        """The trained variables (``{"params": ..., **model_state}``)."""
+        return self.state.variables
+
+    def evaluate(self, variables: Any, data: Dataset) -> dict[str, float]:
+        """Loss and accuracy of ``variables`` (of this model) on ``data``."""
         return evaluate(self.eval_step, variables, data, batch_size=self.batch_size, mesh=self.mesh)
 
 
-def save_config(config, workdir: Path) -> None:
-    """Writes ``config.json`` (process 0 only)."""
-    if jax.process_index() == 0:
-        workdir.mkdir(parents=True, exist_ok=True)
-        (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+def override(section: ml_collections.ConfigDict, **fields: Any) -> ml_collections.ConfigDict:
+    """A copy of a config section with some fields replaced (e.g. another model's epochs)."""
+    out = section.copy_and_resolve_references()
+    for name, value in fields.items():
+        out[name] = value
+    return out
 
 
-def train_classifier(config, workdir: Path, key: jax.Array) -> Trained:
-    """Trains ``config.model`` on ``config.data`` with ``config.train``; resumes from checkpoints.
+def load_splits(data: ml_collections.ConfigDict) -> tuple[Dataset, Dataset]:
+    """The train and test splits of ``data.source``."""
+    return load_dataset(data.source, "train"), load_dataset(data.source, "test")
 
-    Checkpoints go to ``workdir/checkpoints`` and metrics to ``workdir/metrics.jsonl``.
-    """
-    init_key, train_key = jax.random.split(key)
-    train = load_dataset(config.data.source, "train")
-    test = load_dataset(config.data.source, "test")
+
+def make_mesh(num_devices: int) -> Mesh:
+    """A data mesh over every device (``num_devices=0``) or the first ``num_devices``."""
     devices = jax.devices()
-    if config.get("num_devices"):
-        devices = devices[: config.num_devices]
-    mesh = shd.data_mesh(devices)
-    n_dev = mesh.devices.size
-    batch_size = math.ceil(config.train.batch_size / n_dev) * n_dev
-    num_steps = config.train.epochs * steps_per_epoch(len(train["label"]), batch_size)
-    model = get_model(
-        config.model.name,
-        num_classes=config.data.num_classes,
-        activation=config.model.activation,
-        beta=config.model.beta,
-    )
-    schedule = make_schedule(
-        config.train.schedule, config.train.learning_rate, total_steps=num_steps
-    )
-    tx = make_optimizer(config.train.optimizer, schedule, weight_decay=config.train.weight_decay)
-    state = create_train_state(model, tx, init_key, train["image"][:1], mesh=mesh)
-    train_step = make_train_step(classifier_loss(model), tx, mesh=mesh)
+    if num_devices:
+        devices = devices[:num_devices]
+    return shd.data_mesh(devices)
+
+
+def make_model(model: ml_collections.ConfigDict, num_classes: int) -> nn.Module:
+    """The Linen classifier of a ``model`` section: ``name`` and the module's fields."""
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in model.items() if k != "name"}
+    return get_model(model.name, num_classes=num_classes, **fields)
+
+
+def _state_from(variables: dict, tx, mesh: Mesh | None) -> TrainState:
+    """A fresh train state holding a copy of ``variables`` (the train step donates its state)."""
+    model_state = dict(shd.to_host(variables))
+    params = model_state.pop("params")
+    state = TrainState(np.zeros((), np.int32), params, model_state, tx.init(params))
+    return jax.device_put(state) if mesh is None else shd.replicate(state, mesh)
+
+
+def train_model(
+    model: nn.Module,
+    loss_fn: Callable,
+    data: Dataset,
+    config: ml_collections.ConfigDict,
+    *,
+    key: jax.Array,
+    init: dict | None = None,
+    test: Dataset | None = None,
+    mesh: Mesh | None = None,
+    checkpoint_dir: Path | None = None,
+    metrics_path: Path | None = None,
+    progress: bool = True,
+) -> Trained:
+    """Trains ``model`` on ``data`` with ``loss_fn`` as a ``train`` section says.
+
+    Args:
+      model: a Linen module taking ``(x, train)``.
+      loss_fn: ``(params, model_state, batch, key) -> (loss, (model_state, metrics))``, e.g.
+        ``classifier_loss(model)``.
+      data: the training split (its ``image`` and ``label`` are used).
+      config: a train section: ``optimizer``, ``learning_rate``, ``weight_decay``,
+        ``schedule``, ``batch_size`` (rounded up to a multiple of the device count),
+        ``epochs``, ``log_every``, and ``checkpoint_every`` / ``keep_checkpoints`` (used with
+        ``checkpoint_dir``). Other fields are ignored.
+      key: split into the initialisation key and the run's key (batch order and the
+        per-step keys); with ``init`` the whole key is the run's.
+      init: variables to start from (copied) instead of a fresh initialisation.
+      test: a split evaluated at the end (``Trained.test_metrics``, and a row of
+        ``metrics_path``).
+      mesh: a data mesh, or None for the default device.
+      checkpoint_dir: orbax checkpoints (and resuming from the newest); None keeps none.
+      metrics_path: a JSON-lines file of training (and test) metrics; None writes none.
+      progress: print a line before training and progress lines every ``log_every`` steps.
+
+    Returns:
+      The :class:`Trained` model.
+    """
+    data = {"image": data["image"], "label": data["label"]}
+    if test is not None:
+        test = {"image": test["image"], "label": test["label"]}
+    n_dev = 1 if mesh is None else mesh.devices.size
+    batch_size = -(-config.batch_size // n_dev) * n_dev
+    num_steps = config.epochs * steps_per_epoch(len(data["label"]), batch_size)
+    schedule = make_schedule(config.schedule, config.learning_rate, total_steps=num_steps)
+    tx = make_optimizer(config.optimizer, schedule, weight_decay=config.weight_decay)
+    if init is None:
+        init_key, run_key = jax.random.split(key)
+        state = create_train_state(model, tx, init_key, data["image"][:1], mesh=mesh)
+    else:
+        run_key, state = key, _state_from(init, tx, mesh)
     logit_fn = linen_logit_fn(model)
     eval_step = make_eval_step(logit_fn, mesh=mesh)
-    print(
-        f"training {config.model.name} on {config.data.source}: {len(train['label'])} images, "
-        f"{num_steps} steps of batch {batch_size} on {n_dev} device(s)",
-        flush=True,
-    )
+    test_metrics = None if test is None else {}
+
+    def eval_fn(s: TrainState) -> dict[str, float]:
+        test_metrics.update(
+            evaluate(eval_step, s.variables, test, batch_size=batch_size, mesh=mesh)
+        )
+        return test_metrics
+
+    if progress:
+        print(
+            f"training {type(model).__name__} on {len(data['label'])} examples: {num_steps} "
+            f"steps of batch {batch_size} on {n_dev} device(s)",
+            flush=True,
+        )
     state = fit(
         state,
-        train_step,
-        train,
-        key=train_key,
+        make_train_step(loss_fn, tx, mesh=mesh),
+        data,
+        key=run_key,
         batch_size=batch_size,
         num_steps=num_steps,
         mesh=mesh,
-        checkpoint_dir=workdir / "checkpoints",
-        checkpoint_every=config.train.checkpoint_every,
-        keep_checkpoints=config.train.keep_checkpoints,
-        metrics_path=workdir / "metrics.jsonl",
-        log_every=config.train.log_every,
-        eval_fn=lambda s: evaluate(eval_step, s.variables, test, batch_size=batch_size, mesh=mesh),
+        checkpoint_dir=checkpoint_dir,
+        checkpoint_every=config.checkpoint_every,
+        keep_checkpoints=config.keep_checkpoints,
+        metrics_path=metrics_path,
+        log_every=config.log_every,
+        eval_fn=None if test is None else eval_fn,
+        progress=progress,
     )
-    result = evaluate(eval_step, state.variables, test, batch_size=batch_size, mesh=mesh)
-    print(f"test accuracy: {result['accuracy']:.4f} ({int(result['count'])} images)", flush=True)
-    return Trained(model, state, logit_fn, train, test, mesh, batch_size, eval_step, result)
+    if progress and test_metrics:
+        print(
+            f"test accuracy: {test_metrics['accuracy']:.4f} ({int(test_metrics['count'])} images)",
+            flush=True,
+        )
+    return Trained(model, state, logit_fn, mesh, batch_size, eval_step, test_metrics)
+
+
+def retrainer(
+    model: nn.Module, loss_fn: Callable, config: ml_collections.ConfigDict, *, mesh=None
+) -> Callable[[Dataset, Dataset, jax.Array], float]:
+    """``retrain(train, test, key) -> test accuracy`` with :func:`train_model` (for ROAR)."""
+
+    def retrain(train: Dataset, test: Dataset, key: jax.Array) -> float:
+        trained = train_model(
+            model, loss_fn, train, config, key=key, test=test, mesh=mesh, progress=False
+        )
+        return trained.test_metrics["accuracy"]
+
+    return retrain
 
 
 def launch(run: Callable[[Any, Path], Any], name: str, description: str) -> None:
@@ -135,37 +265,3 @@ def launch(run: Callable[[Any, Path], Any], name: str, description: str) -> None
         print(f"report: {workdir.absolute() / 'report.md'}", flush=True)
 
     app.run(main)
-
-
-def pyplot():
-    """``matplotlib.pyplot`` on the file-only Agg backend (no display on CI or TPU VMs)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def train_adam(config, model, loss_fn, data: Dataset, key: jax.Array, epochs: int) -> dict:
-    """``{"params": ...}`` of ``model`` trained with Adam at ``config.learning_rate``.
-
-    Batches of ``config.batch_size``, progress lines every 50 steps, no checkpoints: the
-    short trainings of the BlockMNIST and score-matching experiments.
-    """
-    import optax
-
-    from jaxgrad.training import train_for_epochs
-
-    state = train_for_epochs(
-        model,
-        loss_fn,
-        optax.adam(config.learning_rate),
-        data,
-        key=key,
-        epochs=epochs,
-        batch_size=config.batch_size,
-        progress=True,
-        log_every=50,
-    )
-    return {"params": state.params}

@@ -10,90 +10,109 @@ writes into ``--workdir``: ``config.json``, ``metrics.jsonl``, ``results.json``,
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from experiments.common import launch, save_config, train_classifier
+from experiments import report
+from experiments.common import (
+    Purpose,
+    launch,
+    load_splits,
+    make_mesh,
+    make_model,
+    purpose_key,
+    train_model,
+)
 from jaxgrad import sharding as shd
 from jaxgrad.gradients import input_gradients
-from jaxgrad.viz import attribution_grid
+from jaxgrad.training import classifier_loss
 
 
 def run(config, workdir: str | Path) -> dict:
     """Runs the demo with ``config`` into ``workdir`` and returns the results dict."""
     t_start = time.perf_counter()
     workdir = Path(workdir).absolute()
-    save_config(config, workdir)
-    trained = train_classifier(config, workdir, jax.random.key(config.seed))
-    state, logit_fn, test, result = (
-        trained.state,
-        trained.logit_fn,
-        trained.test,
-        trained.test_metrics,
+    report.write_config(workdir, config)
+    train, test = load_splits(config.data)
+    model = make_model(config.model, config.data.num_classes)
+    trained = train_model(
+        model,
+        classifier_loss(model),
+        train,
+        config.train,
+        key=purpose_key(config.seed, Purpose.MODEL),
+        test=test,
+        mesh=make_mesh(config.num_devices),
+        checkpoint_dir=workdir / "checkpoints",
+        metrics_path=workdir / "metrics.jsonl",
     )
-    batch_size, n_dev = trained.batch_size, trained.mesh.devices.size
-
-    n = config.attribution.num_images
+    n = config.evaluation.num_images
     x, y = jnp.asarray(test["image"][:n]), jnp.asarray(test["label"][:n])
-    logits = jax.jit(logit_fn)(state.variables, x)
-    pred = jnp.argmax(logits, -1)
-    grads = jax.jit(input_gradients, static_argnums=0)(logit_fn, state.variables, x, pred)
-    figure = attribution_grid(
-        np.asarray(x),
-        [np.asarray(grads)],
+    pred = jnp.argmax(jax.jit(trained.logit_fn)(trained.variables, x), -1)
+    grads = jax.jit(input_gradients, static_argnums=0)(trained.logit_fn, trained.variables, x, pred)
+    figure = report.attribution_figure(
         workdir / "input_gradients.png",
+        x,
+        [grads],
         row_titles=["input-gradient"],
         column_titles=[f"y={int(a)} pred={int(b)}" for a, b in zip(y, pred, strict=True)],
         title="Signed input-gradients of the predicted logit",
     )
+    result = trained.test_metrics
     results = {
         "test_accuracy": result["accuracy"],
         "test_loss": result["loss"],
         "num_test": int(result["count"]),
-        "steps": int(shd.to_host(state.step)),
-        "batch_size": batch_size,
-        "devices": n_dev,
+        "steps": int(shd.to_host(trained.state.step)),
+        "batch_size": trained.batch_size,
+        "devices": trained.mesh.devices.size,
         "seconds": time.perf_counter() - t_start,
     }
-    if jax.process_index() == 0:
-        (workdir / "results.json").write_text(json.dumps(results, indent=2))
-        _write_report(workdir, config, results, figure)
+    report.write_json(workdir / "results.json", results, indent=2)
+    _report(workdir, config, results, figure)
     return results
 
 
-def _write_report(workdir: Path, config, results: dict, figure: Path) -> None:
-    lines = [
-        "# jaxgrad demo",
-        "",
-        f"Model `{config.model.name}` ({config.model.activation}) trained on `{config.data.source}` "
-        f"for {results['steps']} steps of batch {results['batch_size']} with "
-        f"{config.train.optimizer} (lr {config.train.learning_rate}) on {results['devices']} device(s), "
-        f"in {results['seconds']:.1f} s including compilation.",
-        "",
-        "| metric | value |",
-        "|---|---|",
-        f"| test accuracy | {results['test_accuracy']:.4f} |",
-        f"| test loss | {results['test_loss']:.4f} |",
-        f"| test images | {results['num_test']} |",
-        "",
-        "## Signed input-gradients",
-        "",
-        f"![input-gradients]({figure.name})",
-        "",
-        "Each map is the gradient of the predicted class's logit with respect to the input, "
-        "summed over channels, divided by the 99.5th percentile of its absolute value and "
-        "clipped to [-1, 1]: red where increasing the pixel raises the logit, blue where it "
-        "lowers it. The number under each map is the raw sum of the gradient.",
-        "",
-        "Files: `config.json`, `metrics.jsonl` (training and evaluation rows), `results.json`, "
-        "`checkpoints/` (orbax; rerunning with the same workdir resumes from the newest).",
-    ]
-    (workdir / "report.md").write_text("\n".join(lines) + "\n")
+def _report(workdir: Path, config, results: dict, figure: Path) -> None:
+    t = config.train
+    report.write_report(
+        workdir,
+        [
+            report.title("jaxgrad demo"),
+            report.paragraph(
+                f"Model `{config.model.name}` ({config.model.activation}) trained on "
+                f"`{config.data.source}` for {results['steps']} steps of batch "
+                f"{results['batch_size']} with {t.optimizer} (lr {t.learning_rate}) on "
+                f"{results['devices']} device(s), in {results['seconds']:.1f} s including "
+                "compilation."
+            ),
+            report.table(
+                ["metric", "value"],
+                [
+                    ["test accuracy", f"{results['test_accuracy']:.4f}"],
+                    ["test loss", f"{results['test_loss']:.4f}"],
+                    ["test images", results["num_test"]],
+                ],
+            ),
+            report.heading("Signed input-gradients"),
+            report.image(figure, "input-gradients"),
+            report.paragraph(
+                "Each map is the gradient of the predicted class's logit with respect to the "
+                "input, summed over channels, divided by the 99.5th percentile of its absolute "
+                "value and clipped to [-1, 1]: red where increasing the pixel raises the logit, "
+                "blue where it lowers it. The number under each map is the raw sum of the "
+                "gradient."
+            ),
+            report.paragraph(
+                "Files: `config.json`, `metrics.jsonl` (training and evaluation rows), "
+                "`results.json`, `checkpoints/` (orbax; rerunning with the same workdir resumes "
+                "from the newest)."
+            ),
+        ],
+    )
 
 
 if __name__ == "__main__":

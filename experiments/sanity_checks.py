@@ -10,9 +10,7 @@ metric, means and 99% intervals over images), ``control.json``, ``curves.png``,
 
 from __future__ import annotations
 
-import csv
 import functools
-import json
 import time
 from pathlib import Path
 
@@ -20,7 +18,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.common import launch, pyplot, save_config, train_classifier
+from experiments import report
+from experiments.common import (
+    Purpose,
+    launch,
+    load_splits,
+    make_mesh,
+    make_model,
+    purpose_key,
+    train_model,
+)
 from jaxgrad import sharding as shd
 from jaxgrad.attribution import gradient, gradient_x_input, integrated_gradients, smoothgrad
 from jaxgrad.evaluation import (
@@ -32,7 +39,7 @@ from jaxgrad.evaluation import (
     sanity_table,
     spearman_nz,
 )
-from jaxgrad.viz import attribution_grid
+from jaxgrad.training import classifier_loss
 
 METRICS = ("spearman", "spearman_abs", "spearman_nz")
 
@@ -67,11 +74,10 @@ def control(x: np.ndarray, key: jax.Array, draws: int) -> dict:
     return out
 
 
-def pixel_perturbation_curves(trained, variables, config) -> dict:
-    """Accuracy as IG's most / least salient pixels, or random ones, are set to black."""
-    p = config.perturbation
-    x = jnp.asarray(trained.test["image"][: p.num_images])
-    y = jnp.asarray(trained.test["label"][: p.num_images])
+def pixel_perturbation_curves(trained, variables, test, p, key) -> dict:
+    """Accuracy as IG's most / least salient pixels, or random ones (``key``), are set to black."""
+    x = jnp.asarray(test["image"][: p.num_images])
+    y = jnp.asarray(test["label"][: p.num_images])
     ig = jax.jit(
         lambda v, xx, yy: integrated_gradients(
             trained.logit_fn, v, xx, yy, steps=p.ig_steps, chunk_size=16
@@ -93,7 +99,7 @@ def pixel_perturbation_curves(trained, variables, config) -> dict:
             aggregate="abs_sum",
             fill="constant",
             fill_value=0.0,
-            key=jax.random.key(3),
+            key=key,
             chunk_size=2,
         )
         acc = np.asarray(r["correct"].mean(axis=1))
@@ -108,15 +114,30 @@ def run(config, workdir: str | Path) -> dict:
     """Runs the experiment into ``workdir`` and returns the results."""
     t0 = time.perf_counter()
     workdir = Path(workdir).absolute()
-    save_config(config, workdir)
-    trained = train_classifier(config, workdir, jax.random.key(config.seed))
-    variables = shd.to_host(trained.state.variables)
-    s = config.sanity
-    x = jnp.asarray(trained.test["image"][: s.num_images])
-    y = jnp.asarray(trained.test["label"][: s.num_images])
+    report.write_config(workdir, config)
+    train, test = load_splits(config.data)
+    model = make_model(config.model, config.data.num_classes)
+    trained = train_model(
+        model,
+        classifier_loss(model),
+        train,
+        config.train,
+        key=purpose_key(config.seed, Purpose.MODEL),
+        test=test,
+        mesh=make_mesh(config.num_devices),
+        checkpoint_dir=workdir / "checkpoints",
+        metrics_path=workdir / "metrics.jsonl",
+    )
+    variables = shd.to_host(trained.variables)
+    s = config.evaluation.sanity
+    x = jnp.asarray(test["image"][: s.num_images])
+    y = jnp.asarray(test["label"][: s.num_images])
     layers = layer_names(variables, trained.model, x[:1])  # call order, output first
     stages = randomization_stages(
-        variables, key=jax.random.key(config.seed + 1), layers=layers, stddev=s.stddev
+        variables,
+        key=purpose_key(config.seed, Purpose.RANDOMIZATION),
+        layers=layers,
+        stddev=s.stddev,
     )
     methods = {
         "integrated_gradients": functools.partial(
@@ -131,9 +152,16 @@ def run(config, workdir: str | Path) -> dict:
     print(
         f"attributing {len(x)} images x {len(stages)} stages x {len(methods)} methods", flush=True
     )
-    rows = sanity_table(methods, trained.logit_fn, stages, x, y, key=jax.random.key(7))
-    ctrl = control(np.asarray(x), jax.random.key(11), s.control_draws)
-    perturbation = pixel_perturbation_curves(trained, variables, config)
+    noise_key = purpose_key(config.seed, Purpose.ATTRIBUTION_NOISE)
+    rows = sanity_table(methods, trained.logit_fn, stages, x, y, key=noise_key)
+    ctrl = control(np.asarray(x), purpose_key(config.seed, Purpose.CONTROL), s.control_draws)
+    perturbation = pixel_perturbation_curves(
+        trained,
+        variables,
+        test,
+        config.evaluation.perturbation,
+        purpose_key(config.seed, Purpose.PERTURBATION_ORDER),
+    )
     results = {
         "perturbation": perturbation,
         "test_accuracy": trained.test_metrics["accuracy"],
@@ -142,51 +170,59 @@ def run(config, workdir: str | Path) -> dict:
         "control": ctrl,
         "seconds": time.perf_counter() - t0,
     }
-    if jax.process_index() == 0:
-        (workdir / "table.json").write_text(json.dumps(rows, indent=1))
-        with open(workdir / "table.csv", "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
-        (workdir / "control.json").write_text(json.dumps(ctrl, indent=1))
-        ig = jax.jit(lambda p: methods["integrated_gradients"](trained.logit_fn, p, x[:6], y[:6]))
-        maps = [np.asarray(ig(v)) for _, v in stages]
-        attribution_grid(
-            np.asarray(x[:6]),
-            maps,
-            workdir / "maps.png",
-            row_titles=[name for name, _ in stages],
-            title="Signed IG, trained then cascading randomization",
-        )
-        _plot(rows, results["stages"], workdir / "curves.png")
-        _report(workdir, config, results)
-        (workdir / "results.json").write_text(json.dumps(results, indent=1))
+    report.write_json(workdir / "table.json", rows)
+    header = list(rows[0])
+    report.write_csv(workdir / "table.csv", header, [[r[k] for k in header] for r in rows])
+    report.write_json(workdir / "control.json", ctrl)
+    ig = jax.jit(lambda p: methods["integrated_gradients"](trained.logit_fn, p, x[:6], y[:6]))
+    report.attribution_figure(
+        workdir / "maps.png",
+        x[:6],
+        [ig(v) for _, v in stages],
+        row_titles=results["stages"],
+        title="Signed IG, trained then cascading randomization",
+    )
+    _plot(rows, results["stages"], workdir / "curves.png")
+    _report(workdir, config, results)
+    report.write_json(workdir / "results.json", results)
     return results
 
 
 def _plot(rows, stages, path):
-    plt = pyplot()
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     ig = {(r["stage"], r["metric"]): r for r in rows if r["method"] == "integrated_gradients"}
     xs = np.arange(len(stages))
-    for metric, colour in zip(METRICS, ("tab:blue", "tab:green", "tab:red"), strict=True):
-        m = np.array([ig[(s, metric)]["mean"] for s in stages])
-        lo = np.array([ig[(s, metric)]["ci99_low"] for s in stages])
-        hi = np.array([ig[(s, metric)]["ci99_high"] for s in stages])
-        axes[0].plot(xs, m, "o-", color=colour, label=metric)
-        axes[0].fill_between(xs, lo, hi, color=colour, alpha=0.2)
-    axes[0].set_xticks(xs, stages, rotation=30, fontsize=7)
-    axes[0].set_ylabel("rank correlation with the trained IG")
-    axes[0].set_title("Integrated Gradients, cascading randomization", fontsize=9)
-    axes[0].legend(fontsize=7)
-    sums = [ig[(s, "attribution_sum")]["mean"] for s in stages]
-    axes[1].plot(xs, sums, "o-", color="k")
-    axes[1].set_xticks(xs, stages, rotation=30, fontsize=7)
-    axes[1].set_title("mean sum of raw IG (= logit change)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+
+    def column(metric, field):
+        return [ig[(s, metric)][field] for s in stages]
+
+    report.curves(
+        path,
+        [
+            report.Panel(
+                [
+                    report.Curve(
+                        xs,
+                        column(metric, "mean"),
+                        metric,
+                        band=(column(metric, "ci99_low"), column(metric, "ci99_high")),
+                        color=colour,
+                    )
+                    for metric, colour in zip(
+                        METRICS, ("tab:blue", "tab:green", "tab:red"), strict=True
+                    )
+                ],
+                title="Integrated Gradients, cascading randomization",
+                ylabel="rank correlation with the trained IG",
+                xticks=stages,
+            ),
+            report.Panel(
+                [report.Curve(xs, column("attribution_sum", "mean"), color="k")],
+                title="mean sum of raw IG (= logit change)",
+                xticks=stages,
+            ),
+        ],
+        panel_size=(5, 3.6),
+    )
 
 
 def _report(workdir, config, results):
@@ -194,65 +230,74 @@ def _report(workdir, config, results):
     by = {(r["stage"], r["method"], r["metric"]): r for r in rows}
     stages = results["stages"]
     methods = sorted({r["method"] for r in rows})
-    lines = [
-        "# Sanity checks by cascading randomization",
-        "",
-        f"CNN trained on `{config.data.source}` (test accuracy {results['test_accuracy']:.4f}); "
-        f"{config.sanity.num_images} test images, target = label, cascading re-initialisation "
-        f"from the output layer (truncated normal, std {config.sanity.stddev}); "
-        f"{results['seconds']:.0f} s in all.",
-        "",
-        "Means over images with 99% intervals. The note (Sundararajan & Taly) reports, for IG: "
-        "absolute Spearman near 1 at every stage, signed Spearman falling to about 0, "
-        "spearman_nz dropping sharply after the output layer and plateauing near 0.4, and the "
-        "sum of raw IG falling toward 0.",
-        "",
+    blocks = [
+        report.title("Sanity checks by cascading randomization"),
+        report.paragraph(
+            f"CNN trained on `{config.data.source}` (test accuracy "
+            f"{results['test_accuracy']:.4f}); {config.evaluation.sanity.num_images} test "
+            "images, target = label, cascading re-initialisation from the output layer "
+            f"(truncated normal, std {config.evaluation.sanity.stddev}); "
+            f"{results['seconds']:.0f} s in all."
+        ),
+        report.paragraph(
+            "Means over images with 99% intervals. The note (Sundararajan & Taly) reports, for "
+            "IG: absolute Spearman near 1 at every stage, signed Spearman falling to about 0, "
+            "spearman_nz dropping sharply after the output layer and plateauing near 0.4, and "
+            "the sum of raw IG falling toward 0."
+        ),
     ]
     for metric in (*METRICS, "attribution_sum"):
-        lines += [
-            f"## {metric}",
-            "",
-            "| method | " + " | ".join(stages) + " |",
-            "|---" * (len(stages) + 1) + "|",
+        blocks += [
+            report.heading(metric),
+            report.table(
+                ["method", *stages],
+                [[m, *(report.fmt_interval(by[(s, m, metric)]) for s in stages)] for m in methods],
+            ),
         ]
-        for m in methods:
-            cells = []
-            for s in stages:
-                r = by[(s, m, metric)]
-                cells.append(f"{r['mean']:.3f} [{r['ci99_low']:.3f}, {r['ci99_high']:.3f}]")
-            lines.append(f"| {m} | " + " | ".join(cells) + " |")
-        lines.append("")
-    c = results["control"]
-    lines += [
-        "## Control: spearman_nz of x * r1 against x * r2",
-        "",
-        "The note's Remark 1 gives 0.424, 99% CI [0.413, 0.437], without naming the distribution "
-        "of r; the value depends on it:",
-        "",
-        "| r | mean | 99% interval | pairs |",
-        "|---|---|---|---|",
+    blocks += [
+        report.heading("Control: spearman_nz of x * r1 against x * r2"),
+        report.paragraph(
+            "The note's Remark 1 gives 0.424, 99% CI [0.413, 0.437], without naming the "
+            "distribution of r; the value depends on it:"
+        ),
+        report.table(
+            ["r", "mean", "99% interval", "pairs"],
+            [
+                [
+                    name,
+                    f"{v['mean']:.3f}",
+                    f"[{v['ci99_low']:.3f}, {v['ci99_high']:.3f}]",
+                    v["pairs"],
+                ]
+                for name, v in results["control"].items()
+            ],
+        ),
     ]
-    for name, v in c.items():
-        lines.append(
-            f"| {name} | {v['mean']:.3f} | [{v['ci99_low']:.3f}, {v['ci99_high']:.3f}] | {v['pairs']} |"
-        )
     pp = results["perturbation"]
-    lines += [
-        "",
-        f"## Pixel perturbation with IG ({pp['num_images']} test images, pixels set to 0)",
-        "",
-        "Test accuracy after removing a fraction of the pixels, ranked by sum |IG| over "
-        "channels; the issue expects the most-salient-first curve below the random one and the "
-        "least-salient-first curve above it.",
-        "",
-        "| order | " + " | ".join(f"{f:g}" for f in pp["fractions"]) + " | area |",
-        "|---" * (len(pp["fractions"]) + 2) + "|",
+    blocks += [
+        report.heading(
+            f"Pixel perturbation with IG ({pp['num_images']} test images, pixels set to 0)"
+        ),
+        report.paragraph(
+            "Test accuracy after removing a fraction of the pixels, ranked by sum |IG| over "
+            "channels; the issue expects the most-salient-first curve below the random one and "
+            "the least-salient-first curve above it."
+        ),
+        report.table(
+            ["order", *(f"{f:g}" for f in pp["fractions"]), "area"],
+            [
+                [
+                    f"{order} salient first",
+                    *(f"{a:.3f}" for a in pp[order]["accuracy"]),
+                    f"{pp[order]['auc']:.3f}",
+                ]
+                for order in ("most", "random", "least")
+            ],
+        ),
+        report.image("curves.png", "curves"),
+        report.image("maps.png", "maps"),
     ]
-    for order in ("most", "random", "least"):
-        accs = " | ".join(f"{a:.3f}" for a in pp[order]["accuracy"])
-        lines.append(f"| {order} salient first | {accs} | {pp[order]['auc']:.3f} |")
-    lines += ["", "![curves](curves.png)", "", "![maps](maps.png)", ""]
-    (workdir / "report.md").write_text("\n".join(lines) + "\n")
+    report.write_report(workdir, blocks)
 
 
 if __name__ == "__main__":

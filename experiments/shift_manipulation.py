@@ -17,18 +17,26 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
-from experiments.common import launch, save_config, train_classifier
-from jaxgrad.data import steps_per_epoch
+from experiments import report
+from experiments.common import (
+    Purpose,
+    launch,
+    load_splits,
+    make_mesh,
+    make_model,
+    override,
+    purpose_key,
+    train_model,
+)
+from jaxgrad import sharding as shd
 from jaxgrad.gradients import (
     cosine_similarity,
     gradient_manipulation_loss,
     input_gradients,
     shift_to_target_map,
 )
-from jaxgrad.training import create_train_state, fit, make_train_step, masked_mean
-from jaxgrad.viz import attribution_grid
+from jaxgrad.training import classifier_loss, masked_mean
 
 
 def target_map(name: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -49,9 +57,21 @@ def run(config, workdir: str | Path) -> dict:
     """Runs both manipulations and returns the measured figures."""
     t0 = time.perf_counter()
     workdir = Path(workdir).absolute()
-    save_config(config, workdir)
-    trained = train_classifier(config, workdir / "base", jax.random.key(config.seed))
-    logit_fn, variables, test = trained.logit_fn, trained.state.variables, trained.test
+    report.write_config(workdir, config)
+    train, test = load_splits(config.data)
+    model = make_model(config.model, config.data.num_classes)
+    trained = train_model(
+        model,
+        classifier_loss(model),
+        train,
+        config.train,
+        key=purpose_key(config.seed, Purpose.MODEL),
+        test=test,
+        mesh=make_mesh(config.num_devices),
+        checkpoint_dir=workdir / "base" / "checkpoints",
+        metrics_path=workdir / "base" / "metrics.jsonl",
+    )
+    logit_fn, variables = trained.logit_fn, trained.variables
     mc = config.manipulation
     m = jnp.asarray(target_map(mc.target_map, test["image"].shape[1:]))
     x, y = jnp.asarray(test["image"]), jnp.asarray(test["label"])
@@ -71,9 +91,6 @@ def run(config, workdir: str | Path) -> dict:
     }
 
     # (b) Learned: fine-tune with CE + alpha (1 - cos(grad f_y, m)).
-    model = trained.model
-    tx = optax.adam(mc.learning_rate)
-
     def loss_fn(params, model_state, batch, key):
         del key
         v = {"params": params, **model_state}
@@ -86,32 +103,25 @@ def run(config, workdir: str | Path) -> dict:
         )
         return masked_mean(per, batch["mask"]), (model_state, {"accuracy": acc})
 
-    state = create_train_state(model, tx, jax.random.key(0), x[:1], mesh=trained.mesh)
-    # Copies: the train step donates its state, and the original model is measured afterwards.
-    state = state.replace(
-        params=jax.tree.map(jnp.copy, trained.state.params),
-        model_state=jax.tree.map(jnp.copy, trained.state.model_state),
-    )
-    num_steps = mc.epochs * steps_per_epoch(len(trained.train["label"]), trained.batch_size)
-    print(f"fine-tuning for {num_steps} steps with alpha={mc.alpha}", flush=True)
-    state = fit(
-        state,
-        make_train_step(loss_fn, tx, mesh=trained.mesh),
-        trained.train,
-        key=jax.random.key(config.seed + 1),
-        batch_size=trained.batch_size,
-        num_steps=num_steps,
+    print(f"fine-tuning with alpha={mc.alpha}", flush=True)
+    finetuned = train_model(
+        model,
+        loss_fn,
+        train,
+        override(config.train, **mc.finetune),
+        key=purpose_key(config.seed, Purpose.FINETUNE),
+        init=variables,
         mesh=trained.mesh,
         metrics_path=workdir / "finetune_metrics.jsonl",
-        log_every=config.train.log_every,
     )
-    tuned = state.variables
+    num_steps = int(shd.to_host(finetuned.state.step))
+    tuned = finetuned.variables
     cos_before = cosine_similarity(grads_fn(logit_fn, variables, x, y), m)
     g_after = grads_fn(logit_fn, tuned, x, y)
     cos_after = cosine_similarity(g_after, m)
     learned = {
         "accuracy_original": trained.test_metrics["accuracy"],
-        "accuracy_finetuned": trained.evaluate(tuned)["accuracy"],
+        "accuracy_finetuned": trained.evaluate(tuned, test)["accuracy"],
         "cosine_to_map_before": float(jnp.mean(cos_before)),
         "cosine_to_map_after": float(jnp.mean(cos_after)),
         "cosine_to_map_after_min": float(jnp.min(cos_after)),
@@ -127,17 +137,12 @@ def run(config, workdir: str | Path) -> dict:
         "test_images": int(len(y)),
     }
 
-    n = mc.num_images
+    n = config.evaluation.num_images
     g_before = grads_fn(logit_fn, variables, x[:n], y[:n])
-    figure = attribution_grid(
-        np.asarray(x[:n]),
-        [
-            np.asarray(g_before),
-            np.asarray(g_c[:n]),
-            np.asarray(g_after[:n]),
-            np.broadcast_to(np.asarray(m), x[:n].shape),
-        ],
+    figure = report.attribution_figure(
         workdir / "manipulation.png",
+        x[:n],
+        [g_before, g_c[:n], g_after[:n], np.broadcast_to(np.asarray(m), x[:n].shape)],
         row_titles=[
             "original",
             f"closed form (class {mc.target_class})",
@@ -147,42 +152,63 @@ def run(config, workdir: str | Path) -> dict:
         column_titles=[f"y={int(v)}" for v in y[:n]],
         title="Input-gradients before and after the shift manipulation",
     )
-    if jax.process_index() == 0:
-        (workdir / "results.json").write_text(json.dumps(results, indent=2))
-        _report(workdir, config, results, figure)
+    report.write_json(workdir / "results.json", results, indent=2)
+    _report(workdir, config, results, figure)
     print(json.dumps(results, indent=2), flush=True)
     return results
 
 
 def _report(workdir: Path, config, r: dict, figure: Path) -> None:
-    c, lr = r["closed_form"], r["learned"]
-    text = f"""# Shift manipulation (Srinivas & Fleuret 2021, Sec. 3)
-
-Digits CNN ({config.model.activation}), {r["test_images"]} test images, target map
-`{config.manipulation.target_map}`.
-
-## (a) Closed form
-
-Adding `g(x) = <m, x> - f_c(x)` to every logit (class c = {config.manipulation.target_class}):
-
-| figure | value |
-|---|---|
-| max abs difference of the softmax | {c["softmax_max_abs_diff"]:.2e} |
-| max abs error of the class-c gradient to the map | {c["gradient_max_abs_error"]:.2e} |
-| test accuracy, original / shifted | {c["accuracy_original"]:.4f} / {c["accuracy_shifted"]:.4f} |
-
-## (b) Learned
-
-Fine-tuning {lr["steps"]} steps with cross-entropy + {config.manipulation.alpha} x (1 - cos(grad_x f_y, m)):
-
-| figure | value |
-|---|---|
-| test accuracy, original / fine-tuned | {lr["accuracy_original"]:.4f} / {lr["accuracy_finetuned"]:.4f} ({lr["accuracy_change_points"]:+.2f} points) |
-| mean cosine of the label's gradient to the map, before / after | {lr["cosine_to_map_before"]:.3f} / {lr["cosine_to_map_after"]:.3f} (min {lr["cosine_to_map_after_min"]:.3f}) |
-
-![manipulation]({figure.name})
-"""
-    (workdir / "report.md").write_text(text)
+    c, lr, mc = r["closed_form"], r["learned"], config.manipulation
+    report.write_report(
+        workdir,
+        [
+            report.title("Shift manipulation (Srinivas & Fleuret 2021, Sec. 3)"),
+            report.paragraph(
+                f"Digits CNN ({config.model.activation}), {r['test_images']} test images, "
+                f"target map `{mc.target_map}`."
+            ),
+            report.heading("(a) Closed form"),
+            report.paragraph(
+                f"Adding `g(x) = <m, x> - f_c(x)` to every logit (class c = {mc.target_class}):"
+            ),
+            report.table(
+                ["figure", "value"],
+                [
+                    ["max abs difference of the softmax", f"{c['softmax_max_abs_diff']:.2e}"],
+                    [
+                        "max abs error of the class-c gradient to the map",
+                        f"{c['gradient_max_abs_error']:.2e}",
+                    ],
+                    [
+                        "test accuracy, original / shifted",
+                        f"{c['accuracy_original']:.4f} / {c['accuracy_shifted']:.4f}",
+                    ],
+                ],
+            ),
+            report.heading("(b) Learned"),
+            report.paragraph(
+                f"Fine-tuning {lr['steps']} steps with cross-entropy + {mc.alpha} x "
+                "(1 - cos(grad_x f_y, m)):"
+            ),
+            report.table(
+                ["figure", "value"],
+                [
+                    [
+                        "test accuracy, original / fine-tuned",
+                        f"{lr['accuracy_original']:.4f} / {lr['accuracy_finetuned']:.4f} "
+                        f"({lr['accuracy_change_points']:+.2f} points)",
+                    ],
+                    [
+                        "mean cosine of the label's gradient to the map, before / after",
+                        f"{lr['cosine_to_map_before']:.3f} / {lr['cosine_to_map_after']:.3f} "
+                        f"(min {lr['cosine_to_map_after_min']:.3f})",
+                    ],
+                ],
+            ),
+            report.image(figure, "manipulation"),
+        ],
+    )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,18 @@
-"""End-to-end runs of the experiment mains (full CPU-size configs where they take a minute)."""
+"""End-to-end runs of the experiment mains.
 
+The full CPU-size configs where they take a minute, and every main's ``:smoke`` config (as
+the flax examples' one-epoch tests): the files it writes and the properties its results must
+have whatever the keys (ranges, shapes, identities), not stored numbers.
+"""
+
+import csv
 import json
+import math
+
+import numpy as np
+import pytest
+
+from jaxgrad.training import Checkpointer, read_metrics
 
 
 def test_shift_manipulation_changes_gradients_not_the_classifier(tmp_path):
@@ -21,3 +33,175 @@ def test_shift_manipulation_changes_gradients_not_the_classifier(tmp_path):
     report = (tmp_path / "report.md").read_text()
     assert f"{learned['cosine_to_map_after']:.3f}" in report
     assert (tmp_path / "manipulation.png").stat().st_size > 10_000
+
+
+def _smoke(name, tmp_path):
+    """The ``:smoke`` config of experiment ``name`` on one device, and its results."""
+    import importlib
+
+    config = importlib.import_module(f"experiments.configs.{name}").get_config("smoke")
+    config.num_devices = 1  # 8 fake devices on 2 cores can stall XLA's collectives
+    results = importlib.import_module(f"experiments.{name}").run(config, tmp_path)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved.keys() == results.keys()
+    assert json.loads((tmp_path / "config.json").read_text())["seed"] == config.seed
+    return config, results
+
+
+def _files(tmp_path, *names):
+    for name in names:
+        path = tmp_path / name
+        assert path.is_file(), f"{name} was not written"
+        if name.endswith(".png"):
+            assert path.stat().st_size > 10_000, f"{name} is nearly empty"
+            assert f"({name})" in (tmp_path / "report.md").read_text(), f"report.md lacks {name}"
+
+
+def _accuracy(value, *, above=0.1):
+    """An accuracy in [0, 1] above ``above`` (chance for ten classes by default)."""
+    return above < value <= 1.0
+
+
+def test_demo_smoke(tmp_path):
+    config, r = _smoke("demo", tmp_path)
+    _files(tmp_path, "report.md", "input_gradients.png", "results.json", "metrics.jsonl")
+    assert _accuracy(r["test_accuracy"], above=0.3)
+    assert math.isfinite(r["test_loss"]) and r["test_loss"] > 0
+    assert r["num_test"] == 360 and r["devices"] == 1 and r["batch_size"] == 64
+    assert r["steps"] == config.train.epochs * math.ceil(1437 / 64)
+    assert f"{r['test_accuracy']:.4f}" in (tmp_path / "report.md").read_text()
+    rows = read_metrics(tmp_path / "metrics.jsonl")
+    assert rows[-1]["split"] == "eval" and rows[-1]["accuracy"] == pytest.approx(r["test_accuracy"])
+    assert Checkpointer(tmp_path / "checkpoints").latest_step() == r["steps"]
+
+
+def test_shift_manipulation_smoke(tmp_path):
+    config, r = _smoke("shift_manipulation", tmp_path)
+    _files(tmp_path, "report.md", "manipulation.png", "finetune_metrics.jsonl")
+    closed, learned = r["closed_form"], r["learned"]
+    # (a) is exact whatever the model: same softmax, the class's gradient is the map.
+    assert closed["softmax_max_abs_diff"] <= 1e-6
+    assert closed["gradient_max_abs_error"] <= 1e-5
+    assert closed["same_predictions"]
+    assert closed["accuracy_shifted"] == pytest.approx(closed["accuracy_original"])
+    # (b) one epoch of fine-tuning already turns the gradients toward the map.
+    assert learned["steps"] == config.manipulation.finetune.epochs * math.ceil(1437 / 64)
+    assert _accuracy(learned["accuracy_original"]) and _accuracy(learned["accuracy_finetuned"])
+    assert -1 <= learned["cosine_to_map_before"] < learned["cosine_to_map_after"] <= 1
+    assert r["test_images"] == 360
+    assert len(read_metrics(tmp_path / "finetune_metrics.jsonl")) >= 1
+
+
+def test_sanity_checks_smoke(tmp_path):
+    config, r = _smoke("sanity_checks", tmp_path)
+    _files(tmp_path, "report.md", "curves.png", "maps.png", "table.json", "table.csv")
+    _files(tmp_path, "control.json")
+    assert _accuracy(r["test_accuracy"], above=0.3)
+    stages = r["stages"]
+    assert stages[0] == "original" and len(stages) == 5  # and the CNN's four layers
+    methods = {"integrated_gradients", "gradient_x_input", "gradient", "smoothgrad"}
+    metrics = {"spearman", "spearman_abs", "spearman_nz", "attribution_sum"}
+    table = {(row["stage"], row["method"], row["metric"]): row for row in r["table"]}
+    assert len(r["table"]) == len(table) == len(stages) * len(methods) * len(metrics)
+    for (stage, method, metric), row in table.items():
+        assert all(math.isfinite(row[k]) for k in ("mean", "ci99_low", "ci99_high"))
+        assert row["ci99_low"] <= row["mean"] <= row["ci99_high"]
+        if metric != "attribution_sum":
+            assert -1 - 1e-6 <= row["mean"] <= 1 + 1e-6
+        if stage == "original" and metric != "attribution_sum":
+            assert row["mean"] == pytest.approx(1.0), (method, metric)  # the model vs itself
+    ig_sum = [table[(s, "integrated_gradients", "attribution_sum")]["mean"] for s in stages]
+    assert abs(ig_sum[-1]) < 0.1 * abs(ig_sum[0])  # randomized weights, logit change near 0
+    with open(tmp_path / "table.csv") as f:
+        assert len(list(csv.DictReader(f))) == len(r["table"])
+    s = config.evaluation.sanity
+    for v in r["control"].values():
+        assert v["pairs"] == s.num_images * s.control_draws
+        assert 0 < v["mean"] < 1
+    p = r["perturbation"]
+    assert p["fractions"] == list(config.evaluation.perturbation.fractions)
+    assert p["num_images"] == config.evaluation.perturbation.num_images
+    for order in ("most", "least", "random"):
+        acc = p[order]["accuracy"]
+        assert len(acc) == len(p["fractions"]) and all(0 <= a <= 1 for a in acc)
+        assert acc[0] == p["most"]["accuracy"][0]  # nothing removed: the same images
+    assert p["most"]["auc"] < p["random"]["auc"] < p["least"]["auc"]
+
+
+@pytest.mark.slow
+def test_score_matching_smoke(tmp_path):
+    config, r = _smoke("score_matching", tmp_path)
+    _files(tmp_path, "report.md", "samples.png", "gradients.png", "curves.png")
+    res = r["results"]
+    assert _accuracy(res["judge_test_accuracy"])
+    # Two epochs on digits: only the plain cross-entropy model is sure to beat chance.
+    assert _accuracy(res["none"]["test_accuracy"])
+    e = config.evaluation
+    for objective in config.train.objectives:
+        row = res[objective]
+        assert 0 <= row["test_accuracy"] <= 1
+        assert all(math.isfinite(v) for v in row["hessian_trace"].values())
+        assert 0 <= row["gan_test_accuracy"] <= 1 and 0 <= row["self_accuracy_on_samples"] <= 1
+        # GAN-test: num_samples samples judged one by one, so a multiple of 1 / num_samples.
+        assert row["gan_test_accuracy"] * e.gan_test.num_samples == pytest.approx(
+            round(row["gan_test_accuracy"] * e.gan_test.num_samples), abs=1e-4
+        )
+        pp = row["pixel_perturbation"]
+        assert pp["fractions"] == list(e.perturbation.fractions)
+        for order in ("least", "random"):
+            assert len(pp[order]["accuracy"]) == len(pp["fractions"])
+            assert all(0 <= a <= 1 for a in pp[order]["accuracy"])
+            assert 0 <= pp[order]["auc"] <= 1
+        assert pp["least"]["accuracy"][0] == pp["random"]["accuracy"][0]  # nothing removed
+        dr = row["density_ratio"]
+        assert dr["sigmas"] == list(e.density_ratio.sigmas)
+        assert all(math.isfinite(v) and v > 0 for v in dr["mean"] + dr["median"])
+        assert all(0 <= v <= 1 for v in dr["fraction_above_1"])
+    report = (tmp_path / "report.md").read_text()
+    assert "78.01 / 59.47" in report  # the paper's numbers beside the measured ones
+    assert f"{res['none']['test_accuracy']:.4f}" in report
+
+
+@pytest.mark.slow
+def test_block_mnist_smoke(tmp_path):
+    config, r = _smoke("block_mnist", tmp_path)
+    _files(tmp_path, "report.md", "gradients.png", "diff_roar.png", "diff_roar.csv")
+    assert set(r["results"]) == {
+        f"{variant}/{arch}/{kind}"
+        for variant in ("BlockMNIST", "BlockMNIST-Top")
+        for arch in config.model
+        for kind in ("standard", "pgd")
+    }
+    for name, row in r["results"].items():
+        assert 0 <= row["pgd_accuracy"] <= 1 and 0 <= row["clean_accuracy"] <= 1
+        for metric in ("signal_mass_abs", "signal_mass_pos", "top_k_in_null"):
+            stats = row[metric]
+            assert 0 <= stats["ci99_low"] <= stats["mean"] <= stats["ci99_high"] <= 1, name
+    for variant in ("BlockMNIST", "BlockMNIST-Top"):  # the MLP learns in three epochs
+        assert _accuracy(r["results"][f"{variant}/mlp/standard"]["clean_accuracy"], above=0.3)
+    assert r["models"]["cnn"]["epochs"] == config.train.per_model.cnn.epochs
+    assert r["models"]["mlp"]["epochs"] == config.train.epochs
+    c = config.evaluation.diff_roar
+    assert set(r["diff_roar"]) == {
+        "BlockMNIST/standard gradient",
+        "BlockMNIST/robust gradient",
+        "BlockMNIST/random",
+        "MNIST/random",
+    }
+    for name, curve in r["diff_roar"].items():
+        seeds = c.control_seeds if name.endswith("random") else c.seeds
+        np.testing.assert_allclose(curve["fractions"], c.fractions)
+        top, bottom = (
+            np.array(curve["top_k_accuracy_per_seed"]),
+            curve["bottom_k_accuracy_per_seed"],
+        )
+        assert top.shape == np.shape(bottom) == (seeds, len(c.fractions))
+        assert ((0 <= top) & (top <= 1)).all()
+        np.testing.assert_allclose(
+            curve["diff_roar"],
+            np.mean(top, 0) - np.mean(bottom, 0),
+            atol=1e-12,
+        )
+    with open(tmp_path / "diff_roar.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(r["diff_roar"]) * len(c.fractions)

@@ -15,51 +15,39 @@ digits in seconds.
 
 import ml_collections
 
+from experiments.configs import demo
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """Config; ``arg="smoke"`` gives a seconds-long run on digits for tests."""
-    c = ml_collections.ConfigDict()
-    c.seed = 0
+    c = demo.get_config()  # the demo's model and optimizer, on MNIST
     c.num_devices = 1
-    c.data = ml_collections.ConfigDict(dict(source="idx:../shared/data/mnist", num_classes=10))
-    c.model = ml_collections.ConfigDict(dict(name="cnn", activation="relu", beta=1.0))
-    c.train = ml_collections.ConfigDict(
+    c.data.source = "idx:../shared/data/mnist"
+    c.train.update(dict(epochs=3, checkpoint_every=500, keep_checkpoints=1, log_every=50))
+    c.evaluation = ml_collections.ConfigDict(
         dict(
-            optimizer="adam",
-            learning_rate=1e-3,
-            weight_decay=0.0,
-            schedule="constant",
-            batch_size=64,
-            epochs=3,
-            checkpoint_every=500,
-            keep_checkpoints=1,
-            log_every=50,
+            sanity=dict(
+                num_images=50,
+                stddev=0.01,  # the note's re-initialisation: truncated normal, mean 0
+                ig_steps=128,
+                ig_chunk_size=16,
+                smoothgrad_samples=50,
+                noise_level=0.15,
+                control_draws=1000,
+            ),
+            perturbation=dict(
+                num_images=500, ig_steps=64, fractions=(0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
+            ),
         )
-    )
-    c.sanity = ml_collections.ConfigDict(
-        dict(
-            num_images=50,
-            stddev=0.01,  # the note's re-initialisation: truncated normal, mean 0
-            ig_steps=128,
-            ig_chunk_size=16,
-            smoothgrad_samples=50,
-            noise_level=0.15,
-            control_draws=1000,
-        )
-    )
-    c.perturbation = ml_collections.ConfigDict(
-        dict(num_images=500, ig_steps=64, fractions=(0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9))
     )
     if arg == "smoke":
-        c.perturbation.num_images = 32
-        c.perturbation.ig_steps = 8
         c.data.source = "digits"
         c.train.epochs = 2
         c.train.log_every = 10
-        c.sanity.num_images = 8
-        c.sanity.ig_steps = 16
-        c.sanity.smoothgrad_samples = 4
-        c.sanity.control_draws = 20
+        c.evaluation.sanity.update(
+            dict(num_images=8, ig_steps=16, smoothgrad_samples=4, control_draws=20)
+        )
+        c.evaluation.perturbation.update(dict(num_images=32, ig_steps=8))
     elif arg not in (None, ""):
         raise ValueError(f"unknown config variant {arg!r} (use 'smoke' or nothing)")
     return c

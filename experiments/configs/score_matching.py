@@ -16,46 +16,48 @@ by the image mean; accuracy) and the density-ratio profile. ``:smoke`` runs on d
 
 import ml_collections
 
+from experiments.configs import base
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """Config; ``arg="smoke"`` gives a short run on digits."""
     c = ml_collections.ConfigDict()
     c.seed = 0
-    c.source = "idx:../shared/data/mnist"
+    c.num_devices = 1
+    c.data = base.data("idx:../shared/data/mnist")
     c.model = ml_collections.ConfigDict(
-        dict(features=(16, 32), dense=256, activation="softplus", beta=10.0)
+        dict(name="cnn", features=(16, 32), dense=256, activation="softplus", beta=10.0)
     )
-    c.epochs = 10
-    c.batch_size = 128
-    c.learning_rate = 1e-3
+    c.train = base.train(batch_size=128, epochs=10, log_every=50)
     # Eq. 4's regularizers; the hyper-parameters default to the paper's (PAPER_DEFAULTS).
-    c.objectives = ("none", "score_matching", "anti_score_matching", "gradient_norm")
-    c.proxy_epochs = 10  # the GAN-test judge: a ReLU CNN of the same widths, another seed
-    c.trace_images = 256
-    c.trace_probes = 8
-    c.gan_test = ml_collections.ConfigDict(
-        dict(num_samples=250, steps=500, step_size=0.1, weight_decay=1e-2)
-    )
-    c.perturbation = ml_collections.ConfigDict(
-        dict(num_images=1000, fractions=(0.0, 0.1, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95))
-    )
-    c.density_ratio = ml_collections.ConfigDict(
-        dict(num_images=500, sigmas=(0.01, 0.03, 0.1, 0.3, 0.5), num_samples=16)
+    c.train.objectives = ("none", "score_matching", "anti_score_matching", "gradient_norm")
+    c.evaluation = ml_collections.ConfigDict(
+        dict(
+            trace=dict(num_images=256, num_probes=8),
+            gan_test=dict(
+                num_samples=250,
+                steps=500,
+                step_size=0.1,
+                weight_decay=1e-2,
+                # The judge: the model section with these fields, trained separately.
+                judge=dict(activation="relu", beta=1.0, epochs=10),
+            ),
+            perturbation=dict(num_images=1000, fractions=(0.0, 0.1, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95)),
+            density_ratio=dict(num_images=500, sigmas=(0.01, 0.03, 0.1, 0.3, 0.5), num_samples=16),
+        )
     )
     if arg == "smoke":
-        c.source = "digits"
+        c.data.source = "digits"
         c.model.features = (4, 8)
         c.model.dense = 32
-        c.epochs = 2
-        c.proxy_epochs = 2
-        c.batch_size = 64
-        c.trace_images = 16
-        c.trace_probes = 2
-        c.gan_test.num_samples = 20
-        c.gan_test.steps = 5
-        c.perturbation.num_images = 50
-        c.density_ratio.num_images = 20
-        c.density_ratio.num_samples = 2
+        c.train.batch_size = 64
+        c.train.epochs = 2
+        e = c.evaluation
+        e.trace.update(dict(num_images=16, num_probes=2))
+        e.gan_test.update(dict(num_samples=20, steps=5))
+        e.gan_test.judge.epochs = 2
+        e.perturbation.num_images = 50
+        e.density_ratio.update(dict(num_images=20, num_samples=2))
     elif arg not in (None, ""):
         raise ValueError(f"unknown config variant {arg!r} (use 'smoke' or nothing)")
     return c

@@ -1,0 +1,36 @@
+"""The sections every experiment config shares, with their defaults.
+
+A config is ``seed``, ``num_devices``, ``data``, ``model``, ``train`` and ``evaluation`` (plus
+an experiment's own section where it needs one); :func:`data` and :func:`train` give the
+first two sections' full set of fields so that every experiment has the same schema.
+"""
+
+import ml_collections
+
+
+def data(source: str, num_classes: int = 10) -> ml_collections.ConfigDict:
+    """The ``data`` section: a ``load_dataset`` source and its number of classes."""
+    return ml_collections.ConfigDict(dict(source=source, num_classes=num_classes))
+
+
+def train(**fields) -> ml_collections.ConfigDict:
+    """The ``train`` section (read by ``experiments.common.train_model``), ``fields`` overridden.
+
+    Fields: ``optimizer`` / ``learning_rate`` / ``weight_decay`` / ``schedule`` (see
+    ``jaxgrad.training.make_optimizer`` and ``make_schedule``), ``batch_size``, ``epochs``,
+    ``log_every`` (steps between metric rows and progress lines), ``checkpoint_every`` and
+    ``keep_checkpoints`` (when the main keeps checkpoints). Experiments may add their own
+    training fields (PGD, objectives, per-model overrides).
+    """
+    section = dict(
+        optimizer="adam",
+        learning_rate=1e-3,
+        weight_decay=0.0,
+        schedule="constant",
+        batch_size=64,
+        epochs=1,
+        log_every=50,
+        checkpoint_every=1000,
+        keep_checkpoints=2,
+    )
+    return ml_collections.ConfigDict({**section, **fields})

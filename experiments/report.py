@@ -1,0 +1,278 @@
+"""What the experiments write: markdown reports, JSON and CSV files, and figures.
+
+A main measures, then hands rows to these helpers. Markdown helpers return strings (blocks)
+that :func:`write_report` joins with blank lines into ``report.md``; every function that
+writes a file does so on process 0 only (the other hosts of a multi-host run return without
+writing) and returns the path. Figures use matplotlib's file-only Agg backend, imported when
+a figure is drawn.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from jaxgrad.sharding import is_main_process
+from jaxgrad.viz import attribution_grid
+
+# Markdown.
+
+
+def title(text: str) -> str:
+    """A level-1 heading."""
+    return f"# {text}"
+
+
+def heading(text: str) -> str:
+    """A level-2 heading."""
+    return f"## {text}"
+
+
+def paragraph(*sentences: str) -> str:
+    """A paragraph: the sentences joined by spaces."""
+    return " ".join(s.strip() for s in sentences if s)
+
+
+def bullets(*items: str) -> str:
+    """A bulleted list, one item per argument."""
+    return "\n".join(f"- {item}" for item in items)
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A markdown table; cells are written with ``str`` (format numbers before)."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def measured_vs_paper(
+    header: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    paper: Sequence[Any],
+    *,
+    paper_header: str = "paper",
+) -> str:
+    """A table of measured rows with the paper's figure for each row in a last column."""
+    if len(paper) != len(rows):
+        raise ValueError(f"one paper cell per row: {len(paper)} cells for {len(rows)} rows")
+    return table([*header, paper_header], [[*row, p] for row, p in zip(rows, paper, strict=True)])
+
+
+def image(path: str | Path, alt: str) -> str:
+    """A link to an image in the report's folder."""
+    return f"![{alt}]({Path(path).name})"
+
+
+def fmt_interval(stats: Mapping[str, float], digits: int = 3) -> str:
+    """``mean [low, high]`` of a ``{"mean", "ci99_low", "ci99_high"}`` dict."""
+    return (
+        f"{stats['mean']:.{digits}f} "
+        f"[{stats['ci99_low']:.{digits}f}, {stats['ci99_high']:.{digits}f}]"
+    )
+
+
+def write_report(workdir: Path, blocks: Sequence[str]) -> Path:
+    """Writes ``report.md``: the blocks separated by blank lines."""
+    path = Path(workdir) / "report.md"
+    if is_main_process():
+        path.write_text("\n\n".join(blocks) + "\n")
+    return path
+
+
+# JSON and CSV.
+
+
+def _to_python(value: Any) -> Any:
+    return np.asarray(value).tolist()
+
+
+def write_json(path: str | Path, obj: Any, *, indent: int = 1) -> Path:
+    """Writes ``obj`` as JSON (numpy arrays as lists)."""
+    path = Path(path)
+    if is_main_process():
+        path.write_text(json.dumps(obj, indent=indent, default=_to_python))
+    return path
+
+
+def write_config(workdir: Path, config) -> Path:
+    """Writes ``config.json`` of an ``ml_collections`` config, creating ``workdir``."""
+    path = Path(workdir) / "config.json"
+    if is_main_process():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(config.to_json_best_effort(indent=2))
+    return path
+
+
+def write_csv(path: str | Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> Path:
+    """Writes a CSV file with a header row."""
+    path = Path(path)
+    if is_main_process():
+        with path.open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(header)
+            w.writerows(rows)
+    return path
+
+
+# Figures.
+
+
+def pyplot():
+    """``matplotlib.pyplot`` on the file-only Agg backend (no display on CI or TPU VMs)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+class Curve(NamedTuple):
+    """One line of a :class:`Panel`.
+
+    Attributes:
+      x, y: the points.
+      label: the legend entry (None: none).
+      band: ``(low, high)`` drawn as a shaded band around the line, or None.
+      yerr: error bars, or None.
+      style: a matplotlib format string (``"o-"``, ``"k--"``).
+      color: a matplotlib colour, or None for the next in the cycle.
+    """
+
+    x: Sequence[float]
+    y: Sequence[float]
+    label: str | None = None
+    band: tuple[Sequence[float], Sequence[float]] | None = None
+    yerr: Sequence[float] | None = None
+    style: str = "o-"
+    color: str | None = None
+
+
+class Panel(NamedTuple):
+    """One set of axes of :func:`curves`.
+
+    Attributes:
+      curves: the lines.
+      title, xlabel, ylabel: texts (None: none).
+      xticks: names of the points ``0, 1, ...`` for a categorical x axis (None: numbers).
+      xscale, yscale: ``"linear"`` or ``"log"``.
+      hline: the y of a thin grey reference line, or None.
+      legend_size: the legend's font size (None: no legend).
+    """
+
+    curves: Sequence[Curve]
+    title: str | None = None
+    xlabel: str | None = None
+    ylabel: str | None = None
+    xticks: Sequence[str] | None = None
+    xscale: str = "linear"
+    yscale: str = "linear"
+    hline: float | None = None
+    legend_size: float | None = 7
+
+
+def curves(
+    path: str | Path,
+    panels: Sequence[Panel],
+    *,
+    panel_size: tuple[float, float] = (5.0, 3.8),
+    dpi: int = 120,
+) -> Path:
+    """Writes a PNG of line plots side by side, one per panel, with bands or error bars."""
+    path = Path(path)
+    if not is_main_process():
+        return path
+    plt = pyplot()
+    w, h = panel_size
+    fig, axes = plt.subplots(1, len(panels), figsize=(w * len(panels), h), squeeze=False)
+    for ax, panel in zip(axes[0], panels, strict=True):
+        for c in panel.curves:
+            kw = {} if c.color is None else {"color": c.color}
+            if c.yerr is not None:
+                ax.errorbar(c.x, c.y, yerr=c.yerr, fmt=c.style, capsize=3, label=c.label, **kw)
+            else:
+                (line,) = ax.plot(c.x, c.y, c.style, label=c.label, **kw)
+                kw = {"color": line.get_color()}
+            if c.band is not None:
+                ax.fill_between(c.x, c.band[0], c.band[1], alpha=0.2, **kw)
+        if panel.hline is not None:
+            ax.axhline(panel.hline, color="grey", lw=0.8)
+        ax.set_xscale(panel.xscale)  # before the ticks: setting a scale resets them
+        ax.set_yscale(panel.yscale)
+        if panel.xticks is not None:
+            ax.set_xticks(range(len(panel.xticks)), panel.xticks, rotation=30, fontsize=7)
+        if panel.title:
+            ax.set_title(panel.title, fontsize=9)
+        if panel.xlabel:
+            ax.set_xlabel(panel.xlabel)
+        if panel.ylabel:
+            ax.set_ylabel(panel.ylabel)
+        if panel.legend_size and any(c.label for c in panel.curves):
+            ax.legend(fontsize=panel.legend_size)
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
+def image_grid(
+    path: str | Path,
+    images: np.ndarray,
+    *,
+    row_titles: Sequence[str] | None = None,
+    column_titles: Sequence[str] | None = None,
+    title: str | None = None,
+    dpi: int = 110,
+) -> Path:
+    """Writes a PNG grid of grey images: a row of the grid per row of ``images``.
+
+    Args:
+      path: the PNG file to write.
+      images: ``[R, C, H, W, 1]`` or ``[R, C, H, W]`` in ``[0, 1]``.
+      row_titles: one per row, on the left.
+      column_titles: one per column, on top.
+      title: the figure's title.
+      dpi: resolution.
+    """
+    path = Path(path)
+    if not is_main_process():
+        return path
+    plt = pyplot()
+    images = np.asarray(images)
+    rows, cols = images.shape[:2]
+    fig, axes = plt.subplots(rows, cols, figsize=(cols, 1.1 * rows + 0.4), squeeze=False)
+    for r in range(rows):
+        for c in range(cols):
+            ax = axes[r, c]
+            img = images[r, c]
+            ax.imshow(img[..., 0] if img.ndim == 3 else img, cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([]), ax.set_yticks([])
+            if c == 0 and row_titles is not None:
+                ax.set_ylabel(row_titles[r], fontsize=7)
+            if r == 0 and column_titles is not None:
+                ax.set_title(column_titles[c], fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
+def attribution_figure(
+    path: str | Path, images: np.ndarray, maps: Sequence[np.ndarray], **kw: Any
+) -> Path:
+    """Writes ``jaxgrad.viz.attribution_grid``: the inputs, then a row of maps per method.
+
+    ``images`` and each of ``maps`` are ``[N, H, W, C]`` (numpy or JAX); ``kw`` as there
+    (``row_titles``, ``column_titles``, ``title``...).
+    """
+    path = Path(path)
+    if is_main_process():
+        attribution_grid(np.asarray(images), [np.asarray(m) for m in maps], path, **kw)
+    return path
