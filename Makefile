@@ -1,5 +1,6 @@
 # make demo : set up .venv (once) and run the main job on the offline digits data set.
 # make test : set up .venv (once) and run the test suite on 8 fake CPU devices.
+# make test-slow : the slow tests (experiment smoke runs); .ci/run runs them after make test.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -10,7 +11,7 @@ WORKDIR ?= runs/demo
 TEST_WORKERS ?= 2
 export XLA_FLAGS ?= --xla_force_host_platform_device_count=8
 
-.PHONY: demo test bench lint clean setup
+.PHONY: demo test test-slow bench lint clean setup
 
 setup: $(STAMP)
 
@@ -31,6 +32,10 @@ $(BENCH): $(STAMP)
 
 test: $(BENCH)
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --durations=15 tests
+
+# The slow tests (the experiments' smoke runs), kept out of `make test`; CI runs them after it.
+test-slow: $(BENCH)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --durations=15 -m slow tests
 
 lint: $(STAMP)
 	$(BIN)/python -m ruff check jaxgrad experiments tests benchmarks

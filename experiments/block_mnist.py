@@ -32,9 +32,10 @@ from experiments.common import (
     retrainer,
     train_model,
 )
-from jaxgrad.attribution import attribute_dataset, gradient
+from jaxgrad.attribution import gradient
 from jaxgrad.data import eval_batches, make_block_mnist, signal_mask
-from jaxgrad.evaluation import block_localization, mean_ci99, roar
+from jaxgrad.drivers import attribute_dataset, mean_ci99, roar
+from jaxgrad.evaluation import block_localization
 from jaxgrad.models import linen_logit_fn
 from jaxgrad.training import adversarial_classifier_loss, classifier_loss, pgd_attack
 
@@ -78,9 +79,9 @@ def gradients_of_predicted(model, variables, data) -> np.ndarray:
         linen_logit_fn(model),
         variables,
         eval_batches(data, 500),
-        target="predicted",
+        target_from="predicted",
         progress=False,
-    )
+    ).attribution
 
 
 def run(config, workdir: str | Path) -> dict:

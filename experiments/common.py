@@ -31,6 +31,7 @@ from jaxgrad.data import Dataset, load_dataset, steps_per_epoch
 from jaxgrad.models import get_model, linen_logit_fn
 from jaxgrad.training import (
     TrainState,
+    classifier_loss,
     create_train_state,
     evaluate,
     fit,
@@ -176,7 +177,7 @@ def train_model(
     if test is not None:
         test = {"image": test["image"], "label": test["label"]}
     n_dev = 1 if mesh is None else mesh.devices.size
-    batch_size = -(-config.batch_size // n_dev) * n_dev
+    batch_size = shd.global_batch_size(config.batch_size, mesh)
     num_steps = config.epochs * steps_per_epoch(len(data["label"]), batch_size)
     schedule = make_schedule(config.schedule, config.learning_rate, total_steps=num_steps)
     tx = make_optimizer(config.optimizer, schedule, weight_decay=config.weight_decay)
@@ -223,6 +224,27 @@ def train_model(
             flush=True,
         )
     return Trained(model, state, logit_fn, mesh, batch_size, eval_step, test_metrics)
+
+
+def train_classifier(config, train: Dataset, test: Dataset, workdir: Path) -> Trained:
+    """The config's ``model`` trained with cross-entropy as its ``train`` section says.
+
+    The key is ``purpose_key(config.seed, Purpose.MODEL)``; the mesh has
+    ``config.num_devices`` devices; checkpoints (resumed from) and metrics go to
+    ``workdir/checkpoints`` and ``workdir/metrics.jsonl``.
+    """
+    model = make_model(config.model, config.data.num_classes)
+    return train_model(
+        model,
+        classifier_loss(model),
+        train,
+        config.train,
+        key=purpose_key(config.seed, Purpose.MODEL),
+        test=test,
+        mesh=make_mesh(config.num_devices),
+        checkpoint_dir=workdir / "checkpoints",
+        metrics_path=workdir / "metrics.jsonl",
+    )
 
 
 def retrainer(

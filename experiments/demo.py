@@ -18,17 +18,12 @@ import jax.numpy as jnp
 
 from experiments import report
 from experiments.common import (
-    Purpose,
     launch,
     load_splits,
-    make_mesh,
-    make_model,
-    purpose_key,
-    train_model,
+    train_classifier,
 )
 from jaxgrad import sharding as shd
 from jaxgrad.gradients import input_gradients
-from jaxgrad.training import classifier_loss
 
 
 def run(config, workdir: str | Path) -> dict:
@@ -37,18 +32,7 @@ def run(config, workdir: str | Path) -> dict:
     workdir = Path(workdir).absolute()
     report.write_config(workdir, config)
     train, test = load_splits(config.data)
-    model = make_model(config.model, config.data.num_classes)
-    trained = train_model(
-        model,
-        classifier_loss(model),
-        train,
-        config.train,
-        key=purpose_key(config.seed, Purpose.MODEL),
-        test=test,
-        mesh=make_mesh(config.num_devices),
-        checkpoint_dir=workdir / "checkpoints",
-        metrics_path=workdir / "metrics.jsonl",
-    )
+    trained = train_classifier(config, train, test, workdir)
     n = config.evaluation.num_images
     x, y = jnp.asarray(test["image"][:n]), jnp.asarray(test["label"][:n])
     pred = jnp.argmax(jax.jit(trained.logit_fn)(trained.variables, x), -1)

@@ -23,23 +23,19 @@ from experiments.common import (
     Purpose,
     launch,
     load_splits,
-    make_mesh,
-    make_model,
     purpose_key,
-    train_model,
+    train_classifier,
 )
 from jaxgrad import sharding as shd
 from jaxgrad.attribution import gradient, gradient_x_input, integrated_gradients, smoothgrad
+from jaxgrad.drivers import mean_ci99, sanity_table
 from jaxgrad.evaluation import (
     area_under_curve,
     layer_names,
-    mean_ci99,
     pixel_perturbation,
     randomization_stages,
-    sanity_table,
     spearman_nz,
 )
-from jaxgrad.training import classifier_loss
 
 METRICS = ("spearman", "spearman_abs", "spearman_nz")
 
@@ -116,18 +112,7 @@ def run(config, workdir: str | Path) -> dict:
     workdir = Path(workdir).absolute()
     report.write_config(workdir, config)
     train, test = load_splits(config.data)
-    model = make_model(config.model, config.data.num_classes)
-    trained = train_model(
-        model,
-        classifier_loss(model),
-        train,
-        config.train,
-        key=purpose_key(config.seed, Purpose.MODEL),
-        test=test,
-        mesh=make_mesh(config.num_devices),
-        checkpoint_dir=workdir / "checkpoints",
-        metrics_path=workdir / "metrics.jsonl",
-    )
+    trained = train_classifier(config, train, test, workdir)
     variables = shd.to_host(trained.variables)
     s = config.evaluation.sanity
     x = jnp.asarray(test["image"][: s.num_images])

@@ -42,7 +42,8 @@ from jaxgrad.evaluation import (
     pixel_perturbation,
 )
 from jaxgrad.gradients import select_logits
-from jaxgrad.score_matching import PAPER_DEFAULTS, hessian_trace_hutchinson
+from jaxgrad.score_matching import PAPER_DEFAULTS
+from jaxgrad.trace_estimators import hessian_trace_hutchinson
 from jaxgrad.training import classifier_loss, regularized_classifier_loss
 
 NAMES = {
@@ -192,11 +193,13 @@ def run(config, workdir: str | Path) -> dict:
     )
     results = {"judge_test_accuracy": judge.test_metrics["accuracy"]}
     model = make_model(config.model, config.data.num_classes)
+    # A paired comparison: the four objectives start from one initialisation and see one
+    # batch order, so the objective is the only difference between the models.
+    key = purpose_key(config.seed, Purpose.MODEL)
     samples, maps = {}, {}
     for objective in config.train.objectives:
         print(f"training with {NAMES[objective]}", flush=True)
         loss = regularized_classifier_loss(model, kind=objective)
-        key = purpose_key(config.seed, Purpose.MODEL, list(NAMES).index(objective))
         trained = train_model(model, loss, train, config.train, key=key, test=test, mesh=mesh)
         row, samples[objective], maps[objective] = measure(config, objective, trained, judge, test)
         results[objective] = row

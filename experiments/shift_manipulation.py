@@ -23,10 +23,9 @@ from experiments.common import (
     Purpose,
     launch,
     load_splits,
-    make_mesh,
-    make_model,
     override,
     purpose_key,
+    train_classifier,
     train_model,
 )
 from jaxgrad import sharding as shd
@@ -36,7 +35,7 @@ from jaxgrad.gradients import (
     input_gradients,
     shift_to_target_map,
 )
-from jaxgrad.training import classifier_loss, masked_mean
+from jaxgrad.training import masked_mean
 
 
 def target_map(name: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -59,18 +58,7 @@ def run(config, workdir: str | Path) -> dict:
     workdir = Path(workdir).absolute()
     report.write_config(workdir, config)
     train, test = load_splits(config.data)
-    model = make_model(config.model, config.data.num_classes)
-    trained = train_model(
-        model,
-        classifier_loss(model),
-        train,
-        config.train,
-        key=purpose_key(config.seed, Purpose.MODEL),
-        test=test,
-        mesh=make_mesh(config.num_devices),
-        checkpoint_dir=workdir / "base" / "checkpoints",
-        metrics_path=workdir / "base" / "metrics.jsonl",
-    )
+    trained = train_classifier(config, train, test, workdir / "base")
     logit_fn, variables = trained.logit_fn, trained.variables
     mc = config.manipulation
     m = jnp.asarray(target_map(mc.target_map, test["image"].shape[1:]))
@@ -105,7 +93,7 @@ def run(config, workdir: str | Path) -> dict:
 
     print(f"fine-tuning with alpha={mc.alpha}", flush=True)
     finetuned = train_model(
-        model,
+        trained.model,
         loss_fn,
         train,
         override(config.train, **mc.finetune),

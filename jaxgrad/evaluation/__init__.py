@@ -15,7 +15,7 @@ from jaxgrad.evaluation.perturbation import (
     pixel_salience,
     removal_ranks,
 )
-from jaxgrad.evaluation.randomization import MODES, layer_names, randomization_stages
+from jaxgrad.evaluation.randomization import layer_names, randomization_stages
 from jaxgrad.evaluation.sampling import (
     density_ratio_profile,
     gan_test_accuracy,
@@ -34,7 +34,6 @@ from jaxgrad.evaluation.similarity import (
 __all__ = [
     "AGGREGATES",
     "FILLS",
-    "MODES",
     "ORDERS",
     "area_under_curve",
     "block_localization",
