@@ -162,9 +162,7 @@ def _retrainer(config, mesh):
     """Retrains a fresh model of ``diff_roar.model`` for ``diff_roar.epochs`` (ROAR)."""
     c = config.evaluation.diff_roar
     model = make_model(config.model[c.model], config.data.num_classes)
-    return retrainer(
-        model, classifier_loss(model), override(config.train, epochs=c.epochs), mesh=mesh
-    )
+    return retrainer(model, override(config.train, epochs=c.epochs), mesh=mesh)
 
 
 def gradient_curves(config, block, trained, mesh) -> dict:

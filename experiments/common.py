@@ -23,22 +23,20 @@ from typing import Any
 import flax.linen as nn
 import jax
 import ml_collections
-import numpy as np
 from jax.sharding import Mesh
 
 from jaxgrad import sharding as shd
 from jaxgrad.data import Dataset, load_dataset, steps_per_epoch
+from jaxgrad.drivers import make_retrainer
 from jaxgrad.models import get_model, linen_logit_fn
 from jaxgrad.training import (
     TrainState,
     classifier_loss,
-    create_train_state,
     evaluate,
-    fit,
     make_eval_step,
     make_optimizer,
     make_schedule,
-    make_train_step,
+    train_for_epochs,
 )
 
 
@@ -127,14 +125,6 @@ def make_model(model: ml_collections.ConfigDict, num_classes: int) -> nn.Module:
     return get_model(model.name, num_classes=num_classes, **fields)
 
 
-def _state_from(variables: dict, tx, mesh: Mesh | None) -> TrainState:
-    """A fresh train state holding a copy of ``variables`` (the train step donates its state)."""
-    model_state = dict(shd.to_host(variables))
-    params = model_state.pop("params")
-    state = TrainState(np.zeros((), np.int32), params, model_state, tx.init(params))
-    return jax.device_put(state) if mesh is None else shd.replicate(state, mesh)
-
-
 def train_model(
     model: nn.Module,
     loss_fn: Callable,
@@ -181,11 +171,6 @@ def train_model(
     num_steps = config.epochs * steps_per_epoch(len(data["label"]), batch_size)
     schedule = make_schedule(config.schedule, config.learning_rate, total_steps=num_steps)
     tx = make_optimizer(config.optimizer, schedule, weight_decay=config.weight_decay)
-    if init is None:
-        init_key, run_key = jax.random.split(key)
-        state = create_train_state(model, tx, init_key, data["image"][:1], mesh=mesh)
-    else:
-        run_key, state = key, _state_from(init, tx, mesh)
     logit_fn = linen_logit_fn(model)
     eval_step = make_eval_step(logit_fn, mesh=mesh)
     test_metrics = None if test is None else {}
@@ -202,21 +187,23 @@ def train_model(
             f"steps of batch {batch_size} on {n_dev} device(s)",
             flush=True,
         )
-    state = fit(
-        state,
-        make_train_step(loss_fn, tx, mesh=mesh),
+    state = train_for_epochs(
+        model,
+        loss_fn,
+        tx,
         data,
-        key=run_key,
+        key=key,
+        epochs=config.epochs,
         batch_size=batch_size,
-        num_steps=num_steps,
         mesh=mesh,
+        init=init,
+        progress=progress,
+        log_every=config.log_every,
         checkpoint_dir=checkpoint_dir,
         checkpoint_every=config.checkpoint_every,
         keep_checkpoints=config.keep_checkpoints,
         metrics_path=metrics_path,
-        log_every=config.log_every,
         eval_fn=None if test is None else eval_fn,
-        progress=progress,
     )
     if progress and test_metrics:
         print(
@@ -248,17 +235,19 @@ def train_classifier(config, train: Dataset, test: Dataset, workdir: Path) -> Tr
 
 
 def retrainer(
-    model: nn.Module, loss_fn: Callable, config: ml_collections.ConfigDict, *, mesh=None
+    model: nn.Module, config: ml_collections.ConfigDict, *, mesh=None
 ) -> Callable[[Dataset, Dataset, jax.Array], float]:
-    """``retrain(train, test, key) -> test accuracy`` with :func:`train_model` (for ROAR)."""
-
-    def retrain(train: Dataset, test: Dataset, key: jax.Array) -> float:
-        trained = train_model(
-            model, loss_fn, train, config, key=key, test=test, mesh=mesh, progress=False
-        )
-        return trained.test_metrics["accuracy"]
-
-    return retrain
+    """``retrain(train, test, key) -> test accuracy``: a fresh ``model`` as a train section says."""
+    return make_retrainer(
+        lambda: model,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        optimizer=config.optimizer,
+        schedule=config.schedule,
+        weight_decay=config.weight_decay,
+        mesh=mesh,
+    )
 
 
 def launch(run: Callable[[Any, Path], Any], name: str, description: str) -> None:

@@ -5,6 +5,8 @@ the gradient of any output with respect to a zero perturbation variable is the g
 respect to that value, and sows it into ``intermediates``. Both are no-ops unless the caller
 passes the ``perturbations`` collection or makes ``intermediates`` mutable, so a plain
 ``apply`` is unaffected. Paths join the module scopes and the tap name with ``/``.
+:func:`tap_gradients` reads the values and gradients at every tap of any
+:class:`jaxgrad.types.TappedLogitFn`.
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import jax
+import jax.numpy as jnp
+
+from jaxgrad.types import Params, TappedLogitFn
 
 PERTURBATIONS = "perturbations"
 INTERMEDIATES = "intermediates"
@@ -46,3 +51,22 @@ def unflatten_paths(flat: Mapping[str, Any]) -> dict:
             node = node.setdefault(s, {})
         node[leaf] = v
     return out
+
+
+def tap_gradients(logit_fn: TappedLogitFn, params: Params, x: jax.Array, target: jax.Array):
+    """Gradients of the target logits with respect to ``x`` and to every tap of ``logit_fn``.
+
+    Returns:
+      ``(input_gradient [B, *S], tap_gradients, tap_values, logits)`` where the two dicts map
+      a tap's path (``"hidden1_out"``, ``"layer1_block1/bn1_out"``) to ``[B, ...]`` arrays.
+    """
+    shapes = jax.eval_shape(lambda z: logit_fn.taps(params, z, None)[1], x)
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+    def f(xx, p):
+        logits, values = logit_fn.taps(params, xx, p)
+        selected = jnp.take_along_axis(logits, target[:, None], axis=1)[:, 0]
+        return jnp.sum(selected), (values, logits)
+
+    (gx, gp), (values, logits) = jax.grad(f, argnums=(0, 1), has_aux=True)(x, zeros)
+    return gx, gp, values, logits

@@ -109,8 +109,12 @@ def shift_logits(logit_fn: LogitFn, g) -> LogitFn:
     depend on ``params`` (e.g. a learned shift network stored beside the classifier).
 
     A :class:`jaxgrad.types.TappedLogitFn` stays tapped: its taps see the same values and
-    its logits are shifted, so a layer method explains the shifted classifier (``g`` is a
-    separate function of ``x``: its own intermediate values are not the model's taps).
+    its logits are shifted, so a layer method explains the shifted classifier. ``g`` is a
+    separate function of ``x``: its own intermediate values are not the model's taps, so a
+    shift that does not depend on the model leaves Grad-CAM unchanged, and the result
+    declares no ``biases`` (FullGrad refuses it: ``g`` has no decomposition into input and
+    bias terms). :func:`shift_to_target_map`, whose shift reads the model's own logit, keeps
+    them.
 
     Args:
       logit_fn: ``(params, x [B, *S]) -> [B, K]``.
@@ -119,10 +123,10 @@ def shift_logits(logit_fn: LogitFn, g) -> LogitFn:
     Returns:
       ``shifted(params, x) = logit_fn(params, x) + g(params, x)[:, None]``.
     """
-    return _shifted(logit_fn, lambda params, x, logits: g(params, x))
+    return _shifted(logit_fn, lambda params, x, logits: g(params, x), keep_biases=False)
 
 
-def _shifted(logit_fn: LogitFn, shift) -> LogitFn:
+def _shifted(logit_fn: LogitFn, shift, *, keep_biases: bool) -> LogitFn:
     """``logit_fn`` plus ``shift(params, x, logits) -> [B]`` on every logit (tapped or not)."""
 
     def add(params, x, logits):
@@ -147,9 +151,10 @@ def _shifted(logit_fn: LogitFn, shift) -> LogitFn:
     if logit_fn.with_activation is not None:
 
         def with_activation(transform):
-            return _shifted(logit_fn.with_activation(transform), shift)
+            return _shifted(logit_fn.with_activation(transform), shift, keep_biases=keep_biases)
 
-    return TappedLogitFn(shifted, taps, logit_fn.biases, with_activation)
+    biases = logit_fn.biases if keep_biases else None
+    return TappedLogitFn(shifted, taps, biases, with_activation)
 
 
 def hvp(f, x: ArrayLike, v: ArrayLike) -> jax.Array:
@@ -197,7 +202,7 @@ def shift_to_target_map(logit_fn: LogitFn, target_class: int, target_map: ArrayL
         axes = tuple(range(1, x.ndim))
         return jnp.sum(x * m[None], axis=axes) - logits[:, target_class]
 
-    return _shifted(logit_fn, shift)
+    return _shifted(logit_fn, shift, keep_biases=True)
 
 
 def cosine_similarity(a: ArrayLike, b: ArrayLike, eps: float = 1e-12) -> jax.Array:

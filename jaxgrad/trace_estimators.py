@@ -47,6 +47,12 @@ def grad_sum(f: PerExampleFn) -> PerExampleFn:
     return jax.grad(lambda z: jnp.sum(f(z)))
 
 
+def check_key(key, name: str) -> None:
+    """A stochastic estimator needs a key: a named error instead of JAX's PRNG type error."""
+    if key is None:
+        raise ValueError(f"{name} is stochastic: pass key= (a jax.random.key)")
+
+
 def takes_f_x(estimator: TraceEstimator) -> bool:
     """Whether ``estimator`` accepts ``f_x=`` (``f(x)`` computed by the caller already)."""
     try:
@@ -132,6 +138,7 @@ def hessian_trace_hutchinson(
     Returns:
       ``[B]``.
     """
+    check_key(key, "hessian_trace_hutchinson")
     x = check_x(x)
     check_positive_int(num_probes, "num_probes")
     check_choice(product, PRODUCTS, "product")
@@ -195,6 +202,7 @@ def hessian_trace_taylor(
     Returns:
       ``[B]``.
     """
+    check_key(key, "hessian_trace_taylor")
     x = check_x(x)
     check_positive_int(num_samples, "num_samples")
     if isinstance(sigma, (int, float)) and not sigma > 0:

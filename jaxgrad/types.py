@@ -73,22 +73,35 @@ class TappedLogitFn:
         return self.logits(params, x)
 
 
-def require_tapped(logit_fn: Any, method: str, needs: str = "taps") -> TappedLogitFn:
+_HINTS = {
+    "biases": (
+        " (jaxgrad.gradients.shift_logits drops it: an arbitrary shift g(x) has no input and "
+        "bias decomposition; shift_to_target_map keeps it)"
+    ),
+    "with_activation": (
+        " (linen_logit_fn declares it for a module with an `activation` field that every "
+        "elementwise activation of the module uses)"
+    ),
+}
+
+
+def require_tapped(logit_fn: Any, caller: str, needs: str = "taps") -> TappedLogitFn:
     """``logit_fn`` if it is a :class:`TappedLogitFn` declaring ``needs``; else a named error.
 
     Args:
       logit_fn: what the caller passed.
-      method: the layer method's name, for the message.
+      caller: the layer method's name, for the message.
       needs: ``"taps"``, ``"biases"`` or ``"with_activation"``.
     """
     if not isinstance(logit_fn, TappedLogitFn):
         raise TypeError(
-            f"{method} needs the model's internals: logit_fn must be a jaxgrad.types."
+            f"{caller} needs the model's internals: logit_fn must be a jaxgrad.types."
             f"TappedLogitFn (e.g. jaxgrad.models.linen_logit_fn(model)), got a plain "
             f"{type(logit_fn).__name__}"
         )
     if getattr(logit_fn, needs) is None:
         raise ValueError(
-            f"{method} needs logit_fn.{needs}, which this TappedLogitFn does not declare"
+            f"{caller} needs logit_fn.{needs}, which this TappedLogitFn does not declare"
+            + _HINTS.get(needs, "")
         )
     return logit_fn

@@ -57,15 +57,19 @@ LAYERS = {
 }
 # "Each other downward" inside a layer: a module may import one of lower rank.
 RANK = {
+    "jaxgrad.types": 0,
     "jaxgrad._validation": 0,
     "jaxgrad._chunking": 1,
+    "jaxgrad._taps": 1,
     "jaxgrad.gradients": 0,
     "jaxgrad.trace_estimators": 1,
     "jaxgrad.score_matching": 2,
     "jaxgrad.attribution": 3,
     "jaxgrad.evaluation": 3,
 }
-THIRD_PARTY_NEVER = ("experiments", "absl", "ml_collections", "tensorflow")
+THIRD_PARTY_NEVER = ("experiments", "absl", "ml_collections", "tensorflow", "importlib")
+# Optional packages: imported inside the functions that need them, never at module level.
+OPTIONAL = ("tensorflow_datasets", "matplotlib", "skimage", "torch", "captum", "saliency")
 
 
 def module_name(path: Path) -> str:
@@ -83,22 +87,25 @@ def imports(path: Path) -> list[tuple[str, bool]]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            # `from jaxgrad import x` imports the submodule jaxgrad.x when there is one.
-            names = [node.module] + [
-                f"{node.module}.{a.name}"
-                for a in node.names
-                if (ROOT.parent / (node.module + "." + a.name).replace(".", "/"))
-                .with_suffix(".py")
-                .exists()
-                or (ROOT.parent / (node.module + "." + a.name).replace(".", "/")).is_dir()
-            ]
-            if len(names) > 1:
-                names = names[1:]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative imports hide the edge's layer: refused outright
+                names = ["<relative import>"]
+            else:
+                # `from jaxgrad import x` imports the submodule jaxgrad.x when there is one;
+                # any other name imported from a package is an import of the package itself.
+                subs = [f"{node.module}.{a.name}" for a in node.names]
+                names = [n for n in subs if _is_module(n)]
+                if len(names) < len(subs):
+                    names.append(node.module)
         else:
             continue
         out += [(n, id(node) in top) for n in names]
     return out
+
+
+def _is_module(name: str) -> bool:
+    path = REPO / name.replace(".", "/")
+    return path.with_suffix(".py").exists() or path.is_dir()
 
 
 def layer_of(module: str) -> str | None:
@@ -136,8 +143,13 @@ def violations(graph: dict[str, list[tuple[str, bool]]], packages: set[str]) -> 
         allowed = LAYERS[src_layer][1]
         for dst, at_top in targets:
             root = dst.split(".")[0]
+            if dst == "<relative import>":
+                bad.append(f"{src}: a relative import (write the absolute module path)")
+                continue
             if root in THIRD_PARTY_NEVER:
                 bad.append(f"{src} -> {dst}: the library never imports {root}")
+            if root in OPTIONAL and at_top:
+                bad.append(f"{src} -> {dst}: the optional {root} must be imported lazily")
             if root != "jaxgrad":
                 continue
             if not at_top:
@@ -196,6 +208,10 @@ def test_imports_only_point_down_the_layer_table():
         ),
         (("jaxgrad.drivers.roar", "jaxgrad.training.loop", False), "hidden inside a function"),
         (("jaxgrad.gradients", "experiments.common", True), "never imports experiments"),
+        (("jaxgrad.drivers.roar", "<relative import>", True), "a relative import"),
+        (("jaxgrad.viz", "matplotlib.pyplot", True), "must be imported lazily"),
+        (("jaxgrad.attribution.gradcam", "importlib", True), "never imports importlib"),
+        (("jaxgrad.attribution.gradcam", "jaxgrad", True), "not the package root"),
     ],
 )
 def test_a_wrong_way_edge_is_reported(edge, message):
@@ -204,6 +220,34 @@ def test_a_wrong_way_edge_is_reported(edge, message):
     graph[src] = [*graph[src], (dst, top)]
     bad = violations(graph, packages)
     assert any(message in b and src in b for b in bad), bad
+
+
+def test_the_parser_sees_relative_and_mixed_imports(tmp_path):
+    path = tmp_path / "m.py"
+    path.write_text(
+        "from ..training import loop\n"
+        "from jaxgrad import sharding, LogitFn\n"
+        "def f():\n    import matplotlib\n"
+    )
+    found = imports(path)
+    assert ("<relative import>", True) in found
+    assert ("jaxgrad.sharding", True) in found and ("jaxgrad", True) in found
+    assert ("matplotlib", False) in found
+
+
+def test_the_docs_table_is_this_table():
+    """docs/architecture.md's layer table names the same modules in the same layers."""
+    text = (REPO / "docs" / "architecture.md").read_text()
+    section = text.split("## Layers", 1)[1].split("\n## ", 1)[0]
+    rows = [r for r in section.splitlines() if r.startswith("| ") and "---" not in r][1:]
+    documented = {}
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        modules = [m.strip("` ") for m in cells[1].split(",")]
+        documented[cells[0]] = {m for m in modules if m}
+    for layer, (prefixes, _) in LAYERS.items():
+        names = {p.removeprefix("jaxgrad.") for p in prefixes}
+        assert documented.get(layer) == names, (layer, documented.get(layer), names)
 
 
 def test_init_files_only_reexport():

@@ -138,6 +138,12 @@ def test_bad_input_is_named(lin):
     w, x, t = lin
     with pytest.raises(ValueError, match=r"target must lie in \[0, 5\)"):
         integrated_gradients(linear, w, x, jnp.array([0, 1, 2, 5]))
+    with pytest.raises(TypeError, match="baseline must be None, a number, an array or a function"):
+        integrated_gradients(linear, w, x, t, baseline="blur")
+    with pytest.raises(ValueError, match="num_baselines must be a positive integer"):
+        integrated_gradients(
+            linear, w, x, t, key=jax.random.key(0), baseline=lambda k, z: z, num_baselines=0
+        )
     with pytest.raises(ValueError, match="baseline of shape"):
         integrated_gradients(linear, w, x, t, baseline=jnp.zeros((2, 2)))
     with pytest.raises(ValueError, match="steps"):
@@ -150,3 +156,16 @@ def test_bad_input_is_named(lin):
         integrated_gradients(linear, w, x, t, baseline=lambda k, z: z)
     with pytest.raises(ValueError, match="postprocess"):
         gradient(linear, w, x, t, postprocess="relu")
+
+
+def test_completeness_delta_of_multi_target_attributions(lin):
+    w, x, t = lin
+    f = lambda p, z: jnp.tanh(linear(p, z))  # noqa: E731
+    two = jnp.stack([t, (t + 1) % 5], axis=1)
+    ig = integrated_gradients(f, w, x, two, steps=16)
+    delta = completeness_delta(f, w, x, two, ig)
+    assert delta.shape == two.shape
+    for j in range(2):
+        np.testing.assert_array_equal(delta[:, j], completeness_delta(f, w, x, two[:, j], ig[:, j]))
+    with pytest.raises(ValueError, match=r"attribution must have shape \[B, T, \*S\]"):
+        completeness_delta(f, w, x, two, ig[:, 0])

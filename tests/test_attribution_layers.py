@@ -276,8 +276,11 @@ def test_layer_methods_explain_the_shifted_model_not_the_original():
         guided_backprop(shifted, v, x, c), jnp.broadcast_to(m, x.shape), atol=1e-6
     )
     assert float(jnp.abs(guided_backprop(lf, v, x, c) - m[None]).max()) > 1e-3
-    # A shift independent of the layers leaves the layer gradients unchanged.
+    # A shift independent of the layers leaves the layer gradients unchanged; it has no
+    # bias decomposition, so FullGrad refuses it rather than miss the shift's share.
     g = shift_logits(lf, lambda p, z: jnp.sum(jnp.sin(z), axis=(1, 2, 3)))
+    with pytest.raises(ValueError, match="fullgrad needs logit_fn.biases.*shift_logits drops it"):
+        fullgrad_decomposition(g, v, x, k)
     np.testing.assert_allclose(
         gradcam_layer_map(g, v, x, k, layer="hidden2_act"),
         gradcam_layer_map(lf, v, x, k, layer="hidden2_act"),

@@ -13,25 +13,27 @@ from jaxgrad.evaluation import mask_images
 from jaxgrad.models import MLP
 
 
-def keep(x, a, k, which, **kw):
-    """DiffROAR's masks: keeping the top-k (bottom-k) is removing the 1 - k least (most) salient."""
-    order = {"top": "least", "bottom": "most"}[which]
-    return np.asarray(mask_images(x, a, 1.0 - k, order=order, **kw))
+def keep(x, a, k, which, aggregate="abs_sum"):
+    """DiffROAR's masks by brute force: the round(k P) most (least) salient pixels, ties in
+    pixel order (a stable sort), the rest set to 0."""
+    sal = {"abs_sum": np.abs(a).sum(-1), "sum": a.sum(-1)}[aggregate].reshape(len(a), -1)
+    ranked = np.argsort(-sal if which == "top" else sal, axis=1, kind="stable")
+    count = int(np.rint(k * sal.shape[1]))
+    out = np.zeros_like(x).reshape(len(x), -1, x.shape[-1])
+    for b in range(len(x)):
+        idx = ranked[b, :count]
+        out[b, idx] = x.reshape(len(x), -1, x.shape[-1])[b, idx]
+    return out.reshape(x.shape)
 
 
-def test_mask_keeps_exactly_the_top_or_bottom_pixels():
+def test_mask_images_removes_exactly_the_most_or_least_salient_pixels():
     rng = np.random.default_rng(0)
     x = rng.uniform(0.1, 1.0, size=(3, 4, 5, 2)).astype(np.float32)
     a = rng.normal(size=x.shape).astype(np.float32)
     sal = np.abs(a).sum(-1).reshape(3, -1)
-    for which in ("top", "bottom"):
-        m = keep(x, a, 0.25, which, fill_value=0.0)
-        kept = (m != 0).all(-1).reshape(3, -1)
-        assert (kept.sum(1) == 5).all()
-        order = np.argsort(-sal if which == "top" else sal, axis=1, kind="stable")[:, :5]
-        for b in range(3):
-            assert set(np.flatnonzero(kept[b])) == set(order[b])
-    # Removing the 25% most salient is keeping the 75% least salient.
+    least = (np.asarray(mask_images(x, a, 0.25, order="least")) == 0).all(-1).reshape(3, -1)
+    for b in range(3):
+        assert set(np.flatnonzero(least[b])) == set(np.argsort(sal[b], kind="stable")[:5])
     removed = (np.asarray(mask_images(x, a, 0.25, order="most")) == 0).all(-1).reshape(3, -1)
     most = np.argsort(-sal, axis=1, kind="stable")[:, :5]
     for b in range(3):
@@ -70,7 +72,7 @@ def test_diff_roar_random_is_near_zero_and_informative_is_positive():
     se = np.sqrt(p * (1 - p) / n + q * (1 - q) / n)
     assert np.all(np.abs(rand["diff_roar"]) <= 3 * se), (rand, se)
     assert np.all(ink["diff_roar"] > 0.2), ink
-    removed = curve(train["image"], test["image"], fractions=(0.5,), mode="roar")
+    removed = curve(train["image"], test["image"], fractions=(0.5,), protocol="roar")
     assert removed["accuracy"][0] < ink["top_k_accuracy"][1]
 
 
@@ -118,7 +120,7 @@ def test_roar_seeds_fold_the_key_and_summarise_the_pairs():
         retrain=retrain,
         key=key,
         fractions=(0.5,),
-        mode="roar",
+        protocol="roar",
         seeds=2,
         progress=False,
     )
@@ -153,3 +155,41 @@ def test_roar_seeds_fold_the_key_and_summarise_the_pairs():
     for bad in (0, 1.5, True):
         with pytest.raises(ValueError, match="seeds"):
             roar(data, data, x, x, retrain=retrain, key=key, seeds=bad, progress=False)
+
+
+def test_masks_with_tied_attributions_keep_the_first_pixels_in_order():
+    """Tied salience (a constant map with one salient pixel): the top-k kept are the salient
+    pixel and then the first pixels in pixel order, the bottom-k the first pixels in order."""
+    x = np.random.default_rng(0).uniform(0.1, 1.0, size=(2, 4, 4, 1)).astype(np.float32)
+    a = np.zeros_like(x)
+    a[:, 3, 3] = 1.0
+    data = {"image": x, "label": np.zeros(2, np.int32)}
+    seen = []
+
+    def retrain(train, test, key):
+        seen.append(np.asarray(train["image"]))
+        return 0.0
+
+    roar(
+        data, data, a, a, retrain=retrain, key=jax.random.key(0), fractions=(0.25,), progress=False
+    )
+    top, bottom = seen
+    np.testing.assert_array_equal(top, keep(x, a, 0.25, "top"))
+    np.testing.assert_array_equal(bottom, keep(x, a, 0.25, "bottom"))
+    kept = (top != 0).reshape(2, -1)
+    assert kept[:, [0, 1, 2, 15]].all() and kept.sum() == 8
+    roar(
+        data,
+        data,
+        a,
+        a,
+        retrain=retrain,
+        key=jax.random.key(0),
+        fractions=(0.25,),
+        protocol="roar",
+        progress=False,
+    )
+    removed_top = seen[-1]
+    assert (removed_top[:, 3, 3] == 0).all() and (
+        (removed_top != 0).sum(axis=(1, 2, 3)) == 12
+    ).all()

@@ -185,3 +185,6 @@ def test_bad_arguments_are_named():
         regularized_loss(lambda p, z: z, None, x, jnp.zeros(2, jnp.int32), kind="l2")
     with pytest.raises(ValueError, match="kind must be one of"):
         make_regularizer("l2")
+    lf = lambda p, z: z @ p  # noqa: E731
+    with pytest.raises(ValueError, match="hessian_trace_taylor is stochastic: pass key="):
+        regularized_loss(lf, jnp.ones((3, 2)), x, jnp.zeros(2, jnp.int32), kind="score_matching")

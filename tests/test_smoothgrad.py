@@ -86,6 +86,9 @@ def test_bad_arguments_are_named(setup, key):
     a, x, t = setup
     with pytest.raises(ValueError, match="statistic"):
         smoothgrad(quadratic, a, x, t, key=key, statistic="max")
+    # An option neither smoothgrad nor its method takes is named (e.g. the old aggregate=).
+    with pytest.raises(TypeError, match=r"smoothgrad got \['aggregate'\].*method=gradient"):
+        smoothgrad(quadratic, a, x, t, key=key, aggregate="square")
     with pytest.raises(ValueError, match="num_samples"):
         smoothgrad(quadratic, a, x, t, key=key, num_samples=0)
     with pytest.raises(ValueError, match="noise_level"):

@@ -249,5 +249,8 @@ def test_bad_arguments_are_named(key):
         hessian_trace_exact(f, x, chunk_size=0)
     with pytest.raises(TypeError, match="key"):
         hessian_trace_taylor(f, x)
+    for estimator in (hessian_trace_taylor, hessian_trace_hutchinson):
+        with pytest.raises(ValueError, match="is stochastic: pass key="):
+            estimator(f, x, key=None)
     with pytest.raises(ValueError, match="rank|batch axis"):
         hessian_trace_exact(f, jnp.ones(3))

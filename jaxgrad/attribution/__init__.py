@@ -1,7 +1,9 @@
 """Attribution methods with the common signature ``method(logit_fn, params, x, target, *, key=None, ...)``.
 
-Every method returns an array of ``x``'s shape, is pure, and is jit- and vmap-compatible;
-the caller jits (``jax.jit(functools.partial(method, logit_fn, steps=...))``). The layer
+Every method returns an array of ``x``'s shape (``[B, T, *S]`` for ``[B, T]`` targets), is
+pure, and is jit- and vmap-compatible; the helpers beside them return what their docstrings
+say (``gradcam_layer_map``: ``[B, h, w]``; ``completeness_delta``: ``[B]``;
+``fullgrad_decomposition``: a ``FullGradDecomposition``). The caller jits (``jax.jit(functools.partial(method, logit_fn, steps=...))``). The layer
 methods (``fullgrad``, ``gradcam``, ``guided_backprop``) take a
 :class:`jaxgrad.types.TappedLogitFn`, which declares the model internals they need.
 Running a method over a whole data set is a driver: ``jaxgrad.drivers.attribute_dataset``.

@@ -1,4 +1,4 @@
-"""What several attribution methods share: multi-target vmapping and gradients at taps."""
+"""What several attribution methods share: multi-target vmapping and layer checks."""
 
 from __future__ import annotations
 
@@ -9,8 +9,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxgrad._validation import check_target, is_concrete
-from jaxgrad.gradients import select_logits
-from jaxgrad.types import Params, TappedLogitFn
 
 
 def multi_target(method):
@@ -41,24 +39,6 @@ def multi_target(method):
         )(target)
 
     return wrapper
-
-
-def tap_gradients(logit_fn: TappedLogitFn, params: Params, x: jax.Array, target: jax.Array):
-    """Gradients of the target logits with respect to ``x`` and to every tap of ``logit_fn``.
-
-    Returns:
-      ``(input_gradient [B, *S], tap_gradients, tap_values, logits)`` where the two dicts map
-      a tap's path (``"hidden1_out"``, ``"layer1_block1/bn1_out"``) to ``[B, ...]`` arrays.
-    """
-    shapes = jax.eval_shape(lambda z: logit_fn.taps(params, z, None)[1], x)
-    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-
-    def f(xx, p):
-        logits, values = logit_fn.taps(params, xx, p)
-        return jnp.sum(select_logits(logits, target)), (values, logits)
-
-    (gx, gp), (values, logits) = jax.grad(f, argnums=(0, 1), has_aux=True)(x, zeros)
-    return gx, gp, values, logits
 
 
 def check_layer(layer: str, available) -> None:

@@ -26,9 +26,10 @@ import jax
 import jax.numpy as jnp
 
 from jaxgrad._filters import resize_bilinear
+from jaxgrad._taps import tap_gradients
 from jaxgrad._validation import check_images, check_inputs
-from jaxgrad.attribution._common import multi_target, tap_gradients
-from jaxgrad.types import ArrayLike, LogitFn, Params, require_tapped
+from jaxgrad.attribution._common import multi_target
+from jaxgrad.types import ArrayLike, Params, TappedLogitFn, require_tapped
 
 
 class FullGradDecomposition(NamedTuple):
@@ -44,7 +45,7 @@ class FullGradDecomposition(NamedTuple):
 
 
 def fullgrad_decomposition(
-    logit_fn: LogitFn, params: Params, x: ArrayLike, target: ArrayLike
+    logit_fn: TappedLogitFn, params: Params, x: ArrayLike, target: ArrayLike
 ) -> FullGradDecomposition:
     """The input-gradient and the bias-gradients ``d f_y / d z_l * b_l`` of every biased layer.
 
@@ -85,7 +86,7 @@ def _psi(a: jax.Array) -> jax.Array:
 
 @multi_target
 def fullgrad(
-    logit_fn: LogitFn,
+    logit_fn: TappedLogitFn,
     params: Params,
     x: ArrayLike,
     target: ArrayLike,

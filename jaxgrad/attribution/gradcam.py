@@ -22,16 +22,17 @@ import jax
 import jax.numpy as jnp
 
 from jaxgrad._filters import resize_bilinear
+from jaxgrad._taps import tap_gradients
 from jaxgrad._validation import check_choice, check_images, check_inputs
-from jaxgrad.attribution._common import check_layer, multi_target, tap_gradients
-from jaxgrad.types import ArrayLike, LogitFn, Params, require_tapped
+from jaxgrad.attribution._common import check_layer, multi_target
+from jaxgrad.types import ArrayLike, Params, TappedLogitFn, require_tapped
 
 VARIANTS = ("gradcam", "hirescam")
 
 
 @multi_target
 def gradcam_layer_map(
-    logit_fn: LogitFn,
+    logit_fn: TappedLogitFn,
     params: Params,
     x: ArrayLike,
     target: ArrayLike,
@@ -73,7 +74,7 @@ def gradcam_layer_map(
 
 @multi_target
 def gradcam(
-    logit_fn: LogitFn,
+    logit_fn: TappedLogitFn,
     params: Params,
     x: ArrayLike,
     target: ArrayLike,

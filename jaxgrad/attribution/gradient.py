@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxgrad._validation import check_inputs
+from jaxgrad._validation import check_choice, check_inputs
 from jaxgrad.attribution._common import multi_target
 from jaxgrad.gradients import input_gradients
 from jaxgrad.types import ArrayLike, LogitFn, Params
@@ -40,8 +40,7 @@ def gradient(
       ``[B, *S]``.
     """
     del key
-    if postprocess not in POSTPROCESS:
-        raise ValueError(f"postprocess must be one of {POSTPROCESS}, got {postprocess!r}")
+    check_choice(postprocess, POSTPROCESS, "postprocess")
     x, target = check_inputs(x, target)
     g = input_gradients(logit_fn, params, x, target)
     if postprocess == "abs":

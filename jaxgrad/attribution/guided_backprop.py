@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from jaxgrad._validation import check_inputs
 from jaxgrad.attribution._common import multi_target
 from jaxgrad.gradients import input_gradients
-from jaxgrad.types import Activation, ArrayLike, LogitFn, Params, require_tapped
+from jaxgrad.types import Activation, ArrayLike, Params, TappedLogitFn, require_tapped
 
 
 def guided(activation: Activation) -> Activation:
@@ -50,7 +50,7 @@ def guided(activation: Activation) -> Activation:
 
 @multi_target
 def guided_backprop(
-    logit_fn: LogitFn,
+    logit_fn: TappedLogitFn,
     params: Params,
     x: ArrayLike,
     target: ArrayLike,

@@ -14,9 +14,10 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxgrad._chunking import chunked_sum
-from jaxgrad._validation import broadcast_baseline, check_inputs
+from jaxgrad._validation import broadcast_baseline, check_inputs, check_positive_int
 from jaxgrad.attribution._common import multi_target
 from jaxgrad.attribution._paths import quadrature
 from jaxgrad.gradients import input_gradients, select_logits
@@ -30,8 +31,7 @@ def _baselines(baseline: Baseline, x: jax.Array, key, num_baselines: int) -> jax
     if callable(baseline):
         if key is None:
             raise ValueError("a sampled baseline needs key=")
-        if not isinstance(num_baselines, int) or num_baselines < 1:
-            raise ValueError(f"num_baselines must be a positive integer, got {num_baselines!r}")
+        num_baselines = check_positive_int(num_baselines, "num_baselines")
         keys = jax.random.split(key, num_baselines)
         out = jax.vmap(lambda k: baseline(k, x))(keys)
         if out.shape[1:] != x.shape:
@@ -39,6 +39,11 @@ def _baselines(baseline: Baseline, x: jax.Array, key, num_baselines: int) -> jax
                 f"baseline(key, x) must return x's shape {x.shape}, got {out.shape[1:]}"
             )
         return out.astype(x.dtype)
+    if isinstance(baseline, str):
+        raise TypeError(
+            f"baseline must be None, a number, an array or a function (key, x) -> [B, *S], "
+            f"got the string {baseline!r}"
+        )
     return broadcast_baseline(baseline, x)[None]
 
 
@@ -115,6 +120,9 @@ def completeness_delta(
     ``baseline`` (and, for a sampled one, the same ``key`` and ``num_baselines``: the draws
     are the same) as to the method, and ``f_y(x')`` is averaged over the baselines.
 
+    With ``[B, T]`` targets and ``[B, T, *S]`` attributions (a multi-target method's output)
+    it returns ``[B, T]``.
+
     Example:
       >>> lf = lambda p, x: x @ p.T
       >>> w, x, t = jnp.array([[1., 2.], [3., 4.]]), jnp.ones((1, 2)), jnp.array([1])
@@ -122,6 +130,21 @@ def completeness_delta(
       >>> completeness_delta(lf, w, x, t, a).tolist()
       [0.0]
     """
+    if np.ndim(target) == 2:
+        x = jnp.asarray(x)
+        attribution = jnp.asarray(attribution)
+        if attribution.shape[:2] != np.shape(target) or attribution.shape[2:] != x.shape[1:]:
+            raise ValueError(
+                f"with target of shape [B, T] = {np.shape(target)}, attribution must have shape "
+                f"[B, T, *S] = {(*np.shape(target), *x.shape[1:])}, got {attribution.shape}"
+            )
+        return jax.vmap(
+            lambda t, a: completeness_delta(
+                logit_fn, params, x, t, a, key=key, baseline=baseline, num_baselines=num_baselines
+            ),
+            in_axes=(1, 1),
+            out_axes=1,
+        )(jnp.asarray(target), attribution)
     x, target = check_inputs(x, target)
     attribution = jnp.asarray(attribution)
     if attribution.shape != x.shape:

@@ -11,6 +11,7 @@ so memory does not grow with ``num_samples``.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +26,23 @@ from jaxgrad.attribution.gradient import gradient
 from jaxgrad.types import ArrayLike, LogitFn, Params
 
 STATISTICS = ("mean", "square", "variance")
+
+
+def _check_method_kwargs(method, method_kwargs) -> None:
+    """Names an option that ``method`` does not take (rather than letting it fail inside)."""
+    try:
+        params = inspect.signature(method).parameters
+    except (TypeError, ValueError):  # no signature to check against
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    unknown = sorted(set(method_kwargs) - set(params))
+    if unknown:
+        name = getattr(method, "__name__", type(method).__name__)
+        raise TypeError(
+            f"smoothgrad got {unknown}, which are neither smoothgrad's options nor options of "
+            f"method={name}"
+        )
 
 
 @multi_target
@@ -64,6 +82,7 @@ def smoothgrad(
       ``[B, *S]``.
     """
     check_choice(statistic, STATISTICS, "statistic")
+    _check_method_kwargs(method, method_kwargs)
     num_samples = check_positive_int(num_samples, "num_samples")
     if isinstance(noise_level, (int, float)) and noise_level < 0:
         raise ValueError(f"noise_level must be >= 0, got {noise_level}")

@@ -6,7 +6,7 @@ signal block sits on top or at the bottom at random per example (probability ``p
 top); ``top=True`` gives the paper's control BlockMNIST-Top, signal always on top. From
 MNIST (28x28) the images are 56x28; from scikit-learn's digits (8x8), 16x8. The paper's code
 and data were never released: the null patch, image size and classes here are our choices,
-documented and parameterised (see ``reference/papers.md`` §2.4).
+documented and parameterised here.
 """
 
 from __future__ import annotations

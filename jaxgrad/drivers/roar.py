@@ -11,34 +11,44 @@ and evaluated on the masked test set.
   ``DiffROAR(k) = accuracy(top-k kept) - accuracy(bottom-k kept)``: positive when the
   attribution ranks pixels by their information, about 0 for a random attribution.
 
-The masks are ``jaxgrad.evaluation.mask_images`` (the pixel-perturbation ranking): keeping
-the top-k is removing the ``1 - k`` least salient pixels. The retraining is a callable
+The masks rank pixels as pixel perturbation does (``jaxgrad.evaluation.removal_ranks`` of
+``pixel_salience``): the top-k kept are the first ``round(k * H * W)`` pixels in
+``order="most"``, the bottom-k kept the first in ``order="least"``; ROAR keeps the first
+``round((1 - k) * H * W)`` in ``order="least"`` (the top-k removed). The retraining is a callable
 ``retrain(train, test, key) -> accuracy`` so any model and schedule can be used;
 :func:`make_retrainer` builds one on jaxgrad's training (sharded over a mesh when given).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
-import optax
 
 from jaxgrad import sharding as shd
-from jaxgrad._validation import check_choice, check_fractions
+from jaxgrad._validation import check_choice, check_fractions, check_positive_int
 from jaxgrad.data.base import Dataset
-from jaxgrad.evaluation.perturbation import mask_images
+from jaxgrad.data.iterators import steps_per_epoch
+from jaxgrad.evaluation.perturbation import pixel_salience, removal_ranks
 from jaxgrad.models.adapters import linen_logit_fn
 from jaxgrad.training.logging import Progress
 from jaxgrad.training.loop import train_for_epochs
 from jaxgrad.training.losses import classifier_loss
+from jaxgrad.training.optim import make_optimizer, make_schedule
 from jaxgrad.training.state import evaluate, make_eval_step
 
-MODES = ("diff_roar", "roar")
+PROTOCOLS = ("diff_roar", "roar")
 
-# Compiled once per (fraction, order, aggregate), reused for every data set and seed.
-_mask = jax.jit(mask_images, static_argnames=("fraction", "order", "aggregate"))
+
+# Compiled once per (count, order, aggregate), reused for every data set and seed.
+@functools.partial(jax.jit, static_argnames=("count", "order", "aggregate"))
+def _keep(x, attribution, fill_value, *, count, order, aggregate):
+    """Keeps the first ``count`` pixels of each image in ``order``, fills the others."""
+    ranks = removal_ranks(pixel_salience(attribution, aggregate), order)[..., None]
+    return jnp.where(ranks < count, x, fill_value.astype(x.dtype))
 
 
 def make_retrainer(
@@ -47,23 +57,32 @@ def make_retrainer(
     epochs: int = 5,
     batch_size: int = 128,
     learning_rate: float = 1e-3,
+    optimizer: str = "adam",
+    schedule: str = "constant",
+    weight_decay: float = 0.0,
     mesh=None,
 ) -> Callable[[Dataset, Dataset, jax.Array], float]:
-    """``retrain(train, test, key) -> test accuracy`` training a fresh model with Adam.
+    """``retrain(train, test, key) -> test accuracy`` training a fresh classifier.
 
     Args:
       model_factory: returns a new Linen classifier (e.g. ``lambda: MLP(hidden=(256,))``).
-      epochs, batch_size, learning_rate: the schedule (constant learning rate).
+      epochs, batch_size: the schedule's length and the global batch size.
+      learning_rate, optimizer, schedule, weight_decay: as for
+        ``jaxgrad.training.make_optimizer`` and ``make_schedule`` (Adam with a constant
+        learning rate by default).
       mesh: a data mesh to shard the batches over (``batch_size`` is rounded up to a
         multiple of its size), or None for one device.
     """
 
     def retrain(train: Dataset, test: Dataset, key: jax.Array) -> float:
         model = model_factory()
+        batch = shd.global_batch_size(batch_size, mesh)
+        total = epochs * steps_per_epoch(len(train["label"]), batch)
+        lr = make_schedule(schedule, learning_rate, total_steps=total)
         state = train_for_epochs(
             model,
             classifier_loss(model),
-            optax.adam(learning_rate),
+            make_optimizer(optimizer, lr, weight_decay=weight_decay),
             train,
             key=key,
             epochs=epochs,
@@ -71,15 +90,18 @@ def make_retrainer(
             mesh=mesh,
         )
         eval_step = make_eval_step(linen_logit_fn(model), mesh=mesh)
-        batch = shd.global_batch_size(batch_size, mesh)
         return evaluate(eval_step, state.variables, test, batch_size=batch, mesh=mesh)["accuracy"]
 
     return retrain
 
 
-def _masked(data: Dataset, attribution, fraction: float, order: str, **kw) -> Dataset:
-    image = _mask(data["image"], np.asarray(attribution), fraction=fraction, order=order, **kw)
-    return {"image": np.asarray(image), "label": data["label"]}
+def _masked(data: Dataset, attribution, k: float, order: str, fill_value, aggregate) -> Dataset:
+    x, a = np.asarray(data["image"], np.float32), np.asarray(attribution)
+    if a.shape != x.shape:
+        raise ValueError(f"attributions must have the images' shape {x.shape}, got {a.shape}")
+    count = int(np.rint(k * x.shape[1] * x.shape[2]))
+    kept = _keep(x, a, jnp.float32(fill_value), count=count, order=order, aggregate=aggregate)
+    return {"image": np.asarray(kept), "label": data["label"]}
 
 
 def roar(
@@ -91,7 +113,7 @@ def roar(
     retrain: Callable[[Dataset, Dataset, jax.Array], float],
     key: jax.Array,
     fractions: Sequence[float] = (0.1, 0.3, 0.5, 0.7, 0.9),
-    mode: str = "diff_roar",
+    protocol: str = "diff_roar",
     fill_value: float = 0.0,
     aggregate: str = "abs_sum",
     seeds: int = 1,
@@ -109,9 +131,10 @@ def roar(
         ``s`` retrains every mask with ``fold_in(key, s)``, so within a seed the masks are
         the only difference.
       key: PRNG key.
-      fractions: the ``k`` grid.
-      mode: ``"diff_roar"`` (top-k kept vs bottom-k kept) or ``"roar"`` (top-k removed).
-      fill_value, aggregate: as for ``jaxgrad.evaluation.mask_images``.
+      fractions: the ``k`` grid: the share of the most (or least) salient pixels selected.
+      protocol: ``"diff_roar"`` (top-k kept vs bottom-k kept) or ``"roar"`` (top-k removed).
+      fill_value: the value of the removed pixels.
+      aggregate: the per-pixel salience (``jaxgrad.evaluation.pixel_salience``).
       seeds: retrainings per mask (Shah et al. use 1 to 3).
       progress: print a line per retraining with its accuracy, the rate and an ETA.
 
@@ -127,39 +150,38 @@ def roar(
 
       ROAR: ``fractions``, ``accuracy`` (after removing the top-k), ``accuracy_per_seed``.
     """
-    check_choice(mode, MODES, "mode")
-    if isinstance(seeds, bool) or not isinstance(seeds, (int, np.integer)) or seeds < 1:
-        raise ValueError(f"seeds must be an integer >= 1, got {seeds!r}")
+    check_choice(protocol, PROTOCOLS, "protocol")
+    seeds = check_positive_int(seeds, "seeds")
     f = check_fractions(fractions)
-    # (k, which pixels are kept, how they are removed): keeping the top-k is removing the
-    # 1 - k least salient pixels; ROAR removes the top-k.
-    if mode == "roar":
-        masks = [(k, "removed", k, "most") for k in f]
+    # (k, label, share of pixels kept, the order they are kept in).
+    if protocol == "roar":
+        masks = [(k, "top removed", 1.0 - k, "least") for k in f]
     else:
-        masks = [(k, "top", 1.0 - k, "least") for k in f] + [
-            (k, "bottom", 1.0 - k, "most") for k in f
+        masks = [(k, "top kept", k, "most") for k in f] + [
+            (k, "bottom kept", k, "least") for k in f
         ]
     per_seed = callable(train_attribution) or callable(test_attribution)
 
     def masked_splits(i, attributions):
-        _, _, removed, order = masks[i]
-        kw = dict(fill_value=fill_value, aggregate=aggregate)
+        _, _, kept, order = masks[i]
         return [
-            _masked(d, a, removed, order, **kw)
+            _masked(d, a, kept, order, fill_value, aggregate)
             for d, a in zip((train, test), attributions, strict=True)
         ]
 
     # Fixed attributions: mask once, retrain every seed. Per-seed ones: new masks per seed.
     if per_seed:
-        order = [(i, s) for s in range(seeds) for i in range(len(masks))]
+        schedule = [(i, s) for s in range(seeds) for i in range(len(masks))]
     else:
-        order = [(i, s) for i in range(len(masks)) for s in range(seeds)]
+        schedule = [(i, s) for i in range(len(masks)) for s in range(seeds)]
     bar = (
-        Progress(len(order), name=mode, unit="retraining", every_seconds=0.0) if progress else None
+        Progress(len(schedule), name=protocol, unit="retraining", every_seconds=0.0)
+        if progress
+        else None
     )
     cached_id, drawn = None, (None, None)
     acc = np.zeros((len(masks), seeds))
-    for done, (i, s) in enumerate(order, start=1):
+    for done, (i, s) in enumerate(schedule, start=1):
         k, kept = masks[i][:2]
         mask_id = (i, s if per_seed else 0)
         if mask_id != cached_id:
@@ -170,7 +192,7 @@ def roar(
         acc[i, s] = float(retrain(tr, te, jax.random.fold_in(key, s)))
         if bar is not None:
             bar.update(done, {"accuracy": acc[i, s]}, note=f"k={k:.2f} {kept} seed {s}")
-    if mode == "roar":
+    if protocol == "roar":
         return {"fractions": f, "accuracy": acc.mean(1), "accuracy_per_seed": acc.T}
     top, bottom = acc[: len(f)].T, acc[len(f) :].T  # [seeds, F]
     pairs = (top[:, None, :] - bottom[None, :, :]).reshape(-1, len(f))

@@ -6,7 +6,7 @@ channels by a named rule), and the target logit, its probability and the accurac
 recorded. The whole curve over fractions is one compiled computation (a ``vmap`` over the
 fractions, or ``chunk_size`` of them at a time).
 
-Two protocols in the literature use it (see ``reference/papers.md``): FullGrad removes the
+Two protocols in the literature use it: FullGrad (Srinivas & Fleuret 2019) removes the
 *least* salient pixels, fills them with black and reports the absolute fractional output
 change ``|f(x) - f(x~)| / |f(x)|`` (lower is better); Srinivas & Fleuret (2021) argue that a
 logit change measures the implicit density rather than the explanation, and report the

@@ -9,6 +9,7 @@ pytree of the contract) that is merged back inside the function.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -21,13 +22,17 @@ from jaxgrad.models.layers import get_activation
 from jaxgrad.types import LogitFn, Params, TappedLogitFn
 
 
-def linen_logit_fn(model: nn.Module) -> TappedLogitFn:
+def linen_logit_fn(model: nn.Module, *, bn_epsilon: float = 1e-5) -> TappedLogitFn:
     """``logit_fn(variables, x) = model.apply(variables, x, train=False)``, with its taps declared.
 
     The result is a :class:`jaxgrad.types.TappedLogitFn`: called, it is the plain contract;
     the layer methods (Grad-CAM, FullGrad, guided backprop) use its declared ``taps`` (every
-    :func:`jaxgrad.models.tap` of the model), ``biases`` (:func:`effective_biases`) and, for
-    a module with an ``activation`` field (and optional ``beta``), ``with_activation``.
+    :func:`jaxgrad.models.tap` of the model), ``biases`` (:func:`effective_biases` with
+    ``bn_epsilon``) and, for a module with an ``activation`` field (and optional ``beta``),
+    ``with_activation``. The module must take ``(x, train)``.
+
+    Equal modules give the same function object (a small cache), so a function jitted with
+    the logit function as a static argument compiles once per model, not once per call.
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -36,8 +41,16 @@ def linen_logit_fn(model: nn.Module) -> TappedLogitFn:
       >>> variables = init_variables(model, jax.random.key(0), jnp.zeros((1, 8, 8, 1)))
       >>> linen_logit_fn(model)(variables, jnp.zeros((2, 8, 8, 1))).shape
       (2, 10)
+      >>> linen_logit_fn(model) is linen_logit_fn(MnistCNN())
+      True
     """
+    try:
+        return _cached_linen_logit_fn(model, bn_epsilon)
+    except TypeError:  # a module with an unhashable field: build a fresh one
+        return _linen_logit_fn(model, bn_epsilon)
 
+
+def _linen_logit_fn(model: nn.Module, bn_epsilon: float) -> TappedLogitFn:
     def logits(params: Params, x: jax.Array) -> jax.Array:
         return model.apply(params, x, train=False)
 
@@ -48,16 +61,20 @@ def linen_logit_fn(model: nn.Module) -> TappedLogitFn:
         out, state = model.apply(variables, x, train=False, mutable=[INTERMEDIATES])
         return out, flatten_paths(state.get(INTERMEDIATES, {}))
 
+    def biases(params: Params) -> dict[str, jax.Array]:
+        return effective_biases(params, bn_epsilon=bn_epsilon)
+
     with_activation = None
     if "activation" in {f.name for f in dataclasses.fields(model)}:
 
         def with_activation(transform):
             act = get_activation(model.activation, getattr(model, "beta", 1.0))
-            return linen_logit_fn(model.clone(activation=transform(act)))
+            return linen_logit_fn(model.clone(activation=transform(act)), bn_epsilon=bn_epsilon)
 
-    return TappedLogitFn(
-        logits=logits, taps=taps, biases=effective_biases, with_activation=with_activation
-    )
+    return TappedLogitFn(logits=logits, taps=taps, biases=biases, with_activation=with_activation)
+
+
+_cached_linen_logit_fn = functools.lru_cache(maxsize=64)(_linen_logit_fn)
 
 
 _SUFFIX = "_out"

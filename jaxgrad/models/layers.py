@@ -2,7 +2,7 @@
 
 Max-pooling is written as reshape + max rather than ``lax.reduce_window``: on XLA's CPU
 backend the gradient of ``reduce_window`` (select-and-scatter) is slow, and the reshape form
-made input-gradients of the MNIST CNN 1.5x faster (see DESIGN.md). The two forms agree on
+made input-gradients of the MNIST CNN 1.5x faster (batch 64, IG with 64 steps, XLA CPU). The two forms agree on
 the forward pass; where several inputs of a window tie for the maximum, the reshape form
 splits the gradient equally between them instead of sending all of it to one.
 """

@@ -18,6 +18,7 @@ from jaxgrad.training.state import (
     evaluate,
     make_eval_step,
     make_train_step,
+    train_state_from,
 )
 
 __all__ = [
@@ -41,4 +42,5 @@ __all__ = [
     "read_metrics",
     "regularized_classifier_loss",
     "train_for_epochs",
+    "train_state_from",
 ]

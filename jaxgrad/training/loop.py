@@ -21,7 +21,12 @@ from jaxgrad.data.base import Dataset
 from jaxgrad.data.iterators import batches, steps_per_epoch
 from jaxgrad.training.checkpoint import Checkpointer
 from jaxgrad.training.logging import MetricWriter, Progress
-from jaxgrad.training.state import TrainState, create_train_state, make_train_step
+from jaxgrad.training.state import (
+    TrainState,
+    create_train_state,
+    make_train_step,
+    train_state_from,
+)
 
 
 def fit(
@@ -131,18 +136,38 @@ def train_for_epochs(
     epochs: int,
     batch_size: int,
     mesh: Mesh | None = None,
+    init: dict | None = None,
     progress: bool = False,
     log_every: int | None = None,
+    **fit_options: Any,
 ) -> TrainState:
-    """A fresh ``model`` trained ``epochs`` times over ``data`` with ``loss_fn`` and ``tx``.
+    """``model`` trained ``epochs`` times over ``data`` with ``loss_fn`` and ``tx``.
 
-    The short form of ``create_train_state`` + ``make_train_step`` + :func:`fit` used by
-    evaluations that retrain (ROAR) and by small experiments; no checkpoints. With ``mesh``,
+    The short form of ``create_train_state`` + ``make_train_step`` + :func:`fit`, used by
+    evaluations that retrain (ROAR) and by the experiments' trainer. With ``mesh``,
     ``batch_size`` is rounded up to a multiple of the device count.
+
+    Args:
+      model: a Linen module taking ``(x, train)``.
+      loss_fn: see :mod:`jaxgrad.training.losses`.
+      tx: the optax optimizer.
+      data: the training split (its ``image`` and ``label``).
+      key: split into the initialisation key and the run's key (batch order, per-step
+        keys); with ``init`` the whole key is the run's.
+      epochs, batch_size: the schedule's length and the global batch size.
+      mesh: a data mesh, or None for the default device.
+      init: variables to start from (copied, see :func:`train_state_from`) instead of a
+        fresh initialisation.
+      progress, log_every: as for :func:`fit` (``log_every`` defaults to once, at the end).
+      **fit_options: the rest of :func:`fit`'s options (``checkpoint_dir``,
+        ``metrics_path``, ``eval_fn``, ...).
     """
     batch = shd.global_batch_size(batch_size, mesh)
-    init_key, run_key = jax.random.split(key)
-    state = create_train_state(model, tx, init_key, data["image"][:1], mesh=mesh)
+    if init is None:
+        init_key, run_key = jax.random.split(key)
+        state = create_train_state(model, tx, init_key, data["image"][:1], mesh=mesh)
+    else:
+        run_key, state = key, train_state_from(init, tx, mesh=mesh)
     step = make_train_step(loss_fn, tx, mesh=mesh)
     num_steps = epochs * steps_per_epoch(len(data["label"]), batch)
     return fit(
@@ -155,4 +180,5 @@ def train_for_epochs(
         mesh=mesh,
         progress=progress,
         log_every=log_every or max(num_steps, 1),
+        **fit_options,
     )

@@ -14,6 +14,7 @@ import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.sharding import Mesh
 
@@ -73,6 +74,25 @@ def create_train_state(
     if mesh is None:
         return jax.jit(init)()
     return jax.jit(init, out_shardings=shd.replicated(mesh))()
+
+
+def train_state_from(
+    variables: dict, tx: optax.GradientTransformation, *, mesh: Mesh | None = None
+) -> TrainState:
+    """A fresh :class:`TrainState` (step 0, new optimizer state) holding a copy of ``variables``.
+
+    For fine-tuning a trained model: the copy is taken on the host, so the train step may
+    donate the new state's buffers while ``variables`` stay usable.
+
+    Args:
+      variables: ``{"params": ..., **other collections}``.
+      tx: the optimizer whose state is initialised.
+      mesh: if given, the state is replicated on it.
+    """
+    model_state = dict(shd.to_host(variables))
+    params = model_state.pop("params")
+    state = TrainState(np.zeros((), np.int32), params, model_state, tx.init(params))
+    return jax.device_put(state) if mesh is None else shd.replicate(state, mesh)
 
 
 def make_train_step(
@@ -182,6 +202,7 @@ def evaluate(
 __all__ = [
     "TrainState",
     "create_train_state",
+    "train_state_from",
     "evaluate",
     "make_eval_step",
     "make_train_step",
