@@ -17,6 +17,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from jaxgrad._validation import check_target
 from jaxgrad.types import Params, TappedLogitFn
 
 PERTURBATIONS = "perturbations"
@@ -60,7 +61,8 @@ def tap_gradients(logit_fn: TappedLogitFn, params: Params, x: jax.Array, target:
       ``(input_gradient [B, *S], tap_gradients, tap_values, logits)`` where the two dicts map
       a tap's path (``"hidden1_out"``, ``"layer1_block1/bn1_out"``) to ``[B, ...]`` arrays.
     """
-    shapes = jax.eval_shape(lambda z: logit_fn.taps(params, z, None)[1], x)
+    logits_shape, shapes = jax.eval_shape(lambda z: logit_fn.taps(params, z, None), x)
+    target = check_target(target, x.shape[0], logits_shape.shape[-1])
     zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
     def f(xx, p):

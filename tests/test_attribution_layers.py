@@ -1,5 +1,7 @@
 """FullGrad, Grad-CAM / HiResCAM, guided backprop and Expected Gradients against closed forms."""
 
+import zlib
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -45,7 +47,8 @@ def bn_resnet():
         v = jax.jit(init_variables, static_argnums=0)(model, jax.random.key(0), x[:1])
 
     def perturb(path, a):
-        k = jax.random.fold_in(jax.random.key(5), hash(jax.tree_util.keystr(path)) % 2**31)
+        # crc32, not hash(): Python salts str hashes per process, which made this draw random.
+        k = jax.random.fold_in(jax.random.key(5), zlib.crc32(jax.tree_util.keystr(path).encode()))
         if path[-1].key == "mean":
             return a + 0.3 * jax.random.normal(k, a.shape)
         return a + jax.random.uniform(k, a.shape, minval=0.1, maxval=1.0)
