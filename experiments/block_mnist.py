@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments import report
+from experiments import report, reports
 from experiments.common import (
     Purpose,
     launch,
@@ -38,13 +38,6 @@ from jaxgrad.drivers import attribute_dataset, mean_ci99, roar
 from jaxgrad.evaluation import block_localization
 from jaxgrad.models import linen_logit_fn
 from jaxgrad.training import adversarial_classifier_loss, classifier_loss, pgd_attack
-
-
-def describe(spec) -> str:
-    """A short name of the architecture, for the report."""
-    if spec.name == "mlp":
-        return f"MLP {tuple(spec.hidden)}"
-    return f"CNN conv5x5x{spec.features[0]}, conv5x5x{spec.features[1]}, dense {spec.dense}"
 
 
 def train(config, arch, data, test, robust: bool, key, mesh) -> tuple[dict, float, float]:
@@ -96,28 +89,17 @@ def run(config, workdir: str | Path) -> dict:
         make_block_mnist(base_test, seed=config.seed + 1),
     )
     c = config.evaluation.diff_roar
-    out = {}
+    out, gradients = {}, None
     if not c.only_controls:
         out["models"] = {arch: _model_summary(config, arch) for arch in config.model}
-        out["results"], trained, maps, titles = localisation(config, base_train, base_test, mesh)
+        out["results"], trained, gradients = localisation(config, base_train, base_test, mesh)
     if c.enabled:
         out["diff_roar"] = {}
         if not c.only_controls:
             out["diff_roar"] = gradient_curves(config, block, trained, mesh)
         out["diff_roar"].update(random_controls(config, block, (base_train, base_test), mesh))
     out["seconds"] = time.perf_counter() - t0
-    report.write_json(workdir / "results.json", out)
-    if "results" in out:
-        report.attribution_figure(
-            workdir / "gradients.png",
-            block[1]["image"][:8],
-            maps,
-            row_titles=titles,
-            title="Input-gradients (label's logit) on BlockMNIST",
-        )
-    if "diff_roar" in out:
-        _write_diff_roar(workdir, out["diff_roar"])
-    _report(workdir, config, out)
+    reports.block_mnist.write(workdir, config, out, images=block[1]["image"], gradients=gradients)
     return out
 
 
@@ -128,8 +110,12 @@ def _model_summary(config, arch) -> dict:
 
 
 def localisation(config, base_train, base_test, mesh):
-    """Trains every model on BlockMNIST and BlockMNIST-Top; accuracy and localisation rows."""
-    results, maps, titles, trained = {}, [], [], {}
+    """Trains every model on BlockMNIST and BlockMNIST-Top; accuracy and localisation rows.
+
+    Returns the rows, the trained variables by ``(variant, arch, kind)`` and the measured
+    input-gradients of the models trained on BlockMNIST by ``(arch, kind)``.
+    """
+    results, gradients, trained = {}, {}, {}
     e = config.evaluation
     for v, (variant, top) in enumerate((("BlockMNIST", False), ("BlockMNIST-Top", True))):
         tr = make_block_mnist(base_train, seed=config.seed, top=top)
@@ -152,10 +138,9 @@ def localisation(config, base_train, base_test, mesh):
                     row[name] = {"mean": mean, "ci99_low": lo, "ci99_high": hi}
                 results[f"{variant}/{arch}/{kind}"] = row
                 if variant == "BlockMNIST":
-                    maps.append(np.asarray(g[:8]))
-                    titles.append(f"{arch} {kind}")
+                    gradients[arch, kind] = np.asarray(g)
                 print(json.dumps(row), flush=True)
-    return results, trained, maps, titles
+    return results, trained, gradients
 
 
 def _retrainer(config, mesh):
@@ -211,145 +196,6 @@ def random_controls(config, block, mnist, mesh) -> dict:
             seeds=c.control_seeds,
         )
     return curves
-
-
-def _write_diff_roar(workdir: Path, curves: dict) -> None:
-    report.write_csv(
-        workdir / "diff_roar.csv",
-        [
-            "data/attribution",
-            "k",
-            "top_k_accuracy",
-            "bottom_k_accuracy",
-            "diff_roar",
-            "diff_roar_se",
-            "diff_roar_pair_std",
-            "seeds",
-        ],
-        [
-            [
-                name,
-                k,
-                r["top_k_accuracy"][i],
-                r["bottom_k_accuracy"][i],
-                r["diff_roar"][i],
-                r["diff_roar_se"][i],
-                r["diff_roar_pair_std"][i],
-                len(r["top_k_accuracy_per_seed"]),
-            ]
-            for name, r in curves.items()
-            for i, k in enumerate(r["fractions"])
-        ],
-    )
-    panel = report.Panel(
-        [
-            report.Curve(r["fractions"], r["diff_roar"], name, yerr=r["diff_roar_pair_std"])
-            for name, r in curves.items()
-        ],
-        title="DiffROAR, retrained models (error bars: std over seed pairs)",
-        xlabel="k (fraction of pixels kept)",
-        ylabel="DiffROAR = acc(top-k kept) - acc(bottom-k kept)",
-        hline=0.0,
-        legend_size=8,
-    )
-    report.curves(workdir / "diff_roar.png", [panel], panel_size=(6, 4))
-
-
-def _report(workdir, config, out):
-    blocks = [
-        report.title("BlockMNIST: standard vs PGD-trained models"),
-        report.paragraph(
-            f"Data: `{config.data.source}` turned into BlockMNIST (our construction; signal "
-            "block at the top or bottom at random per example, a fixed hollow square in the "
-            "other) and BlockMNIST-Top (signal always on top). Adam, learning rate "
-            f"{config.train.learning_rate}, batch {config.train.batch_size}. "
-            f"{out['seconds']:.0f} s."
-        ),
-    ]
-    if "results" in out:
-        blocks += _localisation_blocks(config, out)
-    if "diff_roar" in out:
-        blocks += _diff_roar_blocks(config, out)
-    report.write_report(workdir, blocks)
-
-
-def _localisation_blocks(config, out):
-    e, p = config.evaluation, config.train.pgd
-    return [
-        report.bullets(
-            *(
-                f"`{arch}`: {describe(config.model[arch])}, {out['models'][arch]['epochs']} "
-                f"epochs; PGD training: {p.norm}, epsilon {p.epsilon}, {p.steps} steps of "
-                f"{p.step_size}, random start."
-                for arch in config.model
-            )
-        ),
-        report.paragraph(
-            f"PGD accuracy: the same ball, {e.attack_steps} steps of 2.5 epsilon / "
-            f"{e.attack_steps}, random start, first {e.num_images} test images. "
-            f"Localisation: gradients of the label's logit on {e.num_images} test images, "
-            "means with 99% intervals over images."
-        ),
-        report.paragraph(
-            "Shah et al.'s claim: robust gradients sit on the signal block; standard ones leak "
-            "onto the null block unless the signal is always on top."
-        ),
-        report.table(
-            [
-                "data / model / training",
-                "clean acc.",
-                "PGD acc.",
-                "signal share of abs",
-                "signal share of positive",
-                f"top {e.top_k:.0%} in null block",
-            ],
-            [
-                [
-                    name,
-                    f"{r['clean_accuracy']:.4f}",
-                    f"{r['pgd_accuracy']:.4f}",
-                    *(
-                        report.fmt_interval(r[m])
-                        for m in ("signal_mass_abs", "signal_mass_pos", "top_k_in_null")
-                    ),
-                ]
-                for name, r in out["results"].items()
-            ],
-        ),
-        report.image("gradients.png", "gradients"),
-    ]
-
-
-def _diff_roar_blocks(config, out):
-    c = config.evaluation.diff_roar
-    return [
-        report.heading("DiffROAR"),
-        report.paragraph(
-            f"Attributions: |input-gradient| of the predicted class's logit of the `{c.model}` "
-            "models trained on BlockMNIST, or uniform noise redrawn for every seed (the "
-            f"controls); each mask retrains a fresh `{c.model}` for {c.epochs} epochs on the "
-            "masked training split and measures it on the masked test split; removed pixels "
-            f"are 0. Seeds per mask: {c.seeds} for the gradients, {c.control_seeds} for the "
-            "controls. +- is the standard error over seeds, [the std over seed pairs] Shah et "
-            "al.'s error bar."
-        ),
-        report.table(
-            ["data / attribution", *(f"k={k}" for k in c.fractions)],
-            [
-                [
-                    name,
-                    *(
-                        f"{d:+.3f} +- {se:.3f} [{sd:.3f}]"
-                        for d, se, sd in zip(
-                            r["diff_roar"], r["diff_roar_se"], r["diff_roar_pair_std"], strict=True
-                        )
-                    ),
-                ]
-                for name, r in out["diff_roar"].items()
-            ],
-        ),
-        report.image("diff_roar.png", "DiffROAR"),
-    ]
 
 
 if __name__ == "__main__":

@@ -16,12 +16,8 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
-from experiments import report
-from experiments.common import (
-    launch,
-    load_splits,
-    train_classifier,
-)
+from experiments import report, reports
+from experiments.common import launch, load_splits, train_classifier
 from jaxgrad import sharding as shd
 from jaxgrad.gradients import input_gradients
 
@@ -37,14 +33,6 @@ def run(config, workdir: str | Path) -> dict:
     x, y = jnp.asarray(test["image"][:n]), jnp.asarray(test["label"][:n])
     pred = jnp.argmax(jax.jit(trained.logit_fn)(trained.variables, x), -1)
     grads = jax.jit(input_gradients, static_argnums=0)(trained.logit_fn, trained.variables, x, pred)
-    figure = report.attribution_figure(
-        workdir / "input_gradients.png",
-        x,
-        [grads],
-        row_titles=["input-gradient"],
-        column_titles=[f"y={int(a)} pred={int(b)}" for a, b in zip(y, pred, strict=True)],
-        title="Signed input-gradients of the predicted logit",
-    )
     result = trained.test_metrics
     results = {
         "test_accuracy": result["accuracy"],
@@ -55,48 +43,10 @@ def run(config, workdir: str | Path) -> dict:
         "devices": trained.mesh.devices.size,
         "seconds": time.perf_counter() - t_start,
     }
-    report.write_json(workdir / "results.json", results, indent=2)
-    _report(workdir, config, results, figure)
-    return results
-
-
-def _report(workdir: Path, config, results: dict, figure: Path) -> None:
-    t = config.train
-    report.write_report(
-        workdir,
-        [
-            report.title("jaxgrad demo"),
-            report.paragraph(
-                f"Model `{config.model.name}` ({config.model.activation}) trained on "
-                f"`{config.data.source}` for {results['steps']} steps of batch "
-                f"{results['batch_size']} with {t.optimizer} (lr {t.learning_rate}) on "
-                f"{results['devices']} device(s), in {results['seconds']:.1f} s including "
-                "compilation."
-            ),
-            report.table(
-                ["metric", "value"],
-                [
-                    ["test accuracy", f"{results['test_accuracy']:.4f}"],
-                    ["test loss", f"{results['test_loss']:.4f}"],
-                    ["test images", results["num_test"]],
-                ],
-            ),
-            report.heading("Signed input-gradients"),
-            report.image(figure, "input-gradients"),
-            report.paragraph(
-                "Each map is the gradient of the predicted class's logit with respect to the "
-                "input, summed over channels, divided by the 99.5th percentile of its absolute "
-                "value and clipped to [-1, 1]: red where increasing the pixel raises the logit, "
-                "blue where it lowers it. The number under each map is the raw sum of the "
-                "gradient."
-            ),
-            report.paragraph(
-                "Files: `config.json`, `metrics.jsonl` (training and evaluation rows), "
-                "`results.json`, `checkpoints/` (orbax; rerunning with the same workdir resumes "
-                "from the newest)."
-            ),
-        ],
+    reports.demo.write(
+        workdir, config, results, images=x, labels=y, predictions=pred, gradients=grads
     )
+    return results
 
 
 if __name__ == "__main__":

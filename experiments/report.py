@@ -1,10 +1,10 @@
 """What the experiments write: markdown reports, JSON and CSV files, and figures.
 
-A main measures, then hands rows to these helpers. Markdown helpers return strings (blocks)
-that :func:`write_report` joins with blank lines into ``report.md``; every function that
-writes a file does so on process 0 only (the other hosts of a multi-host run return without
-writing) and returns the path. Figures use matplotlib's file-only Agg backend, imported when
-a figure is drawn.
+A main measures, then hands its results to its module of :mod:`experiments.reports`, which
+composes these helpers. Markdown helpers return strings (blocks) that :func:`write_report`
+joins with blank lines into ``report.md``; every function that writes a file does so on
+process 0 only (the other hosts of a multi-host run return without writing) and returns the
+path. Figures use matplotlib's file-only Agg backend, imported when a figure is drawn.
 """
 
 from __future__ import annotations
@@ -68,12 +68,37 @@ def image(path: str | Path, alt: str) -> str:
     return f"![{alt}]({Path(path).name})"
 
 
+def fmt_ci99(stats: Mapping[str, float], digits: int = 3) -> str:
+    """``[low, high]`` of a ``{"ci99_low", "ci99_high", ...}`` dict."""
+    return f"[{stats['ci99_low']:.{digits}f}, {stats['ci99_high']:.{digits}f}]"
+
+
 def fmt_interval(stats: Mapping[str, float], digits: int = 3) -> str:
     """``mean [low, high]`` of a ``{"mean", "ci99_low", "ci99_high"}`` dict."""
-    return (
-        f"{stats['mean']:.{digits}f} "
-        f"[{stats['ci99_low']:.{digits}f}, {stats['ci99_high']:.{digits}f}]"
-    )
+    return f"{stats['mean']:.{digits}f} {fmt_ci99(stats, digits)}"
+
+
+def source_name(source: str) -> str:
+    """A data source as a report names it (without backticks).
+
+    An ``idx:<folder>`` source is named by its folder's name (``idx:/data/mnist`` ->
+    ``mnist``): the path is where the files lie on one machine, not what was measured. Any
+    other source (``digits``, ``tfds:cifar10``) is named as it is.
+    """
+    if source.startswith("idx:"):
+        return Path(source[len("idx:") :]).name or source
+    return source
+
+
+def describe_model(spec) -> str:
+    """A short name of a model section (``name`` and its fields) for a report.
+
+    ``mlp``: ``MLP (hidden sizes)``; any other (the two-convolution ``cnn``):
+    ``CNN conv5x5x<f1>, conv5x5x<f2>, dense <d>``.
+    """
+    if spec.name == "mlp":
+        return f"MLP {tuple(spec.hidden)}"
+    return f"CNN conv5x5x{spec.features[0]}, conv5x5x{spec.features[1]}, dense {spec.dense}"
 
 
 def write_report(workdir: Path, blocks: Sequence[str]) -> Path:

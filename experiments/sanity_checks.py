@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments import report
+from experiments import report, reports
 from experiments.common import (
     Purpose,
     launch,
@@ -36,8 +36,6 @@ from jaxgrad.evaluation import (
     randomization_stages,
     spearman_nz,
 )
-
-METRICS = ("spearman", "spearman_abs", "spearman_nz")
 
 
 def control(x: np.ndarray, key: jax.Array, draws: int) -> dict:
@@ -155,134 +153,11 @@ def run(config, workdir: str | Path) -> dict:
         "control": ctrl,
         "seconds": time.perf_counter() - t0,
     }
-    report.write_json(workdir / "table.json", rows)
-    header = list(rows[0])
-    report.write_csv(workdir / "table.csv", header, [[r[k] for k in header] for r in rows])
-    report.write_json(workdir / "control.json", ctrl)
+    # maps.png: signed IG of the first 6 images, trained and at every stage.
     ig = jax.jit(lambda p: methods["integrated_gradients"](trained.logit_fn, p, x[:6], y[:6]))
-    report.attribution_figure(
-        workdir / "maps.png",
-        x[:6],
-        [ig(v) for _, v in stages],
-        row_titles=results["stages"],
-        title="Signed IG, trained then cascading randomization",
-    )
-    _plot(rows, results["stages"], workdir / "curves.png")
-    _report(workdir, config, results)
-    report.write_json(workdir / "results.json", results)
+    maps = [ig(v) for _, v in stages]
+    reports.sanity_checks.write(workdir, config, results, images=x[:6], maps=maps)
     return results
-
-
-def _plot(rows, stages, path):
-    ig = {(r["stage"], r["metric"]): r for r in rows if r["method"] == "integrated_gradients"}
-    xs = np.arange(len(stages))
-
-    def column(metric, field):
-        return [ig[(s, metric)][field] for s in stages]
-
-    report.curves(
-        path,
-        [
-            report.Panel(
-                [
-                    report.Curve(
-                        xs,
-                        column(metric, "mean"),
-                        metric,
-                        band=(column(metric, "ci99_low"), column(metric, "ci99_high")),
-                        color=colour,
-                    )
-                    for metric, colour in zip(
-                        METRICS, ("tab:blue", "tab:green", "tab:red"), strict=True
-                    )
-                ],
-                title="Integrated Gradients, cascading randomization",
-                ylabel="rank correlation with the trained IG",
-                xticks=stages,
-            ),
-            report.Panel(
-                [report.Curve(xs, column("attribution_sum", "mean"), color="k")],
-                title="mean sum of raw IG (= logit change)",
-                xticks=stages,
-            ),
-        ],
-        panel_size=(5, 3.6),
-    )
-
-
-def _report(workdir, config, results):
-    rows = results["table"]
-    by = {(r["stage"], r["method"], r["metric"]): r for r in rows}
-    stages = results["stages"]
-    methods = sorted({r["method"] for r in rows})
-    blocks = [
-        report.title("Sanity checks by cascading randomization"),
-        report.paragraph(
-            f"CNN trained on `{config.data.source}` (test accuracy "
-            f"{results['test_accuracy']:.4f}); {config.evaluation.sanity.num_images} test "
-            "images, target = label, cascading re-initialisation from the output layer "
-            f"(truncated normal, std {config.evaluation.sanity.stddev}); "
-            f"{results['seconds']:.0f} s in all."
-        ),
-        report.paragraph(
-            "Means over images with 99% intervals. The note (Sundararajan & Taly) reports, for "
-            "IG: absolute Spearman near 1 at every stage, signed Spearman falling to about 0, "
-            "spearman_nz dropping sharply after the output layer and plateauing near 0.4, and "
-            "the sum of raw IG falling toward 0."
-        ),
-    ]
-    for metric in (*METRICS, "attribution_sum"):
-        blocks += [
-            report.heading(metric),
-            report.table(
-                ["method", *stages],
-                [[m, *(report.fmt_interval(by[(s, m, metric)]) for s in stages)] for m in methods],
-            ),
-        ]
-    blocks += [
-        report.heading("Control: spearman_nz of x * r1 against x * r2"),
-        report.paragraph(
-            "The note's Remark 1 gives 0.424, 99% CI [0.413, 0.437], without naming the "
-            "distribution of r; the value depends on it:"
-        ),
-        report.table(
-            ["r", "mean", "99% interval", "pairs"],
-            [
-                [
-                    name,
-                    f"{v['mean']:.3f}",
-                    f"[{v['ci99_low']:.3f}, {v['ci99_high']:.3f}]",
-                    v["pairs"],
-                ]
-                for name, v in results["control"].items()
-            ],
-        ),
-    ]
-    pp = results["perturbation"]
-    blocks += [
-        report.heading(
-            f"Pixel perturbation with IG ({pp['num_images']} test images, pixels set to 0)"
-        ),
-        report.paragraph(
-            "Test accuracy after removing a fraction of the pixels, ranked by sum |IG| over "
-            "channels; the issue expects the most-salient-first curve below the random one and "
-            "the least-salient-first curve above it."
-        ),
-        report.table(
-            ["order", *(f"{f:g}" for f in pp["fractions"]), "area"],
-            [
-                [
-                    f"{order} salient first",
-                    *(f"{a:.3f}" for a in pp[order]["accuracy"]),
-                    f"{pp[order]['auc']:.3f}",
-                ]
-                for order in ("most", "random", "least")
-            ],
-        ),
-        report.image("curves.png", "curves"),
-        report.image("maps.png", "maps"),
-    ]
-    report.write_report(workdir, blocks)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments import report
+from experiments import report, reports
 from experiments.common import (
     Purpose,
     launch,
@@ -45,20 +45,6 @@ from jaxgrad.gradients import select_logits
 from jaxgrad.score_matching import PAPER_DEFAULTS
 from jaxgrad.trace_estimators import hessian_trace_hutchinson
 from jaxgrad.training import classifier_loss, regularized_classifier_loss
-
-NAMES = {
-    "none": "baseline (cross-entropy)",
-    "score_matching": "score matching",
-    "anti_score_matching": "anti-score-matching",
-    "gradient_norm": "gradient norm",
-}
-# Table 1 of the paper (CIFAR-100, ResNet-18 softplus): test accuracy and GAN-test, percent.
-PAPER = {
-    "none": (78.01, 59.47),
-    "score_matching": (72.20, 72.75),
-    "anti_score_matching": (74.87, 16.40),
-    "gradient_norm": (76.60, 80.07),
-}
 
 
 # Compiled once per logit function (the four objectives share one) with the params as an
@@ -85,10 +71,11 @@ def _density_ratio(lf, variables, x, y, key, sigmas, *, num_samples):
     )
 
 
-def measure(config, objective, trained, judge, test) -> dict:
+def measure(config, objective, trained, judge, test) -> tuple[dict, np.ndarray, np.ndarray]:
     """Every measurement of one trained model.
 
-    Each measurement draws from its own key, the same for every model (common random numbers:
+    Returns its results row, its activation-maximisation samples and its input-gradients of
+    the pixel-perturbation images. Each measurement draws from its own key, the same for every model (common random numbers:
     the objectives are compared on the same probes, starting points and noise).
     """
     lf, variables = trained.logit_fn, trained.variables
@@ -166,7 +153,7 @@ def measure(config, objective, trained, judge, test) -> dict:
         "fraction_above_1": (prof > 1).mean(1).tolist(),
     }
     out["hyper"] = PAPER_DEFAULTS[objective]
-    return out, np.asarray(samples), np.asarray(attr[:8])
+    return out, np.asarray(samples), np.asarray(attr)
 
 
 def run(config, workdir: str | Path) -> dict:
@@ -198,7 +185,7 @@ def run(config, workdir: str | Path) -> dict:
     key = purpose_key(config.seed, Purpose.MODEL)
     samples, maps = {}, {}
     for objective in config.train.objectives:
-        print(f"training with {NAMES[objective]}", flush=True)
+        print(f"training with {reports.score_matching.NAMES[objective]}", flush=True)
         loss = regularized_classifier_loss(model, kind=objective)
         trained = train_model(model, loss, train, config.train, key=key, test=test, mesh=mesh)
         row, samples[objective], maps[objective] = measure(config, objective, trained, judge, test)
@@ -206,134 +193,10 @@ def run(config, workdir: str | Path) -> dict:
         headline = ("test_accuracy", "gan_test_accuracy", "hessian_trace")
         print(json.dumps({objective: {k: row[k] for k in headline}}), flush=True)
     out = {"results": results, "seconds": time.perf_counter() - t0}
-    report.write_json(workdir / "results.json", out)
-    _figures(workdir, config, test, results, samples, maps)
-    _report(workdir, config, out)
+    reports.score_matching.write(
+        workdir, config, out, images=test["image"], samples=samples, gradients=maps
+    )
     return out
-
-
-def _figures(workdir, config, test, results, samples, maps):
-    objectives = list(config.train.objectives)
-    # One sample per class (the first of each), a row per objective.
-    report.image_grid(
-        workdir / "samples.png",
-        np.stack([samples[obj][:10] for obj in objectives]),
-        row_titles=[NAMES[obj] for obj in objectives],
-        column_titles=[str(cls) for cls in range(10)],
-        title="Activation maximisation: gradient ascent on f_y from noise",
-    )
-    report.attribution_figure(
-        workdir / "gradients.png",
-        test["image"][:8],
-        [maps[o] for o in objectives],
-        row_titles=[NAMES[o] for o in objectives],
-        title="Input-gradients of the label's logit",
-    )
-    base = results[objectives[0]]["pixel_perturbation"]
-    perturbation = report.Panel(
-        [
-            *(
-                report.Curve(
-                    results[obj]["pixel_perturbation"]["fractions"],
-                    results[obj]["pixel_perturbation"]["least"]["accuracy"],
-                    NAMES[obj],
-                )
-                for obj in objectives
-            ),
-            report.Curve(
-                base["fractions"], base["random"]["accuracy"], "baseline, random order", style="k--"
-            ),
-        ],
-        xlabel="fraction of least salient pixels replaced by the image mean",
-        ylabel="test accuracy (higher is better)",
-    )
-    density_ratio = report.Panel(
-        [
-            report.Curve(
-                results[obj]["density_ratio"]["sigmas"],
-                results[obj]["density_ratio"]["mean"],
-                NAMES[obj],
-            )
-            for obj in objectives
-        ],
-        xlabel="noise std sigma",
-        ylabel="E exp(f_y(x + eta) - f_y(x)) (lower is better)",
-        xscale="log",
-        yscale="log",
-        hline=1.0,
-        legend_size=None,
-    )
-    report.curves(workdir / "curves.png", [perturbation, density_ratio], dpi=110)
-
-
-def _report(workdir, config, out):
-    res = out["results"]
-    e, m, t = config.evaluation, config.model, config.train
-    g, p, d = e.gan_test, e.perturbation, e.density_ratio
-    rows, paper = [], []
-    for obj in t.objectives:
-        r = res[obj]
-        pp = r["pixel_perturbation"]
-        rows.append(
-            [
-                NAMES[obj],
-                f"{r['test_accuracy']:.4f}",
-                f"{r['hessian_trace']['median']:.4g}",
-                f"{r['gan_test_accuracy']:.3f}",
-                f"{r['self_accuracy_on_samples']:.3f}",
-                f"{pp['least']['auc']:.3f} / {pp['random']['auc']:.3f}",
-                " / ".join(f"{v:.3g}" for v in r["density_ratio"]["mean"]),
-            ]
-        )
-        paper.append(f"{PAPER[obj][0]:.2f} / {PAPER[obj][1]:.2f}")
-    blocks = [
-        report.title("Score matching at MNIST scale (Srinivas & Fleuret 2021)"),
-        report.paragraph(
-            f"CNN conv5x5x{m.features[0]}, conv5x5x{m.features[1]}, dense {m.dense}, "
-            f"{m.activation} (beta {m.beta}); {t.epochs} epochs of Adam {t.learning_rate}, "
-            f"batch {t.batch_size}, on `{config.data.source}`. Regularizers of Eq. 4 with the "
-            "paper's hyper-parameters (`PAPER_DEFAULTS`; Taylor trace estimate, one sample). "
-            f"{out['seconds']:.0f} s."
-        ),
-        report.bullets(
-            f"Hessian trace of the label's logit: Hutchinson, {e.trace.num_probes} Rademacher "
-            f"probes, {e.trace.num_images} test images.",
-            f"GAN-test: {g.num_samples} samples ({g.num_samples // 10} per class), {g.steps} "
-            f"steps of gradient ascent with step {g.step_size} and weight decay "
-            f"{g.weight_decay} toward 0.5, from clip(N(0.5, 0.2^2), 0, 1); judged by a ReLU "
-            "CNN of the same widths trained separately (test accuracy "
-            f"{res['judge_test_accuracy']:.4f}).",
-            "Pixel perturbation: the least salient pixels by |gradient| of the label's logit "
-            f"replaced by the image mean, on {p.num_images} test images; area under accuracy "
-            "vs fraction (higher is better), random order as the control.",
-            f"Density ratio: E exp(f_y(x + eta) - f_y(x)), {d.num_samples} draws per image, "
-            f"{d.num_images} test images (lower is better).",
-        ),
-        report.measured_vs_paper(
-            [
-                "objective",
-                "test acc.",
-                "Hessian trace (median)",
-                "GAN-test acc.",
-                "own acc. on samples",
-                "pixel pert. AUC (least / random)",
-                "density ratio at sigma " + " / ".join(str(s) for s in d.sigmas),
-            ],
-            rows,
-            paper,
-            paper_header="paper (CIFAR-100): acc. / GAN-test",
-        ),
-        report.paragraph(
-            "The paper's claims (CIFAR-100): accuracy baseline >= gradient norm >= anti >= "
-            "score; GAN-test gradient norm > score > baseline >> anti; pixel perturbation score "
-            "~ gradient norm > baseline > anti; the baseline's density ratio exceeds 1 (noisy "
-            "inputs get more density than real ones) and anti-score-matching steepens it."
-        ),
-        report.image("samples.png", "samples"),
-        report.image("gradients.png", "gradients"),
-        report.image("curves.png", "curves"),
-    ]
-    report.write_report(workdir, blocks)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments import report
+from experiments import report, reports
 from experiments.common import (
     Purpose,
     launch,
@@ -126,77 +126,19 @@ def run(config, workdir: str | Path) -> dict:
     }
 
     n = config.evaluation.num_images
-    g_before = grads_fn(logit_fn, variables, x[:n], y[:n])
-    figure = report.attribution_figure(
-        workdir / "manipulation.png",
-        x[:n],
-        [g_before, g_c[:n], g_after[:n], np.broadcast_to(np.asarray(m), x[:n].shape)],
-        row_titles=[
-            "original",
-            f"closed form (class {mc.target_class})",
-            "fine-tuned (label)",
-            "target map",
-        ],
-        column_titles=[f"y={int(v)}" for v in y[:n]],
-        title="Input-gradients before and after the shift manipulation",
+    reports.shift_manipulation.write(
+        workdir,
+        config,
+        results,
+        images=x[:n],
+        labels=y[:n],
+        original=grads_fn(logit_fn, variables, x[:n], y[:n]),
+        closed_form=g_c[:n],
+        finetuned=g_after[:n],
+        target_map=m,
     )
-    report.write_json(workdir / "results.json", results, indent=2)
-    _report(workdir, config, results, figure)
     print(json.dumps(results, indent=2), flush=True)
     return results
-
-
-def _report(workdir: Path, config, r: dict, figure: Path) -> None:
-    c, lr, mc = r["closed_form"], r["learned"], config.manipulation
-    report.write_report(
-        workdir,
-        [
-            report.title("Shift manipulation (Srinivas & Fleuret 2021, Sec. 3)"),
-            report.paragraph(
-                f"Digits CNN ({config.model.activation}), {r['test_images']} test images, "
-                f"target map `{mc.target_map}`."
-            ),
-            report.heading("(a) Closed form"),
-            report.paragraph(
-                f"Adding `g(x) = <m, x> - f_c(x)` to every logit (class c = {mc.target_class}):"
-            ),
-            report.table(
-                ["figure", "value"],
-                [
-                    ["max abs difference of the softmax", f"{c['softmax_max_abs_diff']:.2e}"],
-                    [
-                        "max abs error of the class-c gradient to the map",
-                        f"{c['gradient_max_abs_error']:.2e}",
-                    ],
-                    [
-                        "test accuracy, original / shifted",
-                        f"{c['accuracy_original']:.4f} / {c['accuracy_shifted']:.4f}",
-                    ],
-                ],
-            ),
-            report.heading("(b) Learned"),
-            report.paragraph(
-                f"Fine-tuning {lr['steps']} steps with cross-entropy + {mc.alpha} x "
-                "(1 - cos(grad_x f_y, m)):"
-            ),
-            report.table(
-                ["figure", "value"],
-                [
-                    [
-                        "test accuracy, original / fine-tuned",
-                        f"{lr['accuracy_original']:.4f} / {lr['accuracy_finetuned']:.4f} "
-                        f"({lr['accuracy_change_points']:+.2f} points)",
-                    ],
-                    [
-                        "mean cosine of the label's gradient to the map, before / after",
-                        f"{lr['cosine_to_map_before']:.3f} / {lr['cosine_to_map_after']:.3f} "
-                        f"(min {lr['cosine_to_map_after_min']:.3f})",
-                    ],
-                ],
-            ),
-            report.image(figure, "manipulation"),
-        ],
-    )
 
 
 if __name__ == "__main__":
