@@ -75,6 +75,7 @@ def test_demo_smoke(tmp_path):
     assert Checkpointer(tmp_path / "checkpoints").latest_step() == r["steps"]
 
 
+@pytest.mark.slow
 def test_shift_manipulation_smoke(tmp_path):
     config, r = _smoke("shift_manipulation", tmp_path)
     _files(tmp_path, "report.md", "manipulation.png", "finetune_metrics.jsonl")
@@ -92,6 +93,7 @@ def test_shift_manipulation_smoke(tmp_path):
     assert len(read_metrics(tmp_path / "finetune_metrics.jsonl")) >= 1
 
 
+@pytest.mark.slow
 def test_sanity_checks_smoke(tmp_path):
     config, r = _smoke("sanity_checks", tmp_path)
     _files(tmp_path, "report.md", "curves.png", "maps.png", "table.json", "table.csv")
