@@ -10,6 +10,8 @@ WORKDIR ?= runs/demo
 # Two pytest workers: most of the suite's time is XLA compilation, which is single-threaded.
 TEST_WORKERS ?= 2
 export XLA_FLAGS ?= --xla_force_host_platform_device_count=8
+# The offline MNIST test set the tests use (they skip, saying why, where it is missing).
+export JAXGRAD_MNIST_DIR ?= $(abspath ../shared/data/mnist)
 
 .PHONY: demo test test-slow bench lint clean setup
 

@@ -21,7 +21,12 @@ if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", "")
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
 REPO = Path(__file__).resolve().parents[1]
-MNIST_DIR = (REPO.parent / "shared" / "data" / "mnist").resolve()
+# The offline MNIST files (IDX, test set only): JAXGRAD_MNIST_DIR (the Makefile passes the
+# project's copy beside the repository). Tests that need them skip, with the reason, where
+# they are missing, unless JAXGRAD_REQUIRE_MNIST=1 (as .ci/run sets): then they fail.
+MNIST_DIR = Path(
+    os.environ.get("JAXGRAD_MNIST_DIR") or REPO.parent / "shared" / "data" / "mnist"
+).resolve()
 
 
 @pytest.fixture
@@ -39,7 +44,13 @@ def x64():
 @pytest.fixture(scope="session")
 def mnist_dir() -> Path:
     if not (MNIST_DIR / "t10k-images-idx3-ubyte.gz").is_file():
-        raise FileNotFoundError(f"the shared MNIST test set is expected at {MNIST_DIR}")
+        reason = (
+            f"the offline MNIST test set (t10k-*-idx*-ubyte.gz) is not at {MNIST_DIR}; "
+            "set JAXGRAD_MNIST_DIR to a folder holding it"
+        )
+        if os.environ.get("JAXGRAD_REQUIRE_MNIST") == "1":
+            pytest.fail(reason + " (JAXGRAD_REQUIRE_MNIST=1: CI never skips these tests)")
+        pytest.skip(reason)
     return MNIST_DIR
 
 

@@ -1,5 +1,6 @@
 import gzip
 import shutil
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -13,6 +14,7 @@ from jaxgrad.data import (
     get_batch,
     load_dataset,
     load_idx,
+    load_tfds,
     make_dataset,
     random_crop,
     random_flip,
@@ -133,12 +135,6 @@ def test_tfds_with_mock_data(name, shape, classes):
     assert data["label"].max() < classes
 
 
-def test_tfds_never_downloads_when_missing(tmp_path):
-    pytest.importorskip("tensorflow_datasets")
-    with pytest.raises(Exception, match="(?i)not found|download|does not exist|No such"):
-        load_dataset("tfds:mnist", "train", data_dir=str(tmp_path))
-
-
 def toy(n=10):
     return {
         "image": np.arange(n, dtype=np.float32)[:, None, None, None]
@@ -224,3 +220,34 @@ def test_random_flip_flips_about_half(key):
     assert 70 < flipped.sum() < 130
     aug = jax.jit(cifar_augment)(key, jnp.ones((2, 32, 32, 3)))
     assert aug.shape == (2, 32, 32, 3)
+
+
+def test_an_unprepared_tfds_data_set_fails_fast_with_the_fix(tmp_path):
+    """Offline, with nothing prepared: never a download; a named error within seconds that
+    says how to prepare the data or which offline source to use instead."""
+    import time
+
+    t0 = time.perf_counter()
+    with pytest.raises(
+        FileNotFoundError, match=r"(?s)tfds:mnist .*is not prepared.*download_and_prepare.*idx:DIR"
+    ):
+        load_tfds("mnist", "train", data_dir=str(tmp_path))
+    assert time.perf_counter() - t0 < 30
+
+
+def test_nothing_a_user_runs_or_reads_refers_outside_the_repository():
+    """Only the tests, the Makefile and .ci/ may name the project's folder beside the clone."""
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[1]
+    files = subprocess.run(
+        ["git", "ls-files"], cwd=repo, capture_output=True, text=True, check=True
+    ).stdout.split()
+    bad = [
+        f
+        for f in files
+        if not (f.startswith(("tests/", ".ci/")) or f == "Makefile")
+        and (repo / f).is_file()
+        and "../shared" in (repo / f).read_text(errors="ignore")
+    ]
+    assert bad == []

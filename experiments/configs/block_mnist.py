@@ -6,8 +6,9 @@ Run:
   python -m experiments.block_mnist --config=experiments/configs/block_mnist.py \
       --workdir=runs/block_mnist
 
-Builds BlockMNIST and BlockMNIST-Top (56x28) from the shared MNIST test set's fixed
-8,000/2,000 split. On each, trains a standard and an L2 PGD model of every architecture in
+Builds BlockMNIST and BlockMNIST-Top (56x28) from MNIST (tensorflow-datasets, or offline
+MNIST-format files with ``--config.data.source=idx:DIR``, e.g. a test-set-only folder split
+8,000/2,000). On each, trains a standard and an L2 PGD model of every architecture in
 ``model`` (the MLP and a small CNN), and reports clean and PGD test accuracy and the
 localisation of input-gradients (label as target): the share of |gradient| and of its
 positive part on the signal block, and the fraction of the top 5% pixels in the null block.
@@ -30,7 +31,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.seed = 0
     c.num_devices = 1
-    c.data = base.data("idx:../shared/data/mnist")
+    c.data = base.data("tfds:mnist")  # offline: --config.data.source=idx:DIR
     # One entry per architecture, each trained standard and with PGD.
     c.model = ml_collections.ConfigDict(
         {

@@ -4,7 +4,8 @@ Run:
   python -m experiments.sanity_checks --config=experiments/configs/sanity_checks.py \
       --workdir=runs/sanity
 
-Trains the sanity-check CNN on the shared MNIST test set's fixed 8,000/2,000 split, then
+Trains the sanity-check CNN on MNIST (tensorflow-datasets; offline, MNIST-format files with
+``--config.data.source=idx:DIR``, e.g. a test-set-only folder split 8,000/2,000), then
 attributes 50 test images (label as target) with the trained network and with each
 cascading stage (output layer first, truncated normal std 0.01, as in the note), and
 reports signed and absolute Spearman, spearman_nz and the sum of raw IG per stage, plus the
@@ -22,7 +23,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """Config; ``arg="smoke"`` gives a seconds-long run on digits for tests."""
     c = demo.get_config()  # the demo's model and optimizer, on MNIST
     c.num_devices = 1
-    c.data.source = "idx:../shared/data/mnist"
+    c.data.source = "tfds:mnist"  # offline: --config.data.source=idx:DIR
     c.train.update(dict(epochs=3, checkpoint_every=500, keep_checkpoints=1, log_every=50))
     c.evaluation = ml_collections.ConfigDict(
         dict(

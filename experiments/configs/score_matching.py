@@ -4,8 +4,9 @@ Run:
   python -m experiments.score_matching --config=experiments/configs/score_matching.py \
       --workdir=runs/score_matching
 
-Trains a softplus (beta 10) CNN on the shared MNIST test set's fixed 8,000/2,000 split with
-each objective of Eq. 4 (cross-entropy alone, + score matching, + anti-score-matching,
+Trains a softplus (beta 10) CNN on MNIST (tensorflow-datasets, or offline MNIST-format files
+with ``--config.data.source=idx:DIR``, e.g. a test-set-only folder split 8,000/2,000) with each
+objective of Eq. 4 (cross-entropy alone, + score matching, + anti-score-matching,
 + gradient norm; the paper's lambda, mu, tau, sigma), then measures for each model: test
 accuracy, the Hessian trace of the label's logit (Hutchinson), GAN-test accuracy of
 activation-maximisation samples (the authors' protocol: 500 steps of 0.1 with weight decay
@@ -24,7 +25,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.seed = 0
     c.num_devices = 1
-    c.data = base.data("idx:../shared/data/mnist")
+    c.data = base.data("tfds:mnist")  # offline: --config.data.source=idx:DIR
     c.model = ml_collections.ConfigDict(
         dict(name="cnn", features=(16, 32), dense=256, activation="softplus", beta=10.0)
     )

@@ -13,6 +13,11 @@ import numpy as np
 
 from jaxgrad.data.base import Dataset, make_dataset
 
+OFFLINE = (
+    "or, offline, use MNIST-format files instead: load_dataset('idx:DIR') "
+    "(in an experiment, --config.data.source=idx:DIR)"
+)
+
 # Our names -> (tfds name, number of classes).
 TFDS_NAMES = {
     "mnist": ("mnist", 10),
@@ -39,10 +44,22 @@ def load_tfds(
         import tensorflow_datasets as tfds
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise ImportError(
-            "tfds data sets need tensorflow-datasets: pip install 'jaxgrad[tfds]'"
+            f"tfds:{name} needs tensorflow-datasets: pip install 'jaxgrad[tfds]'; {OFFLINE}"
         ) from e
     tfds_name, num_classes = TFDS_NAMES.get(name, (name, None))
-    source = tfds.data_source(tfds_name, split=split, data_dir=data_dir, download=download)
+    try:
+        source = tfds.data_source(tfds_name, split=split, data_dir=data_dir, download=download)
+    except Exception as e:
+        if download:
+            raise
+        where = data_dir or "tensorflow-datasets' data_dir (~/tensorflow_datasets by default)"
+        raise FileNotFoundError(
+            f"tfds:{name} (split {split!r}) is not prepared in {where} "
+            f"[{type(e).__name__}: {e}]. Prepare it once on a machine with network access: "
+            f"pip install 'jaxgrad[tfds]' && python -c \"import tensorflow_datasets as tfds; "
+            f"tfds.builder('{tfds_name}').download_and_prepare()\" (or "
+            f"load_dataset('tfds:{name}', download=True)); {OFFLINE}"
+        ) from e
     examples = [source[i] for i in range(len(source))]
     images = np.stack([np.asarray(ex["image"]) for ex in examples])
     labels = np.asarray([ex["label"] for ex in examples])
