@@ -34,6 +34,7 @@ $(BENCH): $(STAMP)
 
 test: $(BENCH)
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --durations=15 tests
+	$(BIN)/python -m pytest -q --doctest-modules jaxgrad
 
 # The slow tests (the experiments' smoke runs), kept out of `make test`; CI runs them after it.
 test-slow: $(BENCH)

@@ -26,9 +26,10 @@ class Checkpointer:
       keep: how many of the most recent checkpoints to keep.
       async_save: write in a background thread while training goes on.
 
-    Example:
-      >>> ckpt = Checkpointer("/tmp/run/checkpoints", save_every=100, keep=3)  # doctest: +SKIP
-      >>> state = ckpt.restore_latest(state) or state                          # doctest: +SKIP
+    Example (with ``state`` a train state)::
+
+      ckpt = Checkpointer("/tmp/run/checkpoints", save_every=100, keep=3)
+      state = ckpt.restore_latest(state) or state
     """
 
     def __init__(
