@@ -26,12 +26,13 @@ import ml_collections
 from jax.sharding import Mesh
 
 from jaxgrad import sharding as shd
-from jaxgrad.data import Dataset, load_dataset, steps_per_epoch
+from jaxgrad.data import Dataset, load_dataset
 from jaxgrad.drivers import make_retrainer
 from jaxgrad.models import get_model, linen_logit_fn
 from jaxgrad.training import (
     TrainState,
     classifier_loss,
+    epoch_steps,
     evaluate,
     make_eval_step,
     make_optimizer,
@@ -167,8 +168,9 @@ def train_model(
     if test is not None:
         test = {"image": test["image"], "label": test["label"]}
     n_dev = 1 if mesh is None else mesh.devices.size
-    batch_size = shd.global_batch_size(config.batch_size, mesh)
-    num_steps = config.epochs * steps_per_epoch(len(data["label"]), batch_size)
+    batch_size, num_steps = epoch_steps(
+        len(data["label"]), epochs=config.epochs, batch_size=config.batch_size, mesh=mesh
+    )
     schedule = make_schedule(config.schedule, config.learning_rate, total_steps=num_steps)
     tx = make_optimizer(config.optimizer, schedule, weight_decay=config.weight_decay)
     logit_fn = linen_logit_fn(model)

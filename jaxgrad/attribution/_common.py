@@ -11,14 +11,22 @@ import numpy as np
 from jaxgrad._validation import check_target, is_concrete
 
 
-def multi_target(method):
+def multi_target(method=None, *, per_target: tuple[str, ...] = ()):
     """Lets ``method`` take ``target`` of shape ``[B, T]`` as well as ``[B]``.
 
     With ``[B, T]`` targets the method is vmapped over the T axis (same ``x``, same ``key``,
     so a stochastic method shares its noise across targets) and returns ``[B, T, *S]``
     (every output gains the T axis after the batch axis). Targets are checked against the
     number of classes before the vmap, since inside it they are traced.
+
+    Args:
+      method: the function, ``method(logit_fn, params, x, target, ...)``.
+      per_target: names of the arguments right after ``target`` that carry a T axis too
+        (``[B, T, *S]`` with ``[B, T]`` targets, e.g. the attributions that
+        ``completeness_delta`` checks); they are vmapped with the targets.
     """
+    if method is None:
+        return functools.partial(multi_target, per_target=per_target)
 
     @functools.wraps(method)
     def wrapper(logit_fn, params, x, target, *args, **kwargs):
@@ -33,10 +41,21 @@ def multi_target(method):
         if is_concrete(target):
             num_classes = jax.eval_shape(logit_fn, params, x).shape[-1]
             check_target(np.asarray(target).reshape(-1), int(np.size(target)), num_classes)
-        target = jnp.asarray(target)
-        return jax.vmap(
-            lambda t: method(logit_fn, params, x, t, *args, **kwargs), in_axes=1, out_axes=1
-        )(target)
+        args, mapped = list(args), []
+        for name in per_target:
+            value = jnp.asarray(kwargs.pop(name) if name in kwargs else args.pop(0))
+            want = (*np.shape(target), *x.shape[1:])
+            if value.shape != want:
+                raise ValueError(
+                    f"with target of shape [B, T] = {np.shape(target)}, {name} must have shape "
+                    f"[B, T, *S] = {want}, got {value.shape}"
+                )
+            mapped.append(value)
+
+        def one(t, *m):
+            return method(logit_fn, params, x, t, *m, *args, **kwargs)
+
+        return jax.vmap(one, in_axes=1, out_axes=1)(jnp.asarray(target), *mapped)
 
     return wrapper
 

@@ -14,7 +14,6 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxgrad._chunking import chunked_sum
 from jaxgrad._validation import broadcast_baseline, check_inputs, check_positive_int
@@ -103,6 +102,7 @@ def integrated_gradients(
     return jnp.mean(jax.vmap(for_baseline)(bases), axis=0)
 
 
+@multi_target(per_target=("attribution",))
 def completeness_delta(
     logit_fn: LogitFn,
     params: Params,
@@ -130,21 +130,6 @@ def completeness_delta(
       >>> completeness_delta(lf, w, x, t, a).tolist()
       [0.0]
     """
-    if np.ndim(target) == 2:
-        x = jnp.asarray(x)
-        attribution = jnp.asarray(attribution)
-        if attribution.shape[:2] != np.shape(target) or attribution.shape[2:] != x.shape[1:]:
-            raise ValueError(
-                f"with target of shape [B, T] = {np.shape(target)}, attribution must have shape "
-                f"[B, T, *S] = {(*np.shape(target), *x.shape[1:])}, got {attribution.shape}"
-            )
-        return jax.vmap(
-            lambda t, a: completeness_delta(
-                logit_fn, params, x, t, a, key=key, baseline=baseline, num_baselines=num_baselines
-            ),
-            in_axes=(1, 1),
-            out_axes=1,
-        )(jnp.asarray(target), attribution)
     x, target = check_inputs(x, target)
     attribution = jnp.asarray(attribution)
     if attribution.shape != x.shape:

@@ -28,14 +28,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxgrad import sharding as shd
 from jaxgrad._validation import check_choice, check_fractions, check_positive_int
 from jaxgrad.data.base import Dataset
-from jaxgrad.data.iterators import steps_per_epoch
 from jaxgrad.evaluation.perturbation import pixel_salience, removal_ranks
 from jaxgrad.models.adapters import linen_logit_fn
 from jaxgrad.training.logging import Progress
-from jaxgrad.training.loop import train_for_epochs
+from jaxgrad.training.loop import epoch_steps, train_for_epochs
 from jaxgrad.training.losses import classifier_loss
 from jaxgrad.training.optim import make_optimizer, make_schedule
 from jaxgrad.training.state import evaluate, make_eval_step
@@ -76,8 +74,9 @@ def make_retrainer(
 
     def retrain(train: Dataset, test: Dataset, key: jax.Array) -> float:
         model = model_factory()
-        batch = shd.global_batch_size(batch_size, mesh)
-        total = epochs * steps_per_epoch(len(train["label"]), batch)
+        batch, total = epoch_steps(
+            len(train["label"]), epochs=epochs, batch_size=batch_size, mesh=mesh
+        )
         lr = make_schedule(schedule, learning_rate, total_steps=total)
         state = train_for_epochs(
             model,

@@ -2,7 +2,7 @@
 
 from jaxgrad.training.checkpoint import Checkpointer
 from jaxgrad.training.logging import MetricWriter, Progress, read_metrics
-from jaxgrad.training.loop import fit, train_for_epochs
+from jaxgrad.training.loop import epoch_steps, fit, train_for_epochs
 from jaxgrad.training.losses import (
     LossFn,
     classifier_loss,
@@ -31,6 +31,7 @@ __all__ = [
     "classifier_loss",
     "create_train_state",
     "cross_entropy",
+    "epoch_steps",
     "evaluate",
     "fit",
     "make_eval_step",

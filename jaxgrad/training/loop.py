@@ -126,6 +126,18 @@ def fit(
     return state
 
 
+def epoch_steps(
+    num_examples: int, *, epochs: int, batch_size: int, mesh: Mesh | None = None
+) -> tuple[int, int]:
+    """``(global batch, steps)`` of ``epochs`` passes over ``num_examples`` examples.
+
+    The batch is ``batch_size`` rounded up to a multiple of the mesh's devices; the step
+    count is what :func:`train_for_epochs` runs, and what a schedule's ``total_steps`` needs.
+    """
+    batch = shd.global_batch_size(batch_size, mesh)
+    return batch, epochs * steps_per_epoch(num_examples, batch)
+
+
 def train_for_epochs(
     model,
     loss_fn: Callable,
@@ -162,14 +174,15 @@ def train_for_epochs(
       **fit_options: the rest of :func:`fit`'s options (``checkpoint_dir``,
         ``metrics_path``, ``eval_fn``, ...).
     """
-    batch = shd.global_batch_size(batch_size, mesh)
+    batch, num_steps = epoch_steps(
+        len(data["label"]), epochs=epochs, batch_size=batch_size, mesh=mesh
+    )
     if init is None:
         init_key, run_key = jax.random.split(key)
         state = create_train_state(model, tx, init_key, data["image"][:1], mesh=mesh)
     else:
         run_key, state = key, train_state_from(init, tx, mesh=mesh)
     step = make_train_step(loss_fn, tx, mesh=mesh)
-    num_steps = epochs * steps_per_epoch(len(data["label"]), batch)
     return fit(
         state,
         step,
