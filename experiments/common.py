@@ -25,18 +25,21 @@ import jax
 import ml_collections
 from jax.sharding import Mesh
 
+from experiments.dry_run import DryRun, abstract_batch, abstract_key
 from jaxgrad import sharding as shd
-from jaxgrad.data import Dataset, load_dataset
+from jaxgrad.data import Dataset, get_augmentation, load_dataset, source_shape, steps_per_epoch
 from jaxgrad.drivers import make_retrainer
 from jaxgrad.models import get_model, linen_logit_fn
 from jaxgrad.training import (
     TrainState,
+    abstract_train_state,
     classifier_loss,
     epoch_steps,
     evaluate,
     make_eval_step,
     make_optimizer,
     make_schedule,
+    make_train_step,
     train_for_epochs,
 )
 
@@ -147,10 +150,12 @@ def train_model(
       loss_fn: ``(params, model_state, batch, key) -> (loss, (model_state, metrics))``, e.g.
         ``classifier_loss(model)``.
       data: the training split (its ``image`` and ``label`` are used).
-      config: a train section: ``optimizer``, ``learning_rate``, ``weight_decay``,
-        ``schedule``, ``batch_size`` (rounded up to a multiple of the device count),
-        ``epochs``, ``log_every``, and ``checkpoint_every`` / ``keep_checkpoints`` (used with
-        ``checkpoint_dir``). Other fields are ignored.
+      config: a train section (``experiments.configs.base.train``): ``optimizer``,
+        ``learning_rate``, ``weight_decay``, ``momentum``, ``schedule`` (``milestones`` in
+        epochs, ``gamma``), ``batch_size`` (rounded up to a multiple of the device count),
+        ``epochs``, ``max_steps``, ``log_every``, and ``checkpoint_every`` /
+        ``keep_checkpoints`` (used with ``checkpoint_dir``). Other fields are ignored; the
+        section's ``augment`` belongs in ``loss_fn`` (:func:`augmentation`).
       key: split into the initialisation key and the run's key (batch order and the
         per-step keys); with ``init`` the whole key is the run's.
       init: variables to start from (copied) instead of a fresh initialisation.
@@ -171,8 +176,9 @@ def train_model(
     batch_size, num_steps = epoch_steps(
         len(data["label"]), epochs=config.epochs, batch_size=config.batch_size, mesh=mesh
     )
-    schedule = make_schedule(config.schedule, config.learning_rate, total_steps=num_steps)
-    tx = make_optimizer(config.optimizer, schedule, weight_decay=config.weight_decay)
+    tx = make_tx(config, num_steps)
+    if config.max_steps:
+        num_steps = min(num_steps, config.max_steps)
     logit_fn = linen_logit_fn(model)
     eval_step = make_eval_step(logit_fn, mesh=mesh)
     test_metrics = None if test is None else {}
@@ -186,7 +192,8 @@ def train_model(
     if progress:
         print(
             f"training {type(model).__name__} on {len(data['label'])} examples: {num_steps} "
-            f"steps of batch {batch_size} on {n_dev} device(s)",
+            f"steps of batch {batch_size} on {n_dev} device(s)"
+            + (f" (max_steps={config.max_steps})" if config.max_steps else ""),
             flush=True,
         )
     state = train_for_epochs(
@@ -199,6 +206,7 @@ def train_model(
         batch_size=batch_size,
         mesh=mesh,
         init=init,
+        max_steps=config.max_steps or None,
         progress=progress,
         log_every=config.log_every,
         checkpoint_dir=checkpoint_dir,
@@ -215,6 +223,26 @@ def train_model(
     return Trained(model, state, logit_fn, mesh, batch_size, eval_step, test_metrics)
 
 
+def make_tx(config: ml_collections.ConfigDict, total_steps: int):
+    """The optax optimizer of a train section for a run of ``total_steps`` (all epochs)."""
+    per_epoch = total_steps // config.epochs
+    schedule = make_schedule(
+        config.schedule,
+        config.learning_rate,
+        total_steps=total_steps,
+        milestones=[int(m) * per_epoch for m in config.milestones],
+        gamma=config.gamma,
+    )
+    return make_optimizer(
+        config.optimizer, schedule, momentum=config.momentum, weight_decay=config.weight_decay
+    )
+
+
+def augmentation(config: ml_collections.ConfigDict) -> Callable | None:
+    """The ``augment`` of a train section as ``(key, images) -> images``, or None."""
+    return get_augmentation(config.augment)
+
+
 def train_classifier(config, train: Dataset, test: Dataset, workdir: Path) -> Trained:
     """The config's ``model`` trained with cross-entropy as its ``train`` section says.
 
@@ -225,7 +253,7 @@ def train_classifier(config, train: Dataset, test: Dataset, workdir: Path) -> Tr
     model = make_model(config.model, config.data.num_classes)
     return train_model(
         model,
-        classifier_loss(model),
+        classifier_loss(model, augment=augmentation(config.train)),
         train,
         config.train,
         key=purpose_key(config.seed, Purpose.MODEL),
@@ -248,16 +276,69 @@ def retrainer(
         optimizer=config.optimizer,
         schedule=config.schedule,
         weight_decay=config.weight_decay,
+        momentum=config.momentum,
+        milestones=tuple(config.milestones),
+        gamma=config.gamma,
+        augment=augmentation(config),
         mesh=mesh,
     )
 
 
-def launch(run: Callable[[Any, Path], Any], name: str, description: str) -> None:
-    """The command line of an experiment: ``--config`` and ``--workdir``, then ``run``.
+def model_dtype(config: ml_collections.ConfigDict) -> str:
+    """The computation dtype of a config's model section(s) (``float32`` unless set)."""
+    sections = [config.model] if "name" in config.model else list(config.model.values())
+    dtypes = {s.get("dtype", "float32") for s in sections}
+    return "bfloat16" if "bfloat16" in dtypes else "float32"
+
+
+def plan_training(
+    dry: DryRun,
+    name: str,
+    model: nn.Module,
+    loss_fn: Callable,
+    data: ml_collections.ConfigDict,
+    config: ml_collections.ConfigDict,
+    mesh: Mesh,
+) -> dict:
+    """Adds one :func:`train_model` run's programs to a dry run; returns abstract variables.
+
+    The train step (called once per step of ``config``'s epochs, or ``max_steps``) at the
+    global batch on ``mesh``, and the evaluation step over the test split at the end.
+    """
+    n_train, image_shape = source_shape(data.source, "train")
+    n_test, _ = source_shape(data.source, "test")
+    batch_size, num_steps = epoch_steps(
+        n_train, epochs=config.epochs, batch_size=config.batch_size, mesh=mesh
+    )
+    tx = make_tx(config, num_steps)
+    if config.max_steps:
+        num_steps = min(num_steps, config.max_steps)
+    state = abstract_train_state(model, tx, (1, *image_shape))
+    batch = abstract_batch(batch_size, image_shape)
+    step = make_train_step(loss_fn, tx, mesh=mesh)
+    dry.add(
+        f"train step: {name}", step, state, batch, abstract_key(), calls=num_steps, sharded=True
+    )
+    variables = {"params": state.params, **state.model_state}
+    eval_step = make_eval_step(linen_logit_fn(model), mesh=mesh)
+    calls = steps_per_epoch(n_test, batch_size)
+    dry.add(f"eval step: {name}", eval_step, variables, batch, calls=calls, sharded=True)
+    return variables
+
+
+def launch(
+    run: Callable[[Any, Path], Any],
+    name: str,
+    description: str,
+    plan: Callable[[Any, DryRun], None] | None = None,
+) -> None:
+    """The command line of an experiment: ``--config``, ``--workdir`` and ``--dry_run``.
 
     ``--config`` defaults to ``experiments/configs/<name>.py`` (``:smoke`` and other variants
     after a colon), ``--workdir`` to ``runs/<name>``. Logging is lowered to warnings (orbax
     logs every save at INFO) and several hosts are joined when present (a no-op on one host).
+    ``--dry_run`` calls ``plan(config, dry)`` instead of ``run``: it adds the run's programs
+    to a :class:`experiments.dry_run.DryRun`, which writes ``dry_run.json`` into the workdir.
     """
     from absl import app, flags, logging
     from ml_collections import config_flags
@@ -268,13 +349,27 @@ def launch(run: Callable[[Any, Path], Any], name: str, description: str) -> None
     flags.DEFINE_string(
         "workdir", f"runs/{name}", "Where to write checkpoints, figures and the report."
     )
+    flags.DEFINE_bool(
+        "dry_run",
+        False,
+        "Compile every program of the run ahead of time at full size and write "
+        "dry_run.json (FLOPs, memory per device, projected hours) instead of running.",
+    )
 
     def main(argv) -> None:
         del argv
         logging.set_verbosity(logging.WARNING)
         shd.initialize_distributed()
         workdir = Path(flags.FLAGS.workdir)
-        run(flags.FLAGS.config, workdir)
+        config = flags.FLAGS.config
+        if flags.FLAGS.dry_run:
+            if plan is None:
+                raise app.UsageError(f"{name} has no --dry_run plan")
+            dry = DryRun(make_mesh(config.num_devices).devices.size, model_dtype(config))
+            plan(config, dry)
+            print(f"dry run: {dry.write(workdir, config).absolute()}", flush=True)
+            return
+        run(config, workdir)
         print(f"report: {workdir.absolute() / 'report.md'}", flush=True)
 
     app.run(main)

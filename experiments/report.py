@@ -93,11 +93,15 @@ def source_name(source: str) -> str:
 def describe_model(spec) -> str:
     """A short name of a model section (``name`` and its fields) for a report.
 
-    ``mlp``: ``MLP (hidden sizes)``; any other (the two-convolution ``cnn``):
-    ``CNN conv5x5x<f1>, conv5x5x<f2>, dense <d>``.
+    ``mlp``: ``MLP (hidden sizes)``; ``resnet18`` / ``vgg11``: the CIFAR network's name;
+    the two-convolution ``cnn``: ``CNN conv5x5x<f1>, conv5x5x<f2>, dense <d>``.
     """
     if spec.name == "mlp":
         return f"MLP {tuple(spec.hidden)}"
+    if spec.name == "resnet18":
+        return "CIFAR ResNet-18"
+    if spec.name == "vgg11":
+        return "CIFAR VGG-11 (BatchNorm)"
     return f"CNN conv5x5x{spec.features[0]}, conv5x5x{spec.features[1]}, dense {spec.dense}"
 
 

@@ -21,13 +21,19 @@ import numpy as np
 from experiments import report, reports
 from experiments.common import (
     Purpose,
+    augmentation,
     launch,
     load_splits,
+    make_mesh,
+    make_model,
+    plan_training,
     purpose_key,
     train_classifier,
 )
+from experiments.dry_run import DryRun, abstract_images, abstract_key
 from jaxgrad import sharding as shd
 from jaxgrad.attribution import gradient, gradient_x_input, integrated_gradients, smoothgrad
+from jaxgrad.data import source_shape
 from jaxgrad.drivers import mean_ci99, sanity_table
 from jaxgrad.evaluation import (
     area_under_curve,
@@ -36,6 +42,8 @@ from jaxgrad.evaluation import (
     randomization_stages,
     spearman_nz,
 )
+from jaxgrad.models import linen_logit_fn
+from jaxgrad.training import classifier_loss
 
 
 def control(x: np.ndarray, key: jax.Array, draws: int) -> dict:
@@ -104,6 +112,20 @@ def pixel_perturbation_curves(trained, variables, test, p, key) -> dict:
     return out
 
 
+def attribution_methods(s) -> dict:
+    """The compared methods of the ``sanity`` section: IG, gradient x input, gradient, SmoothGrad."""
+    return {
+        "integrated_gradients": functools.partial(
+            integrated_gradients, steps=s.ig_steps, chunk_size=s.ig_chunk_size
+        ),
+        "gradient_x_input": gradient_x_input,
+        "gradient": gradient,
+        "smoothgrad": functools.partial(
+            smoothgrad, num_samples=s.smoothgrad_samples, noise_level=s.noise_level
+        ),
+    }
+
+
 def run(config, workdir: str | Path) -> dict:
     """Runs the experiment into ``workdir`` and returns the results."""
     t0 = time.perf_counter()
@@ -122,16 +144,7 @@ def run(config, workdir: str | Path) -> dict:
         layers=layers,
         stddev=s.stddev,
     )
-    methods = {
-        "integrated_gradients": functools.partial(
-            integrated_gradients, steps=s.ig_steps, chunk_size=s.ig_chunk_size
-        ),
-        "gradient_x_input": gradient_x_input,
-        "gradient": gradient,
-        "smoothgrad": functools.partial(
-            smoothgrad, num_samples=s.smoothgrad_samples, noise_level=s.noise_level
-        ),
-    }
+    methods = attribution_methods(s)
     print(
         f"attributing {len(x)} images x {len(stages)} stages x {len(methods)} methods", flush=True
     )
@@ -160,5 +173,75 @@ def run(config, workdir: str | Path) -> dict:
     return results
 
 
+def plan(config, dry: DryRun) -> None:
+    """The run's programs for ``--dry_run``: training, each method per stage, perturbation."""
+    mesh = make_mesh(config.num_devices)
+    model = make_model(config.model, config.data.num_classes)
+    loss = classifier_loss(model, augment=augmentation(config.train))
+    variables = plan_training(dry, "classifier", model, loss, config.data, config.train, mesh)
+    lf = linen_logit_fn(model)
+    _, shape = source_shape(config.data.source, "test")
+    s, p = config.evaluation.sanity, config.evaluation.perturbation
+    num_stages = len(variables["params"]) + 1  # the trained model, then one per layer
+    x, y = abstract_images(s.num_images, shape)
+    ig_fn = jax.jit(
+        lambda v, xx, tt, k, steps, chunk_size: integrated_gradients(
+            lf, v, xx, tt, steps=steps, chunk_size=chunk_size
+        ),
+        static_argnames=("steps", "chunk_size"),
+    )
+    for name, method in attribution_methods(s).items():
+        if name == "integrated_gradients":  # looped: its FLOPs from an unlooped compilation
+            options = dict(steps=s.ig_steps, chunk_size=s.ig_chunk_size)
+            fn, unlooped = ig_fn, {"chunk_size": None}
+        else:
+            fn = jax.jit(lambda v, xx, tt, k, _m=method: _m(lf, v, xx, tt, key=k))
+            options, unlooped = {}, None
+        dry.add(
+            f"{name} ({s.num_images} images)",
+            fn,
+            variables,
+            x,
+            y,
+            abstract_key(),
+            calls=num_stages,
+            unlooped=unlooped,
+            **options,
+        )
+    c = min(100, p.num_images)
+    x, y = abstract_images(c, shape)
+    dry.add(
+        f"integrated gradients ({c} images)",
+        ig_fn,
+        variables,
+        x,
+        y,
+        abstract_key(),
+        steps=p.ig_steps,
+        chunk_size=16,
+        calls=-(-p.num_images // c),
+        unlooped={"chunk_size": None},
+    )
+    x, y = abstract_images(p.num_images, shape)
+    perturb = jax.jit(
+        lambda v, xx, yy, a, k, chunk_size: pixel_perturbation(
+            lf, v, xx, yy, a, fractions=p.fractions, order="least", key=k, chunk_size=chunk_size
+        )["correct"],
+        static_argnames="chunk_size",
+    )
+    dry.add(
+        f"pixel perturbation ({p.num_images} images, {len(p.fractions)} fractions)",
+        perturb,
+        variables,
+        x,
+        y,
+        x,
+        abstract_key(),
+        chunk_size=2,
+        calls=3,
+        unlooped={"chunk_size": None},
+    )
+
+
 if __name__ == "__main__":
-    launch(run, "sanity_checks", "Sanity-check config.")
+    launch(run, "sanity_checks", "Sanity-check config.", plan)

@@ -1,4 +1,4 @@
-"""Srinivas & Fleuret (2021) at MNIST scale: the four training objectives compared.
+"""Srinivas & Fleuret (2021): the four training objectives compared (MNIST to CIFAR-100 scale).
 
 Cross-entropy alone, + score matching, + anti-score-matching and + gradient norm, compared by
 accuracy, Hessian trace, GAN-test, discriminative pixel perturbation and the density-ratio
@@ -25,15 +25,19 @@ import numpy as np
 from experiments import report, reports
 from experiments.common import (
     Purpose,
+    augmentation,
     launch,
     load_splits,
     make_mesh,
     make_model,
     override,
+    plan_training,
     purpose_key,
     train_model,
 )
+from experiments.dry_run import DryRun, abstract_images, abstract_key
 from jaxgrad.attribution import gradient
+from jaxgrad.data import source_shape
 from jaxgrad.evaluation import (
     area_under_curve,
     density_ratio_profile,
@@ -42,6 +46,7 @@ from jaxgrad.evaluation import (
     pixel_perturbation,
 )
 from jaxgrad.gradients import select_logits
+from jaxgrad.models import linen_logit_fn
 from jaxgrad.score_matching import PAPER_DEFAULTS
 from jaxgrad.trace_estimators import hessian_trace_hutchinson
 from jaxgrad.training import classifier_loss, regularized_classifier_loss
@@ -64,19 +69,53 @@ def _activation_maximisation(lf, variables, x0, target, step_size, weight_decay,
     )
 
 
-@functools.partial(jax.jit, static_argnums=0, static_argnames="num_samples")
-def _density_ratio(lf, variables, x, y, key, sigmas, *, num_samples):
+@functools.partial(jax.jit, static_argnums=0)
+def _gradient(lf, variables, x, y):
+    return gradient(lf, variables, x, y)
+
+
+@functools.partial(
+    jax.jit,
+    static_argnums=0,
+    static_argnames=("fractions", "order", "aggregate", "fill", "chunk_size"),
+)
+def _perturbation(
+    lf, variables, x, y, attr, key, fill_value, *, fractions, order, aggregate, fill, chunk_size=2
+):
+    """``correct [F, B]`` of pixel perturbation (``fractions`` a tuple)."""
+    return pixel_perturbation(
+        lf,
+        variables,
+        x,
+        y,
+        attr,
+        fractions=fractions,
+        order=order,
+        aggregate=aggregate,
+        fill=fill,
+        fill_value=fill_value,
+        key=key,
+        chunk_size=chunk_size,
+    )["correct"]
+
+
+@functools.partial(jax.jit, static_argnums=0, static_argnames=("num_samples", "chunk_size"))
+def _density_ratio(lf, variables, x, y, key, sigmas, *, num_samples, chunk_size=4):
     return density_ratio_profile(
-        lf, variables, x, y, key=key, sigmas=sigmas, num_samples=num_samples, chunk_size=4
+        lf, variables, x, y, key=key, sigmas=sigmas, num_samples=num_samples, chunk_size=chunk_size
     )
 
 
-def measure(config, objective, trained, judge, test) -> tuple[dict, np.ndarray, np.ndarray]:
+def measure(
+    config, objective, trained, judge, test, baseline=None
+) -> tuple[dict, np.ndarray, np.ndarray]:
     """Every measurement of one trained model.
 
     Returns its results row, its activation-maximisation samples and its input-gradients of
-    the pixel-perturbation images. Each measurement draws from its own key, the same for every model (common random numbers:
-    the objectives are compared on the same probes, starting points and noise).
+    the pixel-perturbation images. Each measurement draws from its own key, the same for
+    every model (common random numbers: the objectives are compared on the same probes,
+    starting points and noise). With ``baseline`` (the cross-entropy model), pixel
+    perturbation is also run on it with this model's gradients (the paper's Fig. 3b).
     """
     lf, variables = trained.logit_fn, trained.variables
     e = config.evaluation
@@ -85,23 +124,24 @@ def measure(config, objective, trained, judge, test) -> tuple[dict, np.ndarray, 
     x, y = jnp.asarray(test["image"][:n]), jnp.asarray(test["label"][:n])
 
     probes = purpose_key(config.seed, Purpose.TRACE_PROBES)
+    c = e.trace.chunk
     tr = np.concatenate(
         [
-            _hessian_trace(  # new probes for every chunk of 64 images
+            _hessian_trace(  # new probes for every chunk of images
                 lf,
                 variables,
-                x[i : i + 64],
-                y[i : i + 64],
+                x[i : i + c],
+                y[i : i + c],
                 jax.random.fold_in(probes, i),
                 num_probes=e.trace.num_probes,
             )
-            for i in range(0, n, 64)
+            for i in range(0, n, c)
         ]
     )
     out["hessian_trace"] = {"mean": float(tr.mean()), "median": float(np.median(tr))}
     # GAN-test: activation maximisation from noise, judged by the proxy.
     g = e.gan_test
-    targets = jnp.arange(g.num_samples) % 10
+    targets = jnp.arange(g.num_samples) % config.data.num_classes
     start_key = purpose_key(config.seed, Purpose.START_NOISE)
     x0 = jnp.clip(0.5 + 0.2 * jax.random.normal(start_key, (g.num_samples, *x.shape[1:])), 0.0, 1.0)
     samples = _activation_maximisation(
@@ -117,34 +157,57 @@ def measure(config, objective, trained, judge, test) -> tuple[dict, np.ndarray, 
     # replaced by the image mean (the paper's text); accuracy. Random order as the control.
     p = e.perturbation
     xp, yp = jnp.asarray(test["image"][: p.num_images]), jnp.asarray(test["label"][: p.num_images])
-    attr = gradient(lf, variables, xp, yp)
+    attr = _chunked(lambda a, b: _gradient(lf, variables, a, b), xp, yp, size=p.chunk)
     out["pixel_perturbation"] = {"fractions": list(p.fractions)}
-    for order in ("least", "random"):
-        r = pixel_perturbation(
-            lf,
-            variables,
+    judged = [("least", lf, variables, "least"), ("random", lf, variables, "random")]
+    if baseline is not None:  # 3b: the baseline model, masked by this model's gradients
+        judged.append(("baseline_model", baseline.logit_fn, baseline.variables, "least"))
+    order_key = purpose_key(config.seed, Purpose.PERTURBATION_ORDER)
+    for name, judge_lf, judge_vars, order in judged:
+        correct = _chunked(
+            lambda a, b, m, f=judge_lf, v=judge_vars, o=order: _perturbation(
+                f,
+                v,
+                a,
+                b,
+                m,
+                order_key,
+                p.fill_value,
+                fractions=tuple(p.fractions),
+                order=o,
+                aggregate=p.aggregate,
+                fill=p.fill,
+            ),
             xp,
             yp,
             attr,
-            fractions=p.fractions,
-            order=order,
-            aggregate="abs_sum",
-            fill="image_mean",
-            key=purpose_key(config.seed, Purpose.PERTURBATION_ORDER),
-            chunk_size=2,
+            size=p.chunk,
+            axis=1,
         )
-        acc = jnp.mean(r["correct"], axis=1)
-        out["pixel_perturbation"][order] = {
+        acc = jnp.mean(correct, axis=1)
+        out["pixel_perturbation"][name] = {
             "accuracy": np.asarray(acc).tolist(),
-            "auc": float(area_under_curve(r["fractions"], acc)),
+            "auc": float(area_under_curve(jnp.asarray(p.fractions), acc)),
         }
     # Density-ratio profile E[exp(f_y(x + eta) - f_y(x))] over noise levels.
     d = e.density_ratio
     xd, yd = jnp.asarray(test["image"][: d.num_images]), jnp.asarray(test["label"][: d.num_images])
     sigmas = jnp.asarray(d.sigmas, jnp.float32)
     noise = purpose_key(config.seed, Purpose.DENSITY_NOISE)
-    prof = np.asarray(
-        _density_ratio(lf, variables, xd, yd, noise, sigmas, num_samples=d.num_samples)
+    prof = np.concatenate(
+        [
+            _density_ratio(  # new noise for every chunk of images
+                lf,
+                variables,
+                xd[i : i + d.chunk],
+                yd[i : i + d.chunk],
+                jax.random.fold_in(noise, i),
+                sigmas,
+                num_samples=d.num_samples,
+            )
+            for i in range(0, d.num_images, d.chunk)
+        ],
+        axis=1,
     )
     out["density_ratio"] = {
         "sigmas": list(d.sigmas),
@@ -156,6 +219,21 @@ def measure(config, objective, trained, judge, test) -> tuple[dict, np.ndarray, 
     return out, np.asarray(samples), np.asarray(attr)
 
 
+def _run_files(workdir: Path, name: str) -> dict:
+    """Checkpoints (a rerun resumes from them) and metrics of the model ``name``."""
+    return {
+        "checkpoint_dir": workdir / "checkpoints" / name,
+        "metrics_path": workdir / "metrics" / f"{name}.jsonl",
+    }
+
+
+def _chunked(fn, *arrays, size: int, axis: int = 0) -> np.ndarray:
+    """``fn`` over chunks of ``size`` examples, concatenated along ``axis`` (bounds memory)."""
+    n = len(arrays[0])
+    parts = [np.asarray(fn(*(a[i : i + size] for a in arrays))) for i in range(0, n, size)]
+    return np.concatenate(parts, axis=axis)
+
+
 def run(config, workdir: str | Path) -> dict:
     """Runs the experiment into ``workdir``."""
     t0 = time.perf_counter()
@@ -164,31 +242,45 @@ def run(config, workdir: str | Path) -> dict:
     train, test = load_splits(config.data)
     mesh = make_mesh(config.num_devices)
     judge_config = config.evaluation.gan_test.judge
-    print("training the GAN-test judge (ReLU CNN, another seed)", flush=True)
-    judge_model = make_model(
-        override(config.model, activation=judge_config.activation, beta=judge_config.beta),
-        config.data.num_classes,
-    )
+    judge_model = make_model(judge_config.model, config.data.num_classes)
+    print(f"training the GAN-test judge ({type(judge_model).__name__}, another key)", flush=True)
+    judge_train = override(config.train, **judge_config.train)
     judge = train_model(
         judge_model,
-        classifier_loss(judge_model),
+        classifier_loss(judge_model, augment=augmentation(judge_train)),
         train,
-        override(config.train, epochs=judge_config.epochs),
+        judge_train,
         key=purpose_key(config.seed, Purpose.JUDGE),
         test=test,
         mesh=mesh,
+        **_run_files(workdir, "judge"),
     )
     results = {"judge_test_accuracy": judge.test_metrics["accuracy"]}
     model = make_model(config.model, config.data.num_classes)
     # A paired comparison: the four objectives start from one initialisation and see one
     # batch order, so the objective is the only difference between the models.
     key = purpose_key(config.seed, Purpose.MODEL)
-    samples, maps = {}, {}
+    samples, maps, baseline = {}, {}, None
     for objective in config.train.objectives:
         print(f"training with {reports.score_matching.NAMES[objective]}", flush=True)
-        loss = regularized_classifier_loss(model, kind=objective)
-        trained = train_model(model, loss, train, config.train, key=key, test=test, mesh=mesh)
-        row, samples[objective], maps[objective] = measure(config, objective, trained, judge, test)
+        loss = regularized_classifier_loss(
+            model, kind=objective, augment=augmentation(config.train)
+        )
+        trained = train_model(
+            model,
+            loss,
+            train,
+            config.train,
+            key=key,
+            test=test,
+            mesh=mesh,
+            **_run_files(workdir, objective),
+        )
+        if objective == "none":
+            baseline = trained
+        row, samples[objective], maps[objective] = measure(
+            config, objective, trained, judge, test, baseline
+        )
         results[objective] = row
         headline = ("test_accuracy", "gan_test_accuracy", "hessian_trace")
         print(json.dumps({objective: {k: row[k] for k in headline}}), flush=True)
@@ -199,5 +291,107 @@ def run(config, workdir: str | Path) -> dict:
     return out
 
 
+def plan(config, dry: DryRun) -> None:
+    """The run's programs for ``--dry_run``: five trainings, then the measurements.
+
+    The measurements run once per objective on one device each; every objective's model has
+    the same architecture, so one compiled program serves all four (and the baseline's 3b).
+    """
+    mesh = make_mesh(config.num_devices)
+    judge_config = config.evaluation.gan_test.judge
+    judge_model = make_model(judge_config.model, config.data.num_classes)
+    judge_train = override(config.train, **judge_config.train)
+    judge_loss = classifier_loss(judge_model, augment=augmentation(judge_train))
+    plan_training(dry, "judge", judge_model, judge_loss, config.data, judge_train, mesh)
+    model = make_model(config.model, config.data.num_classes)
+    for objective in config.train.objectives:
+        loss = regularized_classifier_loss(
+            model, kind=objective, augment=augmentation(config.train)
+        )
+        variables = plan_training(dry, objective, model, loss, config.data, config.train, mesh)
+    k, lf, e = len(config.train.objectives), linen_logit_fn(model), config.evaluation
+    _, shape = source_shape(config.data.source, "test")
+    key = abstract_key()
+
+    def chunks(n, size):
+        return k * -(-n // size)
+
+    c = min(e.trace.chunk, e.trace.num_images)
+    x, y = abstract_images(c, shape)
+    dry.add(
+        f"Hessian trace ({c} images, {e.trace.num_probes} probes)",
+        _hessian_trace,
+        lf,
+        variables,
+        x,
+        y,
+        key,
+        num_probes=e.trace.num_probes,
+        calls=chunks(e.trace.num_images, c),
+    )
+    g = e.gan_test
+    x, y = abstract_images(g.num_samples, shape)
+    dry.add(
+        f"activation maximisation, one step ({g.num_samples} samples)",
+        _activation_maximisation,
+        lf,
+        variables,
+        x,
+        y,
+        g.step_size,
+        g.weight_decay,
+        steps=1,
+        calls=k * g.steps,
+        note=f"compiled for one step; the run's program loops {g.steps} times",
+    )
+    p = e.perturbation
+    c = min(p.chunk, p.num_images)
+    x, y = abstract_images(c, shape)
+    dry.add(
+        f"input-gradients ({c} images)",
+        _gradient,
+        lf,
+        variables,
+        x,
+        y,
+        calls=chunks(p.num_images, c),
+    )
+    orders = 3 if "none" in config.train.objectives else 2
+    dry.add(
+        f"pixel perturbation ({c} images, {len(p.fractions)} fractions)",
+        _perturbation,
+        lf,
+        variables,
+        x,
+        y,
+        x,
+        key,
+        p.fill_value,
+        fractions=tuple(p.fractions),
+        order="least",
+        aggregate=p.aggregate,
+        fill=p.fill,
+        calls=orders * chunks(p.num_images, c),
+        unlooped={"chunk_size": None},
+    )
+    d = e.density_ratio
+    c = min(d.chunk, d.num_images)
+    x, y = abstract_images(c, shape)
+    sigmas = jax.ShapeDtypeStruct((len(d.sigmas),), jnp.float32)
+    dry.add(
+        f"density-ratio profile ({c} images, {d.num_samples} draws)",
+        _density_ratio,
+        lf,
+        variables,
+        x,
+        y,
+        key,
+        sigmas,
+        num_samples=d.num_samples,
+        calls=chunks(d.num_images, c),
+        unlooped={"chunk_size": None},
+    )
+
+
 if __name__ == "__main__":
-    launch(run, "score_matching", "Score-matching config.")
+    launch(run, "score_matching", "Score-matching config.", plan)

@@ -16,19 +16,27 @@ def data(source: str, num_classes: int = 10) -> ml_collections.ConfigDict:
 def train(**fields) -> ml_collections.ConfigDict:
     """The ``train`` section (read by ``experiments.common.train_model``), ``fields`` overridden.
 
-    Fields: ``optimizer`` / ``learning_rate`` / ``weight_decay`` / ``schedule`` (see
-    ``jaxgrad.training.make_optimizer`` and ``make_schedule``), ``batch_size``, ``epochs``,
-    ``log_every`` (steps between metric rows and progress lines), ``checkpoint_every`` and
-    ``keep_checkpoints`` (when the main keeps checkpoints). Experiments may add their own
-    training fields (PGD, objectives, per-model overrides).
+    Fields: ``optimizer`` / ``learning_rate`` / ``weight_decay`` / ``momentum`` (SGD's) /
+    ``schedule`` with ``milestones`` (epochs) and ``gamma`` for ``multistep`` (see
+    ``jaxgrad.training.make_optimizer`` and ``make_schedule``), ``augment`` (``"none"`` or
+    ``"cifar"``: random crop with 4-pixel padding and flip), ``batch_size`` (global),
+    ``epochs``, ``max_steps`` (0: every step of the epochs; n: stop after n, to try a
+    full-size schedule), ``log_every`` (steps between metric rows and progress lines),
+    ``checkpoint_every`` and ``keep_checkpoints`` (when the main keeps checkpoints).
+    Experiments may add their own training fields (PGD, objectives, per-model overrides).
     """
     section = dict(
         optimizer="adam",
         learning_rate=1e-3,
         weight_decay=0.0,
+        momentum=0.9,
         schedule="constant",
+        milestones=(),
+        gamma=0.1,
+        augment="none",
         batch_size=64,
         epochs=1,
+        max_steps=0,
         log_every=50,
         checkpoint_every=1000,
         keep_checkpoints=2,

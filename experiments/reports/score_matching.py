@@ -39,7 +39,7 @@ def write(workdir, config, out: dict, *, images, samples: dict, gradients: dict)
       out: the dict returned by ``experiments.score_matching.run``.
       images: ``[N, H, W, C]`` the test images, in order (the first 8 are shown).
       samples: objective -> ``[S, H, W, C]`` activation-maximisation samples, sample ``i``
-        of class ``i % 10``.
+        of class ``i % num_classes``.
       gradients: objective -> ``[N, H, W, C]`` input-gradients of the label's logit on
         ``images``.
     """
@@ -51,7 +51,7 @@ def write(workdir, config, out: dict, *, images, samples: dict, gradients: dict)
 
 def _figures(workdir, config, results, images, samples, gradients):
     objectives = list(config.train.objectives)
-    # One sample per class (the first of each), a row per objective.
+    # One sample per class (the first of each, first 10 classes), a row per objective.
     report.image_grid(
         workdir / "samples.png",
         np.stack([samples[obj][:10] for obj in objectives]),
@@ -81,7 +81,8 @@ def _figures(workdir, config, results, images, samples, gradients):
                 base["fractions"], base["random"]["accuracy"], "baseline, random order", style="k--"
             ),
         ],
-        xlabel="fraction of least salient pixels replaced by the image mean",
+        xlabel=f"fraction of least salient pixels replaced by {_fill_name(config)}",
+        xscale="log" if min(base["fractions"]) > 0 else "linear",
         ylabel="test accuracy (higher is better)",
     )
     density_ratio = report.Panel(
@@ -103,11 +104,32 @@ def _figures(workdir, config, results, images, samples, gradients):
     report.curves(workdir / "curves.png", [perturbation, density_ratio], dpi=110)
 
 
+def _fill_name(config) -> str:
+    p = config.evaluation.perturbation
+    return "the image mean" if p.fill == "image_mean" else f"{p.fill} {p.fill_value}"
+
+
+def _training(t) -> str:
+    """The train section in words."""
+    opt = f"{t.optimizer.upper() if t.optimizer == 'sgd' else t.optimizer.capitalize()}"
+    opt += f" {t.learning_rate}"
+    if t.optimizer == "sgd":
+        opt += f" (momentum {t.momentum})"
+    if t.weight_decay:
+        opt += f", weight decay {t.weight_decay}"
+    if t.schedule == "multistep":
+        opt += f", x{t.gamma} at epochs {', '.join(str(m) for m in t.milestones)}"
+    aug = ", random crop (pad 4) and flip" if t.augment == "cifar" else ""
+    stop = f" (stopped after {t.max_steps} steps)" if t.max_steps else ""
+    return f"{t.epochs} epochs{stop} of {opt}, batch {t.batch_size}{aug}"
+
+
 def _blocks(config, out):
     res = out["results"]
     e, m, t = config.evaluation, config.model, config.train
     g, p, d = e.gan_test, e.perturbation, e.density_ratio
     rows, paper = [], []
+    three_b = all("baseline_model" in res[o]["pixel_perturbation"] for o in t.objectives)
     for obj in t.objectives:
         r = res[obj]
         pp = r["pixel_perturbation"]
@@ -119,30 +141,34 @@ def _blocks(config, out):
                 f"{r['gan_test_accuracy']:.3f}",
                 f"{r['self_accuracy_on_samples']:.3f}",
                 f"{pp['least']['auc']:.3f} / {pp['random']['auc']:.3f}",
+                *([f"{pp['baseline_model']['auc']:.3f}"] if three_b else []),
                 " / ".join(f"{v:.3g}" for v in r["density_ratio"]["mean"]),
             ]
         )
         paper.append(f"{PAPER[obj][0]:.2f} / {PAPER[obj][1]:.2f}")
     return [
-        report.title("Score matching at MNIST scale (Srinivas & Fleuret 2021)"),
+        report.title("Score matching (Srinivas & Fleuret 2021)"),
         report.paragraph(
-            f"{report.describe_model(m)}, {m.activation} (beta {m.beta}); {t.epochs} epochs of "
-            f"Adam {t.learning_rate}, batch {t.batch_size}, on "
-            f"`{report.source_name(config.data.source)}`. Regularizers of Eq. 4 with the "
+            f"{report.describe_model(m)}, {m.activation} (beta {m.beta}); {_training(t)}, on "
+            f"`{report.source_name(config.data.source)}` ({config.data.num_classes} classes). "
+            "Regularizers of Eq. 4 with the "
             "paper's hyper-parameters (`PAPER_DEFAULTS`; Taylor trace estimate, one sample). "
             f"{out['seconds']:.0f} s."
         ),
         report.bullets(
             f"Hessian trace of the label's logit: Hutchinson, {e.trace.num_probes} Rademacher "
             f"probes, {e.trace.num_images} test images.",
-            f"GAN-test: {g.num_samples} samples ({g.num_samples // 10} per class), {g.steps} "
-            f"steps of gradient ascent with step {g.step_size} and weight decay "
-            f"{g.weight_decay} toward 0.5, from clip(N(0.5, 0.2^2), 0, 1); judged by a ReLU "
-            "CNN of the same widths trained separately (test accuracy "
-            f"{res['judge_test_accuracy']:.4f}).",
-            "Pixel perturbation: the least salient pixels by |gradient| of the label's logit "
-            f"replaced by the image mean, on {p.num_images} test images; area under accuracy "
-            "vs fraction (higher is better), random order as the control.",
+            f"GAN-test: {g.num_samples} samples (sample i of class i mod "
+            f"{config.data.num_classes}), {g.steps} steps of gradient ascent with step "
+            f"{g.step_size} and weight decay {g.weight_decay} toward 0.5, from "
+            "clip(N(0.5, 0.2^2), 0, 1); judged by a "
+            f"{report.describe_model(g.judge.model)} ({g.judge.model.activation}) trained "
+            f"separately (test accuracy {res['judge_test_accuracy']:.4f}).",
+            f"Pixel perturbation: the least salient pixels (salience `{p.aggregate}` of the "
+            f"label logit's gradient over channels) replaced by {_fill_name(config)}, on "
+            f"{p.num_images} test images; area under accuracy vs fraction (higher is better), "
+            "random order as the control"
+            + ("; 3b: the baseline model masked by each model's gradients." if three_b else "."),
             f"Density ratio: E exp(f_y(x + eta) - f_y(x)), {d.num_samples} draws per image, "
             f"{d.num_images} test images (lower is better).",
         ),
@@ -154,6 +180,7 @@ def _blocks(config, out):
                 "GAN-test acc.",
                 "own acc. on samples",
                 "pixel pert. AUC (least / random)",
+                *(["pixel pert. AUC, baseline model (3b)"] if three_b else []),
                 "density ratio at sigma " + " / ".join(str(s) for s in d.sigmas),
             ],
             rows,

@@ -4,21 +4,29 @@
 (MNIST-format files) and ``tfds:<name>`` (tensorflow-datasets).
 """
 
-from jaxgrad.data.augment import cifar_augment, random_crop, random_flip
+from jaxgrad.data.augment import (
+    AUGMENTATIONS,
+    cifar_augment,
+    get_augmentation,
+    random_crop,
+    random_flip,
+)
 from jaxgrad.data.base import Dataset, make_dataset, validate_dataset
 from jaxgrad.data.block_mnist import make_block_mnist, signal_mask
 from jaxgrad.data.digits import load_digits
 from jaxgrad.data.idx import load_idx, read_idx
 from jaxgrad.data.iterators import batches, epoch_order, eval_batches, get_batch, steps_per_epoch
-from jaxgrad.data.sources import load_dataset
+from jaxgrad.data.sources import load_dataset, source_shape
 from jaxgrad.data.tfds import load_tfds
 
 __all__ = [
+    "AUGMENTATIONS",
     "Dataset",
     "batches",
     "cifar_augment",
     "epoch_order",
     "eval_batches",
+    "get_augmentation",
     "get_batch",
     "load_dataset",
     "load_digits",
@@ -30,6 +38,7 @@ __all__ = [
     "random_flip",
     "read_idx",
     "signal_mask",
+    "source_shape",
     "steps_per_epoch",
     "validate_dataset",
 ]

@@ -50,3 +50,13 @@ def cifar_augment(key: jax.Array, images: jax.Array, *, padding: int = 4) -> jax
     """
     k_crop, k_flip = jax.random.split(key)
     return random_flip(k_flip, random_crop(k_crop, images, padding=padding))
+
+
+AUGMENTATIONS = {"none": None, "cifar": cifar_augment}
+
+
+def get_augmentation(name: str):
+    """An augmentation by name, for configs: ``"none"`` (None) or ``"cifar"`` (:func:`cifar_augment`)."""
+    if name not in AUGMENTATIONS:
+        raise ValueError(f"augment must be one of {sorted(AUGMENTATIONS)}, got {name!r}")
+    return AUGMENTATIONS[name]

@@ -27,6 +27,16 @@ TFDS_NAMES = {
     "svhn": ("svhn_cropped", 10),
 }
 
+# The published sizes of the supported sets: (image shape, {split: examples}); lets a dry run
+# size a full run before the data is prepared.
+TFDS_SHAPES = {
+    "mnist": ((28, 28, 1), {"train": 60_000, "test": 10_000}),
+    "fashion_mnist": ((28, 28, 1), {"train": 60_000, "test": 10_000}),
+    "cifar10": ((32, 32, 3), {"train": 50_000, "test": 10_000}),
+    "cifar100": ((32, 32, 3), {"train": 50_000, "test": 10_000}),
+    "svhn": ((32, 32, 3), {"train": 73_257, "test": 26_032}),
+}
+
 
 def load_tfds(
     name: str, split: str = "train", *, data_dir: str | None = None, download: bool = False

@@ -58,6 +58,10 @@ def make_retrainer(
     optimizer: str = "adam",
     schedule: str = "constant",
     weight_decay: float = 0.0,
+    momentum: float = 0.9,
+    milestones: Sequence[int] = (),
+    gamma: float = 0.1,
+    augment: Callable[[jax.Array, jax.Array], jax.Array] | None = None,
     mesh=None,
 ) -> Callable[[Dataset, Dataset, jax.Array], float]:
     """``retrain(train, test, key) -> test accuracy`` training a fresh classifier.
@@ -68,6 +72,10 @@ def make_retrainer(
       learning_rate, optimizer, schedule, weight_decay: as for
         ``jaxgrad.training.make_optimizer`` and ``make_schedule`` (Adam with a constant
         learning rate by default).
+      momentum: SGD's momentum.
+      milestones, gamma: the ``multistep`` schedule's epochs (scaled by ``gamma`` at each).
+      augment: ``(key, images) -> images`` applied to each training batch (e.g.
+        ``jaxgrad.data.cifar_augment``), or None.
       mesh: a data mesh to shard the batches over (``batch_size`` is rounded up to a
         multiple of its size), or None for one device.
     """
@@ -77,11 +85,18 @@ def make_retrainer(
         batch, total = epoch_steps(
             len(train["label"]), epochs=epochs, batch_size=batch_size, mesh=mesh
         )
-        lr = make_schedule(schedule, learning_rate, total_steps=total)
+        per_epoch = total // epochs
+        lr = make_schedule(
+            schedule,
+            learning_rate,
+            total_steps=total,
+            milestones=[m * per_epoch for m in milestones],
+            gamma=gamma,
+        )
         state = train_for_epochs(
             model,
-            classifier_loss(model),
-            make_optimizer(optimizer, lr, weight_decay=weight_decay),
+            classifier_loss(model, augment=augment),
+            make_optimizer(optimizer, lr, momentum=momentum, weight_decay=weight_decay),
             train,
             key=key,
             epochs=epochs,

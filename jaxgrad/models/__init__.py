@@ -12,6 +12,7 @@ from jaxgrad.models.layers import conv_general_dilated, get_activation, max_pool
 from jaxgrad.models.mnist import MLP, MnistCNN, truncated_normal_fan_in
 from jaxgrad.models.registry import MODELS, get_model
 from jaxgrad.models.resnet import BasicBlock, ResNet, ResNet18
+from jaxgrad.models.vgg import VGG, VGG11
 
 __all__ = [
     "MLP",
@@ -20,6 +21,8 @@ __all__ = [
     "MnistCNN",
     "ResNet",
     "ResNet18",
+    "VGG",
+    "VGG11",
     "conv_general_dilated",
     "effective_biases",
     "get_activation",

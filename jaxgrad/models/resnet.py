@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -38,18 +39,25 @@ class BasicBlock(nn.Module):
     activation: str | Activation = "relu"
     beta: float = 1.0
     bn_momentum: float = 0.9
+    dtype: Any = "float32"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         act = get_activation(self.activation, self.beta)
+        dtype = jnp.dtype(self.dtype)
         conv = functools.partial(
             nn.Conv,
             use_bias=False,
+            dtype=dtype,
             kernel_init=nn.initializers.he_normal(),
             conv_general_dilated=conv_general_dilated,
         )
         norm = functools.partial(
-            nn.BatchNorm, use_running_average=not train, momentum=self.bn_momentum, epsilon=1e-5
+            nn.BatchNorm,
+            use_running_average=not train,
+            momentum=self.bn_momentum,
+            epsilon=1e-5,
+            dtype=dtype,
         )
         y = conv(self.features, (3, 3), strides=self.strides, padding=1, name="conv1")(x)
         y = tap(self, "bn1_out", norm(name="bn1")(y))
@@ -73,6 +81,8 @@ class ResNet(nn.Module):
       beta: softplus sharpness.
       bn_momentum: running-average momentum (Flax convention: 0.9 keeps 90% of the old value,
         PyTorch's ``momentum=0.1``).
+      dtype: the computation's dtype (``"bfloat16"`` for mixed precision); parameters stay
+        float32 and the logits are returned as float32.
     """
 
     num_classes: int = 10
@@ -81,6 +91,7 @@ class ResNet(nn.Module):
     activation: str | Activation = "relu"
     beta: float = 1.0
     bn_momentum: float = 0.9
+    dtype: Any = "float32"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -90,17 +101,23 @@ class ResNet(nn.Module):
             expected = self.variables["params"]["stem_conv"]["kernel"].shape[-2]
         check_images(x, "x", expected)
         act = get_activation(self.activation, self.beta)
+        dtype = jnp.dtype(self.dtype)
         x = nn.Conv(
             self.widths[0],
             (3, 3),
             padding=1,
             use_bias=False,
+            dtype=dtype,
             kernel_init=nn.initializers.he_normal(),
             conv_general_dilated=conv_general_dilated,
             name="stem_conv",
-        )(x)
+        )(x.astype(dtype))
         x = nn.BatchNorm(
-            use_running_average=not train, momentum=self.bn_momentum, epsilon=1e-5, name="stem_bn"
+            use_running_average=not train,
+            momentum=self.bn_momentum,
+            epsilon=1e-5,
+            dtype=dtype,
+            name="stem_bn",
         )(x)
         x = tap(self, "stem_bn_out", x)
         x = tap(self, "stem_act", act(x))
@@ -113,11 +130,12 @@ class ResNet(nn.Module):
                     self.activation,
                     self.beta,
                     self.bn_momentum,
+                    self.dtype,
                     name=f"layer{i + 1}_block{j + 1}",
                 )(x, train)
         x = jnp.mean(x, axis=(1, 2))
-        x = nn.Dense(self.num_classes, name="logits")(x)
-        return tap(self, "logits_out", x)
+        x = nn.Dense(self.num_classes, dtype=dtype, name="logits")(x)
+        return tap(self, "logits_out", x.astype(jnp.float32))
 
 
 ResNet18 = functools.partial(ResNet, stage_sizes=(2, 2, 2, 2), widths=(64, 128, 256, 512))

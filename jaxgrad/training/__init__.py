@@ -1,6 +1,7 @@
 """Train state, sharded update steps, losses, optimizers, checkpoints and metric logs."""
 
 from jaxgrad.training.checkpoint import Checkpointer
+from jaxgrad.training.cost import abstract_train_state, compiled_cost
 from jaxgrad.training.logging import MetricWriter, Progress, read_metrics
 from jaxgrad.training.loop import epoch_steps, fit, train_for_epochs
 from jaxgrad.training.losses import (
@@ -27,8 +28,10 @@ __all__ = [
     "MetricWriter",
     "Progress",
     "TrainState",
+    "abstract_train_state",
     "adversarial_classifier_loss",
     "classifier_loss",
+    "compiled_cost",
     "create_train_state",
     "cross_entropy",
     "epoch_steps",

@@ -151,6 +151,7 @@ def train_for_epochs(
     init: dict | None = None,
     progress: bool = False,
     log_every: int | None = None,
+    max_steps: int | None = None,
     **fit_options: Any,
 ) -> TrainState:
     """``model`` trained ``epochs`` times over ``data`` with ``loss_fn`` and ``tx``.
@@ -171,12 +172,18 @@ def train_for_epochs(
       init: variables to start from (copied, see :func:`train_state_from`) instead of a
         fresh initialisation.
       progress, log_every: as for :func:`fit` (``log_every`` defaults to once, at the end).
+      max_steps: stop after this many steps if the epochs have more (e.g. a few steps of a
+        full-size schedule, to test it); None runs them all.
       **fit_options: the rest of :func:`fit`'s options (``checkpoint_dir``,
         ``metrics_path``, ``eval_fn``, ...).
     """
     batch, num_steps = epoch_steps(
         len(data["label"]), epochs=epochs, batch_size=batch_size, mesh=mesh
     )
+    if max_steps is not None:
+        if max_steps < 0:
+            raise ValueError(f"max_steps must be >= 0 or None, got {max_steps}")
+        num_steps = min(num_steps, max_steps)
     if init is None:
         init_key, run_key = jax.random.split(key)
         state = create_train_state(model, tx, init_key, data["image"][:1], mesh=mesh)
