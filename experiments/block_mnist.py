@@ -80,7 +80,7 @@ def gradients_of_predicted(model, variables, data) -> np.ndarray:
 def run(config, workdir: str | Path) -> dict:
     """Runs the experiment into ``workdir``."""
     t0 = time.perf_counter()
-    workdir = Path(workdir).absolute()
+    workdir = report.workdir_path(workdir)
     report.write_config(workdir, config)
     mesh = make_mesh(config.num_devices)
     base_train, base_test = load_splits(config.data)

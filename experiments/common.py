@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,12 +26,14 @@ import jax
 import ml_collections
 from jax.sharding import Mesh
 
+from experiments import report
 from experiments.dry_run import DryRun, abstract_batch, abstract_key
 from jaxgrad import sharding as shd
 from jaxgrad.data import Dataset, get_augmentation, load_dataset, source_shape, steps_per_epoch
 from jaxgrad.drivers import make_retrainer
 from jaxgrad.models import get_model, linen_logit_fn
 from jaxgrad.training import (
+    Preempted,
     TrainState,
     abstract_train_state,
     classifier_loss,
@@ -141,6 +144,7 @@ def train_model(
     mesh: Mesh | None = None,
     checkpoint_dir: Path | None = None,
     metrics_path: Path | None = None,
+    tensorboard_dir: Path | None = None,
     progress: bool = True,
 ) -> Trained:
     """Trains ``model`` on ``data`` with ``loss_fn`` as a ``train`` section says.
@@ -163,7 +167,9 @@ def train_model(
         ``metrics_path``).
       mesh: a data mesh, or None for the default device.
       checkpoint_dir: orbax checkpoints (and resuming from the newest); None keeps none.
-      metrics_path: a JSON-lines file of training (and test) metrics; None writes none.
+      metrics_path: a JSON-lines file of training (and test) metrics, with throughput
+        (examples per second, per device); None writes none.
+      tensorboard_dir: TensorBoard event files of the same rows; None writes none.
       progress: print a line before training and progress lines every ``log_every`` steps.
 
     Returns:
@@ -213,6 +219,7 @@ def train_model(
         checkpoint_every=config.checkpoint_every,
         keep_checkpoints=config.keep_checkpoints,
         metrics_path=metrics_path,
+        tensorboard_dir=tensorboard_dir,
         eval_fn=None if test is None else eval_fn,
     )
     if progress and test_metrics:
@@ -247,8 +254,9 @@ def train_classifier(config, train: Dataset, test: Dataset, workdir: Path) -> Tr
     """The config's ``model`` trained with cross-entropy as its ``train`` section says.
 
     The key is ``purpose_key(config.seed, Purpose.MODEL)``; the mesh has
-    ``config.num_devices`` devices; checkpoints (resumed from) and metrics go to
-    ``workdir/checkpoints`` and ``workdir/metrics.jsonl``.
+    ``config.num_devices`` devices; checkpoints (resumed from), metrics and TensorBoard
+    events go to ``workdir/checkpoints``, ``workdir/metrics.jsonl`` and
+    ``workdir/tensorboard``.
     """
     model = make_model(config.model, config.data.num_classes)
     return train_model(
@@ -261,6 +269,7 @@ def train_classifier(config, train: Dataset, test: Dataset, workdir: Path) -> Tr
         mesh=make_mesh(config.num_devices),
         checkpoint_dir=workdir / "checkpoints",
         metrics_path=workdir / "metrics.jsonl",
+        tensorboard_dir=workdir / "tensorboard",
     )
 
 
@@ -360,16 +369,20 @@ def launch(
         del argv
         logging.set_verbosity(logging.WARNING)
         shd.initialize_distributed()
-        workdir = Path(flags.FLAGS.workdir)
+        workdir = report.workdir_path(flags.FLAGS.workdir)
         config = flags.FLAGS.config
         if flags.FLAGS.dry_run:
             if plan is None:
                 raise app.UsageError(f"{name} has no --dry_run plan")
             dry = DryRun(make_mesh(config.num_devices).devices.size, model_dtype(config))
             plan(config, dry)
-            print(f"dry run: {dry.write(workdir, config).absolute()}", flush=True)
+            print(f"dry run: {dry.write(workdir, config)}", flush=True)
             return
-        run(config, workdir)
-        print(f"report: {workdir.absolute() / 'report.md'}", flush=True)
+        try:
+            run(config, workdir)
+        except Preempted as e:  # SIGTERM: a checkpoint is saved; the same command resumes
+            print(f"{e}", flush=True)
+            sys.exit(143)  # 128 + SIGTERM, as if the signal had ended the process
+        print(f"report: {workdir / 'report.md'}", flush=True)
 
     app.run(main)

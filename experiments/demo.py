@@ -25,7 +25,7 @@ from jaxgrad.gradients import input_gradients
 def run(config, workdir: str | Path) -> dict:
     """Runs the demo with ``config`` into ``workdir`` and returns the results dict."""
     t_start = time.perf_counter()
-    workdir = Path(workdir).absolute()
+    workdir = report.workdir_path(workdir)
     report.write_config(workdir, config)
     train, test = load_splits(config.data)
     trained = train_classifier(config, train, test, workdir)

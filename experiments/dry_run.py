@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from experiments import report
 from jaxgrad.sharding import is_main_process
 from jaxgrad.training import compiled_cost
 
@@ -135,7 +136,7 @@ class DryRun:
 
     def write(self, workdir: str | Path, config: ml_collections.ConfigDict) -> Path:
         """Writes ``dry_run.json`` into ``workdir`` and prints the totals."""
-        workdir = Path(workdir)
+        workdir = report.workdir_path(workdir)
         out = {
             "devices": [str(d) for d in jax.devices()[: self.num_devices]],
             "platform": jax.devices()[0].platform,
@@ -181,3 +182,24 @@ def abstract_images(n: int, image_shape: tuple[int, ...]) -> tuple[Any, Any]:
 def abstract_key() -> Any:
     """The shape of a PRNG key."""
     return jax.eval_shape(lambda: jax.random.key(0))
+
+
+def cost_table(paths: list[str]) -> str:
+    """A Markdown table "what a full run costs" from ``dry_run.json`` files (the README's)."""
+    runs = [json.loads(Path(p).read_text()) for p in paths]
+    names = list(runs[0]["projection"]["accelerators"]) if runs else []
+    head = ["run", "FLOPs", "peak memory per device", *(f"{n}, h" for n in names)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in runs:
+        c = r["config"]
+        variant = f"{c['data']['source']}, {r['num_devices']} devices, {r['dtype']}"
+        hours = [f"{r['projection']['accelerators'][n]['hours']:.2f}" for n in names]
+        peak = f"{r['max_peak_bytes_per_device'] / 2**30:.2f} GiB"
+        lines.append(f"| {variant} | {r['total_flops']:.2e} | {peak} | " + " | ".join(hours) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(cost_table(sys.argv[1:]))

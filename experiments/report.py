@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
+from etils import epath
 
 from jaxgrad.sharding import is_main_process
 from jaxgrad.viz import attribution_grid
@@ -105,9 +106,21 @@ def describe_model(spec) -> str:
     return f"CNN conv5x5x{spec.features[0]}, conv5x5x{spec.features[1]}, dense {spec.dense}"
 
 
+def workdir_path(workdir: str | Path) -> epath.Path:
+    """A run's folder as an ``epath.Path``: ``gs://...`` as it is, a local path made absolute.
+
+    Everything an experiment writes (checkpoints, metrics, figures, the report) goes through
+    it, so ``--workdir=gs://bucket/run`` writes to the bucket on a TPU VM.
+    """
+    text = str(workdir)
+    if text.startswith(("gs://", "s3://", "az://", "hf://")):
+        return epath.Path(text)
+    return epath.Path(Path(text).absolute())
+
+
 def write_report(workdir: Path, blocks: Sequence[str]) -> Path:
     """Writes ``report.md``: the blocks separated by blank lines."""
-    path = Path(workdir) / "report.md"
+    path = workdir_path(workdir) / "report.md"
     if is_main_process():
         path.write_text("\n\n".join(blocks) + "\n")
     return path
@@ -122,7 +135,7 @@ def _to_python(value: Any) -> Any:
 
 def write_json(path: str | Path, obj: Any, *, indent: int = 1) -> Path:
     """Writes ``obj`` as JSON (numpy arrays as lists)."""
-    path = Path(path)
+    path = workdir_path(path)
     if is_main_process():
         path.write_text(json.dumps(obj, indent=indent, default=_to_python))
     return path
@@ -130,7 +143,7 @@ def write_json(path: str | Path, obj: Any, *, indent: int = 1) -> Path:
 
 def write_config(workdir: Path, config) -> Path:
     """Writes ``config.json`` of an ``ml_collections`` config, creating ``workdir``."""
-    path = Path(workdir) / "config.json"
+    path = workdir_path(workdir) / "config.json"
     if is_main_process():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(config.to_json_best_effort(indent=2))
@@ -139,7 +152,7 @@ def write_config(workdir: Path, config) -> Path:
 
 def write_csv(path: str | Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> Path:
     """Writes a CSV file with a header row."""
-    path = Path(path)
+    path = workdir_path(path)
     if is_main_process():
         with path.open("w", newline="") as f:
             w = csv.writer(f)
@@ -213,7 +226,7 @@ def curves(
     dpi: int = 120,
 ) -> Path:
     """Writes a PNG of line plots side by side, one per panel, with bands or error bars."""
-    path = Path(path)
+    path = workdir_path(path)
     if not is_main_process():
         return path
     plt = pyplot()
@@ -244,7 +257,8 @@ def curves(
         if panel.legend_size and any(c.label for c in panel.curves):
             ax.legend(fontsize=panel.legend_size)
     fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
+    with path.open("wb") as f:
+        fig.savefig(f, format="png", dpi=dpi)
     plt.close(fig)
     return path
 
@@ -268,7 +282,7 @@ def image_grid(
       title: the figure's title.
       dpi: resolution.
     """
-    path = Path(path)
+    path = workdir_path(path)
     if not is_main_process():
         return path
     plt = pyplot()
@@ -288,7 +302,8 @@ def image_grid(
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
+    with path.open("wb") as f:
+        fig.savefig(f, format="png", dpi=dpi)
     plt.close(fig)
     return path
 
@@ -301,7 +316,7 @@ def attribution_figure(
     ``images`` and each of ``maps`` are ``[N, H, W, C]`` (numpy or JAX); ``kw`` as there
     (``row_titles``, ``column_titles``, ``title``...).
     """
-    path = Path(path)
+    path = workdir_path(path)
     if is_main_process():
         attribution_grid(np.asarray(images), [np.asarray(m) for m in maps], path, **kw)
     return path

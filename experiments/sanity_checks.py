@@ -129,7 +129,7 @@ def attribution_methods(s) -> dict:
 def run(config, workdir: str | Path) -> dict:
     """Runs the experiment into ``workdir`` and returns the results."""
     t0 = time.perf_counter()
-    workdir = Path(workdir).absolute()
+    workdir = report.workdir_path(workdir)
     report.write_config(workdir, config)
     train, test = load_splits(config.data)
     trained = train_classifier(config, train, test, workdir)

@@ -220,10 +220,11 @@ def measure(
 
 
 def _run_files(workdir: Path, name: str) -> dict:
-    """Checkpoints (a rerun resumes from them) and metrics of the model ``name``."""
+    """Checkpoints (a rerun resumes from them), metrics and TensorBoard events of ``name``."""
     return {
         "checkpoint_dir": workdir / "checkpoints" / name,
         "metrics_path": workdir / "metrics" / f"{name}.jsonl",
+        "tensorboard_dir": workdir / "tensorboard" / name,
     }
 
 
@@ -237,7 +238,7 @@ def _chunked(fn, *arrays, size: int, axis: int = 0) -> np.ndarray:
 def run(config, workdir: str | Path) -> dict:
     """Runs the experiment into ``workdir``."""
     t0 = time.perf_counter()
-    workdir = Path(workdir).absolute()
+    workdir = report.workdir_path(workdir)
     report.write_config(workdir, config)
     train, test = load_splits(config.data)
     mesh = make_mesh(config.num_devices)

@@ -55,7 +55,7 @@ def target_map(name: str, shape: tuple[int, ...]) -> np.ndarray:
 def run(config, workdir: str | Path) -> dict:
     """Runs both manipulations and returns the measured figures."""
     t0 = time.perf_counter()
-    workdir = Path(workdir).absolute()
+    workdir = report.workdir_path(workdir)
     report.write_config(workdir, config)
     train, test = load_splits(config.data)
     trained = train_classifier(config, train, test, workdir / "base")

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxgrad._files import as_path
+
 
 def normalize_signed(attribution: np.ndarray, clip_percentile: float = 99.5) -> np.ndarray:
     """``[H, W(, C)]`` -> ``[H, W]`` in ``[-1, 1]``: channel sum, divide by a percentile of ``|a|``, clip."""
@@ -153,8 +155,9 @@ def attribution_grid(
     if title:
         fig.suptitle(title + ("  (red +, blue -)" if signed else ""), fontsize=8)
     fig.tight_layout()
-    path = Path(path)
+    path = as_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    with path.open("wb") as f:  # through epath: local or gs://
+        fig.savefig(f, format="png", dpi=120)
     plt.close(fig)
     return path

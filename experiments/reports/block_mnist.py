@@ -27,7 +27,7 @@ def write(workdir, config, out: dict, *, images=None, gradients: dict | None = N
         the first ``n >= 8`` of ``images``, one per model trained on BlockMNIST, in the
         figure's row order; None as ``images``.
     """
-    workdir = Path(workdir)
+    workdir = report.workdir_path(workdir)
     report.write_json(workdir / "results.json", out)
     if "results" in out:
         report.attribution_figure(

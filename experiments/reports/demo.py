@@ -19,7 +19,7 @@ def write(workdir, config, results: dict, *, images, labels, predictions, gradie
       predictions: ``[N]`` the model's predicted classes.
       gradients: ``[N, H, W, C]`` the input-gradients of the predicted logits.
     """
-    workdir = Path(workdir)
+    workdir = report.workdir_path(workdir)
     report.write_json(workdir / "results.json", results, indent=2)
     figure = report.attribution_figure(
         workdir / "input_gradients.png",

@@ -33,7 +33,7 @@ def write(workdir, config, results: dict, *, images, maps) -> Path:
         attributed).
       maps: one ``[N, H, W, C]`` signed IG map per stage of ``results["stages"]``.
     """
-    workdir = Path(workdir)
+    workdir = report.workdir_path(workdir)
     rows = results["table"]
     report.write_json(workdir / "table.json", rows)
     header = list(rows[0])

@@ -43,7 +43,7 @@ def write(workdir, config, out: dict, *, images, samples: dict, gradients: dict)
       gradients: objective -> ``[N, H, W, C]`` input-gradients of the label's logit on
         ``images``.
     """
-    workdir = Path(workdir)
+    workdir = report.workdir_path(workdir)
     report.write_json(workdir / "results.json", out)
     _figures(workdir, config, out["results"], images, samples, gradients)
     return report.write_report(workdir, _blocks(config, out))

@@ -26,7 +26,7 @@ def write(
       finetuned: ``[N, H, W, C]`` the fine-tuned model's gradients of the label's logit.
       target_map: ``[H, W, C]`` the map the gradients are steered to.
     """
-    workdir = Path(workdir)
+    workdir = report.workdir_path(workdir)
     mc = config.manipulation
     figure = report.attribution_figure(
         workdir / "manipulation.png",

@@ -16,12 +16,15 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from jaxgrad._files import as_path
+
 
 class Checkpointer:
     """Saves and restores train states in ``directory``.
 
     Args:
-      directory: folder of the checkpoints (created if missing).
+      directory: folder of the checkpoints (created if missing); local, or any path
+        ``etils.epath`` understands (``gs://bucket/run/checkpoints``).
       save_every: save when ``step % save_every == 0`` (and whenever ``force=True``).
       keep: how many of the most recent checkpoints to keep.
       async_save: write in a background thread while training goes on.
@@ -44,7 +47,7 @@ class Checkpointer:
             raise ValueError(f"save_every must be >= 1, got {save_every}")
         if keep < 1:
             raise ValueError(f"keep must be >= 1, got {keep}")
-        self.directory = Path(directory).absolute()
+        self.directory = as_path(directory)
         self.save_every = save_every
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep,

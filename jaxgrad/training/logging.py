@@ -16,6 +16,8 @@ from typing import Any, TextIO
 import jax
 import numpy as np
 
+from jaxgrad._files import as_path, is_remote
+
 
 def _to_python(value: Any) -> Any:
     if isinstance(value, (np.ndarray, jax.Array)):
@@ -30,27 +32,61 @@ class MetricWriter:
     """Appends one JSON object per call to ``path`` (on process 0 only).
 
     Appending means a resumed run continues the same file; rows carry their ``step``, so a
-    reader can keep the last row per step.
+    reader can keep the last row per step. ``path`` may be remote (``gs://...``, through
+    ``etils.epath``): object stores cannot append, so the file is rewritten whole at each
+    row (metrics files are small). With ``tensorboard_dir``, every row also goes to
+    TensorBoard event files there (``tensorboardX``, imported when asked for), one scalar
+    per metric under ``<split>/<name>``.
     """
 
-    def __init__(self, path: str | Path | None):
-        self.path = None if path is None else Path(path)
-        self._enabled = self.path is not None and jax.process_index() == 0
-        if self._enabled:
+    def __init__(self, path: str | Path | None, *, tensorboard_dir: str | Path | None = None):
+        self.path = None if path is None else as_path(path)
+        self._enabled = jax.process_index() == 0
+        self._lines: list[str] | None = None
+        if self._enabled and self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            if is_remote(self.path):
+                self._lines = self.path.read_text().splitlines() if self.path.exists() else []
+        self._tb = None
+        if self._enabled and tensorboard_dir is not None:
+            try:
+                from tensorboardX import SummaryWriter
+            except ImportError as e:  # pragma: no cover - depends on the environment
+                raise ImportError(
+                    "tensorboard_dir needs tensorboardX: pip install 'jaxgrad[experiments]'"
+                ) from e
+            self._tb = SummaryWriter(str(as_path(tensorboard_dir)), flush_secs=30)
 
     def write(self, step: int, metrics: dict[str, Any], **extra: Any) -> None:
-        """Writes ``{"step": step, **metrics, **extra}`` as one line."""
+        """Writes ``{"step": step, **metrics, **extra}`` as one line (and to TensorBoard)."""
         if not self._enabled:
             return
         row = {"step": int(step), **{k: _to_python(v) for k, v in {**metrics, **extra}.items()}}
-        with self.path.open("a") as f:
-            f.write(json.dumps(row) + "\n")
+        if self._tb is not None:
+            split = extra.get("split", "train")
+            for k, v in row.items():
+                if k != "step" and isinstance(v, int | float) and not isinstance(v, bool):
+                    self._tb.add_scalar(f"{split}/{k}", v, int(step))
+        if self.path is None:
+            return
+        line = json.dumps(row)
+        if self._lines is None:
+            with self.path.open("a") as f:
+                f.write(line + "\n")
+        else:
+            self._lines.append(line)
+            self.path.write_text("\n".join(self._lines) + "\n")
+
+    def close(self) -> None:
+        """Flushes and closes the TensorBoard writer, if any."""
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """Reads a JSON-lines metrics file back as a list of dicts."""
-    with Path(path).open() as f:
+    """Reads a JSON-lines metrics file (local or remote) back as a list of dicts."""
+    with as_path(path).open() as f:
         return [json.loads(line) for line in f if line.strip()]
 
 

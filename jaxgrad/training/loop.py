@@ -3,12 +3,21 @@
 ``fit`` restores the newest checkpoint (if any) and continues from its step: batches are a
 pure function of ``(data key, step)`` and step keys are ``fold_in(step key, step)``, so an
 interrupted and resumed run is bit-for-bit the uninterrupted one. Metrics are read back from
-the device every ``log_every`` steps only.
+the device every ``log_every`` steps only, with the throughput since the last row.
+
+Preemption: with a ``checkpoint_dir``, SIGTERM (what a preemptible TPU VM or a cluster
+scheduler sends before it stops a job) is caught; ``fit`` finishes the step in flight, saves
+a checkpoint, waits for it to be written and raises :class:`Preempted`. Running the same
+command again resumes from that step.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +38,36 @@ from jaxgrad.training.state import (
 )
 
 
+class Preempted(Exception):  # noqa: N818 - an event, not an error
+    """SIGTERM stopped :func:`fit`; the state of ``step`` is saved in ``checkpoint_dir``."""
+
+    def __init__(self, step: int, checkpoint_dir: str | Path):
+        super().__init__(
+            f"preempted (SIGTERM) at step {step}: checkpoint saved in {checkpoint_dir}; "
+            "run the same command again to resume"
+        )
+        self.step = step
+        self.checkpoint_dir = checkpoint_dir
+
+
+@contextlib.contextmanager
+def _sigterm_flag(enabled: bool) -> Iterator[threading.Event]:
+    """An event set by SIGTERM while the block runs (the previous handler restored after).
+
+    Signal handlers can only be installed from the main thread; elsewhere (or when not
+    ``enabled``) SIGTERM keeps its usual effect.
+    """
+    flag = threading.Event()
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: flag.set())
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def fit(
     state: TrainState,
     train_step: Callable,
@@ -42,6 +81,7 @@ def fit(
     checkpoint_every: int = 1000,
     keep_checkpoints: int = 3,
     metrics_path: str | Path | None = None,
+    tensorboard_dir: str | Path | None = None,
     log_every: int = 50,
     eval_fn: Callable[[TrainState], dict[str, float]] | None = None,
     eval_every: int | None = None,
@@ -59,9 +99,14 @@ def fit(
       batch_size: global batch size (divisible by the device count when sharded).
       num_steps: the step count to train up to.
       mesh: data mesh, or None for one device.
-      checkpoint_dir: where to save every ``checkpoint_every`` steps (and at the end),
-        keeping ``keep_checkpoints``; None disables checkpoints.
-      metrics_path: JSON-lines file for training (and evaluation) metrics.
+      checkpoint_dir: where to save every ``checkpoint_every`` steps (and at the end, and
+        on SIGTERM), keeping ``keep_checkpoints``; local or remote (``gs://``); None
+        disables checkpoints (and the SIGTERM handler).
+      metrics_path: JSON-lines file for training (and evaluation) metrics; each training
+        row also has ``examples_per_second`` and ``examples_per_second_per_device`` since
+        the previous row (host time, so it includes input and dispatch; the first row
+        also includes compilation).
+      tensorboard_dir: also write the rows as TensorBoard event files there.
       log_every: steps between metric read-backs (a host sync) and log rows.
       eval_fn: optional ``state -> metrics dict`` run every ``eval_every`` steps and at the end.
       progress: print progress lines with rate and ETA.
@@ -69,6 +114,9 @@ def fit(
 
     Returns:
       The final train state.
+
+    Raises:
+      Preempted: SIGTERM arrived (with ``checkpoint_dir``); the state is saved.
     """
     if num_steps < 0:
         raise ValueError(f"num_steps must be >= 0, got {num_steps}")
@@ -80,7 +128,8 @@ def fit(
         if restored is not None:
             state = restored
     start = int(shd.to_host(state.step))
-    writer = MetricWriter(metrics_path)
+    writer = MetricWriter(metrics_path, tensorboard_dir=tensorboard_dir)
+    num_devices = 1 if mesh is None else mesh.devices.size
     bar = Progress(num_steps, start=start, examples_per_step=batch_size) if progress else None
     if mesh is not None:
         step_key = shd.replicate(step_key, mesh)
@@ -96,7 +145,12 @@ def fit(
         process_count=jax.process_count(),
     )
     step = saved_step = start
-    try:
+    last_time, last_step = time.perf_counter(), start
+    with contextlib.ExitStack() as stack:
+        stop = stack.enter_context(_sigterm_flag(ckpt is not None))
+        stack.callback(writer.close)
+        if ckpt is not None:
+            stack.callback(ckpt.close)
         for batch in it:
             if mesh is not None:
                 batch = shd.shard_batch(batch, mesh)
@@ -108,21 +162,32 @@ def fit(
                 on_step(step, state)
             if step % log_every == 0 or step == num_steps:
                 mean = {k: v / count for k, v in shd.to_host(summed).items()}
+                now = time.perf_counter()  # after the read-back: the steps have run
+                rate = (step - last_step) * batch_size / max(now - last_time, 1e-9)
+                last_time, last_step = now, step
                 summed, count = None, 0
-                writer.write(step, mean, split="train")
+                writer.write(
+                    step,
+                    mean,
+                    split="train",
+                    examples_per_second=rate,
+                    examples_per_second_per_device=rate / num_devices,
+                )
                 if bar is not None:
                     bar.update(step, mean)
             if eval_fn is not None and eval_every and step % eval_every == 0 and step != num_steps:
                 writer.write(step, eval_fn(state), split="eval")
             if ckpt is not None and ckpt.save(step, state):
                 saved_step = step
+            if stop.is_set():
+                if saved_step != step:
+                    ckpt.save(step, state, force=True)
+                ckpt.wait()
+                raise Preempted(step, ckpt.directory)
         if eval_fn is not None:
             writer.write(step, eval_fn(state), split="eval")
         if ckpt is not None and saved_step != step and step > start:
             ckpt.save(step, state, force=True)
-    finally:
-        if ckpt is not None:
-            ckpt.close()
     return state
 
 

@@ -1,0 +1,200 @@
+"""What a TPU VM run needs: SIGTERM saves and resumes exactly; gs:// workdirs reach epath.
+
+The object store is a local folder behind ``etils.epath.testing.mock_epath`` (no network):
+every epath call on ``gs://bucket/...`` is redirected there, so the test sees whether a
+writer went through epath (the file appears under the folder) or through the local file
+system (it would appear as ``./gs:/bucket/...``).
+"""
+
+import os
+import signal
+import subprocess
+import sys
+from unittest import mock
+
+import jax
+import numpy as np
+import optax
+import pytest
+from etils import epath
+from etils.epath import gpath
+from etils.epath import testing as epath_testing
+
+from jaxgrad.models import get_model
+from jaxgrad.training import (
+    Checkpointer,
+    MetricWriter,
+    Preempted,
+    classifier_loss,
+    create_train_state,
+    fit,
+    make_train_step,
+    read_metrics,
+)
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _problem(key):
+    model = get_model("mlp", hidden=(16,))
+    rng = np.random.default_rng(0)
+    data = {
+        "image": rng.random((48, 4, 4, 1), np.float32),
+        "label": rng.integers(0, 10, 48).astype(np.int32),
+    }
+    tx = optax.sgd(0.05, momentum=0.9)
+    step = make_train_step(classifier_loss(model), tx)
+
+    def fresh():
+        return create_train_state(model, tx, key, data["image"][:1])
+
+    return fresh, step, data
+
+
+def test_sigterm_during_fit_saves_a_checkpoint_and_the_resumed_run_is_the_uninterrupted_one(
+    tmp_path, key
+):
+    fresh, step, data = _problem(key)
+    kw = dict(key=key, batch_size=8, num_steps=12, progress=False, log_every=4)
+    uninterrupted = fit(fresh(), step, data, **kw)
+
+    def terminate_at_5(s, _):
+        if s == 5:
+            os.kill(os.getpid(), signal.SIGTERM)  # as a scheduler would, mid-run
+
+    ckpt = tmp_path / "ckpt"
+    with pytest.raises(Preempted, match="step 5") as e:
+        fit(
+            fresh(),
+            step,
+            data,
+            checkpoint_dir=ckpt,
+            checkpoint_every=100,
+            on_step=terminate_at_5,
+            **kw,
+        )
+    assert e.value.step == 5
+    assert Checkpointer(ckpt).latest_step() == 5  # saved although no save was due
+    # The handler was removed again: SIGTERM's disposition is the default one.
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    resumed = fit(fresh(), step, data, checkpoint_dir=ckpt, checkpoint_every=100, **kw)
+    assert int(resumed.step) == 12
+    for a, b in zip(
+        jax.tree.leaves(resumed.params), jax.tree.leaves(uninterrupted.params), strict=True
+    ):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.slow
+def test_an_experiment_killed_by_sigterm_exits_143_and_the_same_command_resumes(tmp_path):
+    workdir = tmp_path / "run"
+    cmd = [
+        sys.executable,
+        "-m",
+        "experiments.demo",
+        "--config=experiments/configs/demo.py",
+        f"--workdir={workdir}",
+        "--config.train.epochs=200",
+        "--config.train.checkpoint_every=100000",
+    ]
+    env = {**os.environ, "XLA_FLAGS": ""}
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    lines = []
+    for line in proc.stdout:  # wait until training runs
+        lines.append(line)
+        if line.startswith("train:"):
+            break
+    proc.send_signal(signal.SIGTERM)
+    out = "".join(lines) + proc.stdout.read()
+    assert proc.wait(timeout=120) == 143, out
+    assert "preempted (SIGTERM) at step" in out and "Traceback" not in out
+    saved = [Checkpointer(workdir / "checkpoints").latest_step()]  # orbax also keeps step 1
+    assert 1 < saved[0] < 200 * 23
+    # The same command (stopped 20 steps later by max_steps, which leaves the schedule as
+    # it is) resumes from the checkpoint and finishes with a report.
+    rerun = subprocess.run(
+        [*cmd, f"--config.train.max_steps={saved[0] + 20}"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert Checkpointer(workdir / "checkpoints").latest_step() == saved[0] + 20
+    assert f"train: {saved[0] + 20}/{saved[0] + 20}" in rerun.stdout
+    assert (workdir / "report.md").is_file()
+
+
+@pytest.fixture
+def fake_gcs(tmp_path):
+    """``gs://`` paths served from ``tmp_path/bucket-root`` through epath's own mock."""
+    root = tmp_path / "bucket-root"
+
+    def local(p):
+        p = os.fspath(p)
+        return str(root) + "/" + p[len("gs://") :] if p.startswith("gs://") else p
+
+    def one(orig, path, *a, **k):
+        return orig(local(path), *a, **k)
+
+    def two(orig, src, dst, *a, **k):
+        return orig(local(src), local(dst), *a, **k)
+
+    singles = ("open", "exists", "glob", "isdir", "listdir", "makedirs", "mkdir", "remove")
+    fns = {name: one for name in (*singles, "rmtree", "stat", "walk")}
+    fns.update(copy=two, rename=two, replace=two)
+    # With TensorFlow installed epath would pick its gfile backend for gs://; not here.
+    with (
+        epath_testing.mock_epath(**fns),
+        mock.patch.object(gpath, "_is_tf_installed", lambda: False),
+    ):
+        yield root
+
+
+def test_metrics_and_tensorboard_go_to_a_gs_workdir_through_epath(fake_gcs, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    w = MetricWriter("gs://bucket/run/metrics.jsonl")
+    w.write(1, {"loss": 2.0}, split="train")
+    w.write(2, {"loss": 1.5}, split="train")  # object stores cannot append: rewritten whole
+    w.close()
+    assert (fake_gcs / "bucket/run/metrics.jsonl").is_file()
+    assert not (tmp_path / "gs:").exists()  # never the local folder ./gs:/
+    assert [r["loss"] for r in read_metrics("gs://bucket/run/metrics.jsonl")] == [2.0, 1.5]
+    # A resumed run continues the remote file.
+    MetricWriter("gs://bucket/run/metrics.jsonl").write(3, {"loss": 1.0})
+    assert [r["step"] for r in read_metrics("gs://bucket/run/metrics.jsonl")] == [1, 2, 3]
+
+
+def test_an_experiments_files_go_to_a_gs_workdir(fake_gcs, tmp_path, monkeypatch):
+    import ml_collections
+
+    from experiments import report
+
+    monkeypatch.chdir(tmp_path)
+    workdir = report.workdir_path("gs://bucket/exp")
+    assert isinstance(workdir, epath.Path) and os.fspath(workdir) == "gs://bucket/exp"
+    report.write_config(workdir, ml_collections.ConfigDict({"seed": 0}))
+    report.write_json(workdir / "results.json", {"a": np.arange(3)})
+    report.curves(workdir / "curves.png", [report.Panel([report.Curve([0, 1], [1, 0], "c")])])
+    report.attribution_figure(workdir / "maps.png", np.ones((2, 4, 4, 1)), [np.ones((2, 4, 4, 1))])
+    report.write_report(workdir, ["# title"])
+    names = {p.name for p in (fake_gcs / "bucket/exp").iterdir()}
+    assert names == {"config.json", "results.json", "curves.png", "maps.png", "report.md"}
+    assert (fake_gcs / "bucket/exp/curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert not (tmp_path / "gs:").exists()
+
+
+def test_checkpoints_of_a_gs_workdir_are_handed_to_orbax_as_gs_paths():
+    import orbax.checkpoint as ocp
+
+    with mock.patch.object(ocp, "CheckpointManager") as manager:
+        ckpt = Checkpointer("gs://bucket/run/checkpoints")
+    given = manager.call_args.args[0]
+    assert isinstance(given, epath.Path) and os.fspath(given) == "gs://bucket/run/checkpoints"
+    assert os.fspath(ckpt.directory) == "gs://bucket/run/checkpoints"
+    with mock.patch.object(ocp, "CheckpointManager") as manager:
+        Checkpointer("relative/checkpoints")  # local paths are made absolute for orbax
+    assert os.fspath(manager.call_args.args[0]) == os.path.abspath("relative/checkpoints")
