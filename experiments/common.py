@@ -113,9 +113,21 @@ def override(section: ml_collections.ConfigDict, **fields: Any) -> ml_collection
     return out
 
 
+def host_local() -> bool:
+    """Whether this run's training splits are per-host shards: with several processes."""
+    return jax.process_count() > 1
+
+
 def load_splits(data: ml_collections.ConfigDict) -> tuple[Dataset, Dataset]:
-    """The train and test splits of ``data.source``."""
-    return load_dataset(data.source, "train"), load_dataset(data.source, "test")
+    """The train and test splits of ``data.source``.
+
+    With several processes (a pod slice) each host reads only its shard of the training
+    split (``load_dataset(..., shard=...)``; tensorflow-datasets reads those examples by
+    index) and training draws each host's part of a batch from it (:func:`host_local`);
+    the test split is read whole on every host.
+    """
+    shard = (jax.process_index(), jax.process_count()) if host_local() else None
+    return load_dataset(data.source, "train", shard=shard), load_dataset(data.source, "test")
 
 
 def make_mesh(num_devices: int) -> Mesh:
@@ -179,8 +191,9 @@ def train_model(
     if test is not None:
         test = {"image": test["image"], "label": test["label"]}
     n_dev = 1 if mesh is None else mesh.devices.size
+    num_examples = len(data["label"]) * (jax.process_count() if host_local() else 1)
     batch_size, num_steps = epoch_steps(
-        len(data["label"]), epochs=config.epochs, batch_size=config.batch_size, mesh=mesh
+        num_examples, epochs=config.epochs, batch_size=config.batch_size, mesh=mesh
     )
     tx = make_tx(config, num_steps)
     if config.max_steps:
@@ -197,7 +210,7 @@ def train_model(
 
     if progress:
         print(
-            f"training {type(model).__name__} on {len(data['label'])} examples: {num_steps} "
+            f"training {type(model).__name__} on {num_examples} examples: {num_steps} "
             f"steps of batch {batch_size} on {n_dev} device(s)"
             + (f" (max_steps={config.max_steps})" if config.max_steps else ""),
             flush=True,
@@ -213,6 +226,7 @@ def train_model(
         mesh=mesh,
         init=init,
         max_steps=config.max_steps or None,
+        host_local=host_local(),
         progress=progress,
         log_every=config.log_every,
         checkpoint_dir=checkpoint_dir,
@@ -290,6 +304,7 @@ def retrainer(
         gamma=config.gamma,
         augment=augmentation(config),
         mesh=mesh,
+        host_local=host_local(),
     )
 
 
@@ -308,11 +323,16 @@ def plan_training(
     data: ml_collections.ConfigDict,
     config: ml_collections.ConfigDict,
     mesh: Mesh,
+    *,
+    unlooped_loss_fn: Callable | None = None,
+    repeats: int = 1,
 ) -> dict:
     """Adds one :func:`train_model` run's programs to a dry run; returns abstract variables.
 
     The train step (called once per step of ``config``'s epochs, or ``max_steps``) at the
-    global batch on ``mesh``, and the evaluation step over the test split at the end.
+    global batch on ``mesh``, and the evaluation step over the test split at the end, both
+    ``repeats`` times (e.g. ROAR's retrainings). ``unlooped_loss_fn``: the same loss with
+    its loops unrolled (PGD's ascent), compiled for the FLOP count only.
     """
     n_train, image_shape = source_shape(data.source, "train")
     n_test, _ = source_shape(data.source, "test")
@@ -325,12 +345,20 @@ def plan_training(
     state = abstract_train_state(model, tx, (1, *image_shape))
     batch = abstract_batch(batch_size, image_shape)
     step = make_train_step(loss_fn, tx, mesh=mesh)
+    flat = None if unlooped_loss_fn is None else make_train_step(unlooped_loss_fn, tx, mesh=mesh)
     dry.add(
-        f"train step: {name}", step, state, batch, abstract_key(), calls=num_steps, sharded=True
+        f"train step: {name}",
+        step,
+        state,
+        batch,
+        abstract_key(),
+        calls=num_steps * repeats,
+        sharded=True,
+        flops_fn=flat,
     )
     variables = {"params": state.params, **state.model_state}
     eval_step = make_eval_step(linen_logit_fn(model), mesh=mesh)
-    calls = steps_per_epoch(n_test, batch_size)
+    calls = steps_per_epoch(n_test, batch_size) * repeats
     dry.add(f"eval step: {name}", eval_step, variables, batch, calls=calls, sharded=True)
     return variables
 

@@ -63,6 +63,7 @@ class DryRun:
         sharded: bool = False,
         note: str = "",
         unlooped: dict[str, Any] | None = None,
+        flops_fn=None,
         **kw,
     ) -> dict[str, Any]:
         """Compiles ``fn(*args, **kw)`` and records it as called ``calls`` times in the run.
@@ -77,12 +78,17 @@ class DryRun:
           unlooped: keyword arguments that remove the program's loops (e.g.
             ``{"chunk_size": None}``): XLA counts a loop body once, so the FLOPs come from
             a second compilation with these, the memory from the run's own program.
+          flops_fn: the same computation without loops as another jitted function (same
+            arguments), for the FLOP count when ``fn`` has loops.
         """
         cost = compiled_cost(fn, *args, **kw)
-        if unlooped is not None and cost["loops"]:
-            flat = compiled_cost(fn, *args, **{**kw, **unlooped})
+        if cost["loops"] and (unlooped is not None or flops_fn is not None):
+            if flops_fn is not None:
+                flat, how = compiled_cost(flops_fn, *args, **kw), "its loops unrolled"
+            else:
+                flat, how = compiled_cost(fn, *args, **{**kw, **unlooped}), f"{unlooped}"
             cost.update(flops=flat["flops"], loops=flat["loops"], flops_exact=flat["flops_exact"])
-            note = (note + "; " if note else "") + f"FLOPs compiled with {unlooped}"
+            note = (note + "; " if note else "") + f"FLOPs compiled with {how}"
         devices = self.num_devices if sharded else 1
         per_call = cost["flops"] * devices
         row = {

@@ -10,6 +10,7 @@ path. Figures use matplotlib's file-only Agg backend, imported when a figure is 
 from __future__ import annotations
 
 import csv
+import io
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -94,13 +95,14 @@ def source_name(source: str) -> str:
 def describe_model(spec) -> str:
     """A short name of a model section (``name`` and its fields) for a report.
 
-    ``mlp``: ``MLP (hidden sizes)``; ``resnet18`` / ``vgg11``: the CIFAR network's name;
+    ``mlp``: ``MLP (hidden sizes)``; ``resnet18`` / ``resnet50`` / ``vgg11``: the CIFAR
+    network's name;
     the two-convolution ``cnn``: ``CNN conv5x5x<f1>, conv5x5x<f2>, dense <d>``.
     """
     if spec.name == "mlp":
         return f"MLP {tuple(spec.hidden)}"
-    if spec.name == "resnet18":
-        return "CIFAR ResNet-18"
+    if spec.name in ("resnet18", "resnet50"):
+        return f"CIFAR ResNet-{spec.name[len('resnet') :]}"
     if spec.name == "vgg11":
         return "CIFAR VGG-11 (BatchNorm)"
     return f"CNN conv5x5x{spec.features[0]}, conv5x5x{spec.features[1]}, dense {spec.dense}"
@@ -151,13 +153,14 @@ def write_config(workdir: Path, config) -> Path:
 
 
 def write_csv(path: str | Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> Path:
-    """Writes a CSV file with a header row."""
+    """Writes a CSV file with a header row (local or remote, through epath)."""
     path = workdir_path(path)
     if is_main_process():
-        with path.open("w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(header)
-            w.writerows(rows)
+        buffer = io.StringIO()
+        w = csv.writer(buffer)
+        w.writerow(header)
+        w.writerows(rows)
+        path.write_text(buffer.getvalue())
     return path
 
 
@@ -320,3 +323,50 @@ def attribution_figure(
     if is_main_process():
         attribution_grid(np.asarray(images), [np.asarray(m) for m in maps], path, **kw)
     return path
+
+
+def diff_roar_files(workdir, results: dict, *, units: str = "pixels") -> None:
+    """``diff_roar.csv`` (a row per curve and fraction) and ``diff_roar.png``.
+
+    ``results``: name -> the dict ``jaxgrad.drivers.roar`` returns (DiffROAR protocol);
+    ``units``: what ``k`` is a share of, for the axis label.
+    """
+    write_csv(
+        workdir / "diff_roar.csv",
+        [
+            "data/attribution",
+            "k",
+            "top_k_accuracy",
+            "bottom_k_accuracy",
+            "diff_roar",
+            "diff_roar_se",
+            "diff_roar_pair_std",
+            "seeds",
+        ],
+        [
+            [
+                name,
+                k,
+                r["top_k_accuracy"][i],
+                r["bottom_k_accuracy"][i],
+                r["diff_roar"][i],
+                r["diff_roar_se"][i],
+                r["diff_roar_pair_std"][i],
+                len(r["top_k_accuracy_per_seed"]),
+            ]
+            for name, r in results.items()
+            for i, k in enumerate(r["fractions"])
+        ],
+    )
+    panel = Panel(
+        [
+            Curve(r["fractions"], r["diff_roar"], name, yerr=r["diff_roar_pair_std"])
+            for name, r in results.items()
+        ],
+        title="DiffROAR, retrained models (error bars: std over seed pairs)",
+        xlabel=f"k (fraction of {units} kept)",
+        ylabel="DiffROAR = acc(top-k kept) - acc(bottom-k kept)",
+        hline=0.0,
+        legend_size=8,
+    )
+    curves(workdir / "diff_roar.png", [panel], panel_size=(6, 4))

@@ -251,3 +251,25 @@ def test_nothing_a_user_runs_or_reads_refers_outside_the_repository():
         and "../shared" in (repo / f).read_text(errors="ignore")
     ]
     assert bad == []
+
+
+def test_host_shards_are_disjoint_equal_and_cover_all_but_a_remainder():
+    from jaxgrad.data import host_shard, shard_indices
+
+    shards = [shard_indices(10, i, 3) for i in range(3)]
+    assert [len(s) for s in shards] == [3, 3, 3]
+    assert len(np.unique(np.concatenate(shards))) == 9  # disjoint; one example left out
+    data = toy(10)
+    np.testing.assert_array_equal(host_shard(data, 1, 3)["label"], [1, 4, 7])
+    with pytest.raises(ValueError, match="shard index must lie in"):
+        shard_indices(10, 3, 3)
+    assert len(load_dataset("digits", "train", shard=(0, 2))["label"]) == 1437 // 2
+
+
+def test_tfds_reads_only_its_hosts_examples():
+    tfds = pytest.importorskip("tensorflow_datasets")
+    with tfds.testing.mock_data(num_examples=10):
+        whole = load_dataset("tfds:cifar10", "train")
+        part = load_dataset("tfds:cifar10", "train", shard=(1, 3))
+    np.testing.assert_array_equal(part["image"], whole["image"][[1, 4, 7]])
+    np.testing.assert_array_equal(part["label"], whole["label"][[1, 4, 7]])

@@ -120,6 +120,7 @@ def test_sanity_checks_mnist_variant_runs_on_mock_data_and_resumes(tmp_path):
             ("none", "score_matching", "anti_score_matching", "gradient_norm"),
         ),
         ("sanity_checks", "mnist", ("classifier",)),
+        ("diff_roar", "cifar10", ("standard", "linf_8/255", "l2_0.25", "l2_0.5")),
     ],
 )
 def test_dry_run_compiles_the_full_size_programs_and_writes_their_costs(
@@ -145,6 +146,16 @@ def test_dry_run_compiles_the_full_size_programs_and_writes_their_costs(
         assert step["flops_per_call"] > 0 and step["memory_per_device"]["peak_bytes"] > 0
         assert step["total_flops"] == step["flops_per_call"] * step["calls"]
     assert d["total_flops"] == pytest.approx(sum(p["total_flops"] for p in d["programs"]))
+    if name == "diff_roar":
+        # PGD's 7 ascent steps are counted whole (unrolled for the count): a robust step
+        # costs about 1 + 7 x (forward + input-gradient) plain steps' worth.
+        ratio = (
+            programs["train step: l2_0.5"]["flops_per_call"]
+            / programs["train step: standard"]["flops_per_call"]
+        )
+        assert 4 < ratio < 9
+        retrain = programs["train step: DiffROAR retraining"]
+        assert retrain["calls"] == 2 * 8 * (3 + 2 + 1 + 2 + 2) * 150 * 391
     if name == "score_matching":
         # 200 epochs of 391 steps of batch 128 (50,000 images).
         assert programs["train step: none"]["calls"] == 200 * 391
@@ -163,3 +174,36 @@ def test_dry_run_compiles_the_full_size_programs_and_writes_their_costs(
     }
     assert "projection" in d["projection"]["assumptions"]
     assert not list(tmp_path.glob("checkpoints"))  # nothing was trained
+
+
+def test_diff_roar_cifar10_runs_on_mock_data_and_resumes(tmp_path):
+    from experiments.configs.diff_roar import get_config
+    from experiments.diff_roar import run
+
+    config = get_config("cifar10")
+    assert config.model.name == "resnet50" and config.data.num_classes == 10
+    assert [m["runs"] for m in config.train.models] == [3, 2, 1, 2]  # the notebook's runs
+    config.model.update(dict(name="resnet18", widths=(4, 4, 8, 8)))  # narrowed for the CPU
+    config.train.update(dict(batch_size=16, max_steps=2, log_every=1))
+    config.train.models = tuple(dict(m, runs=1) for m in config.train.models[:2])
+    config.evaluation.update(dict(attack_images=16, attribution_chunk=16))
+    d = config.evaluation.diff_roar
+    d.update(dict(fractions=(0.5, 0.1), epochs=1, control_runs=1))
+    with tfds.testing.mock_data(num_examples=32):
+        out = run(config, tmp_path)
+    assert set(out["diff_roar"]) == {"standard", "linf_8/255", "random"}
+    for r in out["diff_roar"].values():
+        assert len(r["diff_roar"]) == 2 and all(-1 <= v <= 1 for v in r["diff_roar"])
+    for m in out["models"].values():
+        assert set(m["robust_accuracy"]) == {"l2_0.25", "l2_0.5", "l2_1"}
+    assert (tmp_path / "diff_roar.csv").is_file() and (tmp_path / "diff_roar.png").is_file()
+    for name in ("standard", "linf_8_255"):
+        assert Checkpointer(tmp_path / "checkpoints" / name).latest_step() == 2
+    config.unlock()
+    config.train.max_steps = 3
+    with tfds.testing.mock_data(num_examples=32):
+        run(config, tmp_path)
+    for name in ("standard", "linf_8_255"):
+        assert Checkpointer(tmp_path / "checkpoints" / name).latest_step() == 3
+        rows = read_metrics(tmp_path / "metrics" / f"{name}.jsonl")
+        assert [r["step"] for r in rows if r["split"] == "train"] == [1, 2, 3]

@@ -25,6 +25,7 @@ from jaxgrad.training import (
     create_train_state,
     cross_entropy,
     evaluate,
+    fit,
     make_eval_step,
     make_optimizer,
     make_schedule,
@@ -312,6 +313,56 @@ def test_two_processes_train_together_like_one(tmp_path):
     single_loss = [r["loss"] for r in read_metrics(tmp_path / "single" / "metrics.jsonl")]
     multi_loss = [r["loss"] for r in read_metrics(tmp_path / "multi" / "metrics.jsonl")]
     np.testing.assert_allclose(single_loss, multi_loss, rtol=1e-4)
+
+
+def test_two_processes_each_reading_its_own_shard_train_one_replicated_model(tmp_path):
+    steps = 12
+    port = _free_port()
+    procs = [
+        _worker(
+            tmp_path / "multi",
+            "--steps",
+            steps,
+            "--coordinator",
+            f"127.0.0.1:{port}",
+            "--num-processes",
+            2,
+            "--process-id",
+            i,
+            "--host-shards",
+        )
+        for i in range(2)
+    ]
+    outs = [_finish(p) for p in procs]
+    # Each process held half the training split (1,437 // 2), never the whole of it.
+    assert all("examples 718" in o and "done 2 processes 2 devices" in o for o in outs)
+    p0, p1 = _final(tmp_path / "multi", 0), _final(tmp_path / "multi", 1)
+    for b, c in zip(p0, p1, strict=True):
+        np.testing.assert_array_equal(b, c)  # one replicated model
+    losses = [r["loss"] for r in read_metrics(tmp_path / "multi" / "metrics.jsonl")]
+    assert len(losses) == steps and all(np.isfinite(losses)) and losses[-1] < losses[0]
+
+
+def test_host_local_data_on_one_process_is_the_usual_run(digits, key):
+    model = MnistCNN(features=(4, 8), dense=16)
+    tx = optax.sgd(0.1)
+    step = make_train_step(classifier_loss(model), tx)
+    runs = []
+    for local in (False, True):
+        state = create_train_state(model, tx, key, digits[0]["image"][:1])
+        state = fit(
+            state,
+            step,
+            digits[0],
+            key=key,
+            batch_size=32,
+            num_steps=5,
+            progress=False,
+            host_local=local,
+        )
+        runs.append(jax.tree.leaves(state.params))
+    for a, b in zip(*runs, strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_shard_batch_rejects_indivisible_batches():

@@ -7,6 +7,20 @@ files, its figures and ``report.md`` into the workdir with the helpers of
 the standard library: they format what was measured and measure nothing.
 """
 
-from experiments.reports import block_mnist, demo, sanity_checks, score_matching, shift_manipulation
+from experiments.reports import (
+    block_mnist,
+    demo,
+    diff_roar,
+    sanity_checks,
+    score_matching,
+    shift_manipulation,
+)
 
-__all__ = ["block_mnist", "demo", "sanity_checks", "score_matching", "shift_manipulation"]
+__all__ = [
+    "block_mnist",
+    "demo",
+    "diff_roar",
+    "sanity_checks",
+    "score_matching",
+    "shift_manipulation",
+]

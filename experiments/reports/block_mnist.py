@@ -38,7 +38,7 @@ def write(workdir, config, out: dict, *, images=None, gradients: dict | None = N
             title="Input-gradients (label's logit) on BlockMNIST",
         )
     if "diff_roar" in out:
-        _diff_roar_files(workdir, out["diff_roar"])
+        report.diff_roar_files(workdir, out["diff_roar"])
     blocks = [
         report.title("BlockMNIST: standard vs PGD-trained models"),
         report.paragraph(
@@ -54,49 +54,6 @@ def write(workdir, config, out: dict, *, images=None, gradients: dict | None = N
     if "diff_roar" in out:
         blocks += _diff_roar_blocks(config, out)
     return report.write_report(workdir, blocks)
-
-
-def _diff_roar_files(workdir: Path, curves: dict) -> None:
-    """``diff_roar.csv`` (a row per curve and fraction) and ``diff_roar.png``."""
-    report.write_csv(
-        workdir / "diff_roar.csv",
-        [
-            "data/attribution",
-            "k",
-            "top_k_accuracy",
-            "bottom_k_accuracy",
-            "diff_roar",
-            "diff_roar_se",
-            "diff_roar_pair_std",
-            "seeds",
-        ],
-        [
-            [
-                name,
-                k,
-                r["top_k_accuracy"][i],
-                r["bottom_k_accuracy"][i],
-                r["diff_roar"][i],
-                r["diff_roar_se"][i],
-                r["diff_roar_pair_std"][i],
-                len(r["top_k_accuracy_per_seed"]),
-            ]
-            for name, r in curves.items()
-            for i, k in enumerate(r["fractions"])
-        ],
-    )
-    panel = report.Panel(
-        [
-            report.Curve(r["fractions"], r["diff_roar"], name, yerr=r["diff_roar_pair_std"])
-            for name, r in curves.items()
-        ],
-        title="DiffROAR, retrained models (error bars: std over seed pairs)",
-        xlabel="k (fraction of pixels kept)",
-        ylabel="DiffROAR = acc(top-k kept) - acc(bottom-k kept)",
-        hline=0.0,
-        legend_size=8,
-    )
-    report.curves(workdir / "diff_roar.png", [panel], panel_size=(6, 4))
 
 
 def _localisation_blocks(config, out):

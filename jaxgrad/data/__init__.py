@@ -15,7 +15,15 @@ from jaxgrad.data.base import Dataset, make_dataset, validate_dataset
 from jaxgrad.data.block_mnist import make_block_mnist, signal_mask
 from jaxgrad.data.digits import load_digits
 from jaxgrad.data.idx import load_idx, read_idx
-from jaxgrad.data.iterators import batches, epoch_order, eval_batches, get_batch, steps_per_epoch
+from jaxgrad.data.iterators import (
+    batches,
+    epoch_order,
+    eval_batches,
+    get_batch,
+    host_shard,
+    shard_indices,
+    steps_per_epoch,
+)
 from jaxgrad.data.sources import load_dataset, source_shape
 from jaxgrad.data.tfds import load_tfds
 
@@ -28,6 +36,7 @@ __all__ = [
     "eval_batches",
     "get_augmentation",
     "get_batch",
+    "host_shard",
     "load_dataset",
     "load_digits",
     "load_idx",
@@ -37,6 +46,7 @@ __all__ = [
     "random_crop",
     "random_flip",
     "read_idx",
+    "shard_indices",
     "signal_mask",
     "source_shape",
     "steps_per_epoch",

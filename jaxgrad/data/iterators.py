@@ -23,6 +23,26 @@ import numpy as np
 from jaxgrad.data.base import Dataset
 
 
+def shard_indices(num_examples: int, index: int, count: int) -> np.ndarray:
+    """The examples of host ``index`` of ``count``: every ``count``-th from ``index``.
+
+    Every host gets ``num_examples // count`` of them (up to ``count - 1`` examples are left
+    out), so that all hosts run the same number of steps per epoch.
+    """
+    if not 0 <= index < count:
+        raise ValueError(f"shard index must lie in [0, {count}), got {index}")
+    per_host = num_examples // count
+    if per_host == 0:
+        raise ValueError(f"{num_examples} examples cannot be split over {count} hosts")
+    return index + count * np.arange(per_host)
+
+
+def host_shard(data: Dataset, index: int, count: int) -> Dataset:
+    """Host ``index``'s shard of a split already in memory (see :func:`shard_indices`)."""
+    idx = shard_indices(len(data["label"]), index, count)
+    return {k: v[idx] for k, v in data.items()}
+
+
 def steps_per_epoch(num_examples: int, batch_size: int) -> int:
     """Number of (padded) batches that cover ``num_examples`` once."""
     return math.ceil(num_examples / batch_size)

@@ -5,28 +5,38 @@ from __future__ import annotations
 from jaxgrad.data.base import Dataset
 from jaxgrad.data.digits import load_digits
 from jaxgrad.data.idx import load_idx
+from jaxgrad.data.iterators import host_shard
 from jaxgrad.data.tfds import TFDS_SHAPES, load_tfds
 
 
-def load_dataset(source: str, split: str = "train", **kwargs) -> Dataset:
+def load_dataset(
+    source: str, split: str = "train", *, shard: tuple[int, int] | None = None, **kwargs
+) -> Dataset:
     """Loads a split of a data set named by ``source``.
 
     Args:
       source: ``"digits"``, ``"idx:<folder>"`` (a folder of MNIST-format files) or
         ``"tfds:<name>"`` (``mnist``, ``fashion_mnist``, ``cifar10``, ``cifar100``, ``svhn``).
       split: ``"train"`` or ``"test"`` (tfds accepts any split string).
+      shard: ``(index, count)``: only host ``index``'s share of the split (for ``fit(...,
+        host_local=True)`` on a pod): tensorflow-datasets reads only those examples; the
+        in-memory sources load the split and keep them (``jaxgrad.data.host_shard``).
       **kwargs: passed to the loader (``num_train`` for idx, ``data_dir``/``download`` for tfds).
 
     Returns:
       ``{"image": float32 [N, H, W, C] in [0, 1], "label": int32 [N]}``.
     """
-    if source == "digits":
-        return load_digits(split, **kwargs)
-    if source.startswith("idx:"):
-        return load_idx(source[len("idx:") :], split, **kwargs)
     if source.startswith("tfds:"):
-        return load_tfds(source[len("tfds:") :], split, **kwargs)
-    raise ValueError(f"source must be 'digits', 'idx:<folder>' or 'tfds:<name>', got {source!r}")
+        return load_tfds(source[len("tfds:") :], split, shard=shard, **kwargs)
+    if source == "digits":
+        data = load_digits(split, **kwargs)
+    elif source.startswith("idx:"):
+        data = load_idx(source[len("idx:") :], split, **kwargs)
+    else:
+        raise ValueError(
+            f"source must be 'digits', 'idx:<folder>' or 'tfds:<name>', got {source!r}"
+        )
+    return data if shard is None else host_shard(data, *shard)
 
 
 def source_shape(source: str, split: str = "train") -> tuple[int, tuple[int, ...]]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from jaxgrad.data.base import Dataset, make_dataset
+from jaxgrad.data.iterators import shard_indices
 
 OFFLINE = (
     "or, offline, use MNIST-format files instead: load_dataset('idx:DIR') "
@@ -39,7 +40,12 @@ TFDS_SHAPES = {
 
 
 def load_tfds(
-    name: str, split: str = "train", *, data_dir: str | None = None, download: bool = False
+    name: str,
+    split: str = "train",
+    *,
+    data_dir: str | None = None,
+    download: bool = False,
+    shard: tuple[int, int] | None = None,
 ) -> Dataset:
     """Loads a whole split of a tensorflow-datasets image classification data set into memory.
 
@@ -49,6 +55,10 @@ def load_tfds(
       data_dir: tfds data directory (default: tfds's own).
       download: download and prepare the data set if it is missing. Off by default so
         that nothing is fetched from the internet unless asked for.
+      shard: ``(index, count)``: read only host ``index``'s share of the split (every
+        ``count``-th example from ``index``, the same number on every host; see
+        ``jaxgrad.data.shard_indices``), by index through the random-access data source, so
+        a pod's host never reads the others' examples.
     """
     try:
         import tensorflow_datasets as tfds
@@ -70,9 +80,11 @@ def load_tfds(
             f"tfds.builder('{tfds_name}').download_and_prepare()\" (or "
             f"load_dataset('tfds:{name}', download=True)); {OFFLINE}"
         ) from e
-    examples = [source[i] for i in range(len(source))]
+    indices = range(len(source)) if shard is None else shard_indices(len(source), *shard)
+    examples = [source[int(i)] for i in indices]
     images = np.stack([np.asarray(ex["image"]) for ex in examples])
     labels = np.asarray([ex["label"] for ex in examples])
     if images.ndim == 3:
         images = images[..., None]
-    return make_dataset(images, labels, f"tfds:{name}/{split}", num_classes)
+    where = "" if shard is None else f"[host {shard[0]} of {shard[1]}]"
+    return make_dataset(images, labels, f"tfds:{name}/{split}{where}", num_classes)

@@ -41,11 +41,19 @@ from jaxgrad.training.state import evaluate, make_eval_step
 PROTOCOLS = ("diff_roar", "roar")
 
 
-# Compiled once per (count, order, aggregate), reused for every data set and seed.
-@functools.partial(jax.jit, static_argnames=("count", "order", "aggregate"))
-def _keep(x, attribution, fill_value, *, count, order, aggregate):
-    """Keeps the first ``count`` pixels of each image in ``order``, fills the others."""
-    ranks = removal_ranks(pixel_salience(attribution, aggregate), order)[..., None]
+UNITS = ("pixel", "coordinate")
+
+
+# Compiled once per (count, order, aggregate, unit), reused for every data set and seed.
+@functools.partial(jax.jit, static_argnames=("count", "order", "aggregate", "unit"))
+def _keep(x, attribution, fill_value, *, count, order, aggregate, unit="pixel"):
+    """Keeps the first ``count`` pixels (or coordinates) of each image in ``order``."""
+    if unit == "coordinate":  # every channel of every pixel ranked on its own: |a|
+        b, h, w, c = x.shape
+        ranks = removal_ranks(jnp.abs(attribution).reshape(b, h, w * c), order)
+        ranks = ranks.reshape(b, h, w, c)
+    else:
+        ranks = removal_ranks(pixel_salience(attribution, aggregate), order)[..., None]
     return jnp.where(ranks < count, x, fill_value.astype(x.dtype))
 
 
@@ -63,6 +71,7 @@ def make_retrainer(
     gamma: float = 0.1,
     augment: Callable[[jax.Array, jax.Array], jax.Array] | None = None,
     mesh=None,
+    host_local: bool = False,
 ) -> Callable[[Dataset, Dataset, jax.Array], float]:
     """``retrain(train, test, key) -> test accuracy`` training a fresh classifier.
 
@@ -78,13 +87,14 @@ def make_retrainer(
         ``jaxgrad.data.cifar_augment``), or None.
       mesh: a data mesh to shard the batches over (``batch_size`` is rounded up to a
         multiple of its size), or None for one device.
+      host_local: the training splits given to ``retrain`` are this process's shards
+        (``jaxgrad.training.fit``'s ``host_local``); the test splits are whole.
     """
 
     def retrain(train: Dataset, test: Dataset, key: jax.Array) -> float:
         model = model_factory()
-        batch, total = epoch_steps(
-            len(train["label"]), epochs=epochs, batch_size=batch_size, mesh=mesh
-        )
+        n = len(train["label"]) * (jax.process_count() if host_local else 1)
+        batch, total = epoch_steps(n, epochs=epochs, batch_size=batch_size, mesh=mesh)
         per_epoch = total // epochs
         lr = make_schedule(
             schedule,
@@ -102,6 +112,7 @@ def make_retrainer(
             epochs=epochs,
             batch_size=batch_size,
             mesh=mesh,
+            host_local=host_local,
         )
         eval_step = make_eval_step(linen_logit_fn(model), mesh=mesh)
         return evaluate(eval_step, state.variables, test, batch_size=batch, mesh=mesh)["accuracy"]
@@ -109,12 +120,17 @@ def make_retrainer(
     return retrain
 
 
-def _masked(data: Dataset, attribution, k: float, order: str, fill_value, aggregate) -> Dataset:
+def _masked(
+    data: Dataset, attribution, k: float, order: str, fill_value, aggregate, unit="pixel"
+) -> Dataset:
     x, a = np.asarray(data["image"], np.float32), np.asarray(attribution)
     if a.shape != x.shape:
         raise ValueError(f"attributions must have the images' shape {x.shape}, got {a.shape}")
-    count = int(np.rint(k * x.shape[1] * x.shape[2]))
-    kept = _keep(x, a, jnp.float32(fill_value), count=count, order=order, aggregate=aggregate)
+    units = x.shape[1] * x.shape[2] * (x.shape[3] if unit == "coordinate" else 1)
+    count = int(np.rint(k * units))
+    kept = _keep(
+        x, a, jnp.float32(fill_value), count=count, order=order, aggregate=aggregate, unit=unit
+    )
     return {"image": np.asarray(kept), "label": data["label"]}
 
 
@@ -130,6 +146,7 @@ def roar(
     protocol: str = "diff_roar",
     fill_value: float = 0.0,
     aggregate: str = "abs_sum",
+    unit: str = "pixel",
     seeds: int = 1,
     progress: bool = True,
 ) -> dict[str, np.ndarray]:
@@ -149,6 +166,10 @@ def roar(
       protocol: ``"diff_roar"`` (top-k kept vs bottom-k kept) or ``"roar"`` (top-k removed).
       fill_value: the value of the removed pixels.
       aggregate: the per-pixel salience (``jaxgrad.evaluation.pixel_salience``).
+      unit: ``"pixel"`` (a pixel's channels are kept or masked together, ranked by
+        ``aggregate``) or ``"coordinate"`` (each channel of each pixel ranked by ``|a|`` on
+        its own, as Shah et al.'s code does; ``k`` is then a share of the ``H * W * C``
+        coordinates).
       seeds: retrainings per mask (Shah et al. use 1 to 3).
       progress: print a line per retraining with its accuracy, the rate and an ETA.
 
@@ -165,6 +186,7 @@ def roar(
       ROAR: ``fractions``, ``accuracy`` (after removing the top-k), ``accuracy_per_seed``.
     """
     check_choice(protocol, PROTOCOLS, "protocol")
+    check_choice(unit, UNITS, "unit")
     seeds = check_positive_int(seeds, "seeds")
     f = check_fractions(fractions)
     # (k, label, share of pixels kept, the order they are kept in).
@@ -179,7 +201,7 @@ def roar(
     def masked_splits(i, attributions):
         _, _, kept, order = masks[i]
         return [
-            _masked(d, a, kept, order, fill_value, aggregate)
+            _masked(d, a, kept, order, fill_value, aggregate, unit)
             for d, a in zip((train, test), attributions, strict=True)
         ]
 

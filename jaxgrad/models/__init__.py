@@ -11,16 +11,18 @@ from jaxgrad.models.adapters import (
 from jaxgrad.models.layers import conv_general_dilated, get_activation, max_pool_2x2, softplus
 from jaxgrad.models.mnist import MLP, MnistCNN, truncated_normal_fan_in
 from jaxgrad.models.registry import MODELS, get_model
-from jaxgrad.models.resnet import BasicBlock, ResNet, ResNet18
+from jaxgrad.models.resnet import BasicBlock, Bottleneck, ResNet, ResNet18, ResNet50
 from jaxgrad.models.vgg import VGG, VGG11
 
 __all__ = [
     "MLP",
     "MODELS",
     "BasicBlock",
+    "Bottleneck",
     "MnistCNN",
     "ResNet",
     "ResNet18",
+    "ResNet50",
     "VGG",
     "VGG11",
     "conv_general_dilated",

@@ -1,7 +1,8 @@
 """CIFAR ResNet-18 (He et al. 2016, arXiv 1512.03385) with a configurable activation.
 
 The CIFAR variant used by the score-matching paper (Srinivas & Fleuret 2021) and by
-DiffROAR (Shah et al. 2021): a 3x3 stem with stride 1 and no max-pool, BasicBlocks
+DiffROAR (Shah et al. 2021; their CIFAR-10 models are the ResNet-50 of the same family,
+:data:`ResNet50`, 23,520,842 parameters with 10 classes): a 3x3 stem with stride 1 and no max-pool, BasicBlocks
 ``[2, 2, 2, 2]`` of widths 64/128/256/512, BatchNorm, global average pooling and a dense
 head. With 10 classes it has 11,173,962 trainable parameters. ``activation="softplus"``
 (with ``beta``) gives the smooth network that score matching needs: a ReLU network is
@@ -70,6 +71,52 @@ class BasicBlock(nn.Module):
         return tap(self, "act", act(y + x))
 
 
+class Bottleneck(nn.Module):
+    """1x1 reduce, 3x3 (strided), 1x1 expand (x4), each with BatchNorm, and the shortcut.
+
+    The ResNet-50 block (the CIFAR ResNet-50 of Shah et al.'s robust models); taps as
+    :class:`BasicBlock`'s plus ``bn3_out``.
+    """
+
+    features: int
+    strides: int = 1
+    activation: str | Activation = "relu"
+    beta: float = 1.0
+    bn_momentum: float = 0.9
+    dtype: Any = "float32"
+    expansion: int = 4
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        act = get_activation(self.activation, self.beta)
+        dtype = jnp.dtype(self.dtype)
+        conv = functools.partial(
+            nn.Conv,
+            use_bias=False,
+            dtype=dtype,
+            kernel_init=nn.initializers.he_normal(),
+            conv_general_dilated=conv_general_dilated,
+        )
+        norm = functools.partial(
+            nn.BatchNorm,
+            use_running_average=not train,
+            momentum=self.bn_momentum,
+            epsilon=1e-5,
+            dtype=dtype,
+        )
+        out = self.features * self.expansion
+        y = conv(self.features, (1, 1), name="conv1")(x)
+        y = act(tap(self, "bn1_out", norm(name="bn1")(y)))
+        y = conv(self.features, (3, 3), strides=self.strides, padding=1, name="conv2")(y)
+        y = act(tap(self, "bn2_out", norm(name="bn2")(y)))
+        y = conv(out, (1, 1), name="conv3")(y)
+        y = tap(self, "bn3_out", norm(name="bn3")(y))
+        if self.strides != 1 or x.shape[-1] != out:
+            x = conv(out, (1, 1), strides=self.strides, name="shortcut_conv")(x)
+            x = tap(self, "shortcut_bn_out", norm(name="shortcut_bn")(x))
+        return tap(self, "act", act(y + x))
+
+
 class ResNet(nn.Module):
     """CIFAR-style ResNet built from :class:`BasicBlock` stages.
 
@@ -83,6 +130,8 @@ class ResNet(nn.Module):
         PyTorch's ``momentum=0.1``).
       dtype: the computation's dtype (``"bfloat16"`` for mixed precision); parameters stay
         float32 and the logits are returned as float32.
+      block: ``"basic"`` (:class:`BasicBlock`, ResNet-18/34) or ``"bottleneck"``
+        (:class:`Bottleneck`, ResNet-50).
     """
 
     num_classes: int = 10
@@ -92,6 +141,7 @@ class ResNet(nn.Module):
     beta: float = 1.0
     bn_momentum: float = 0.9
     dtype: Any = "float32"
+    block: str = "basic"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -121,10 +171,13 @@ class ResNet(nn.Module):
         )(x)
         x = tap(self, "stem_bn_out", x)
         x = tap(self, "stem_act", act(x))
+        if self.block not in ("basic", "bottleneck"):
+            raise ValueError(f"block must be 'basic' or 'bottleneck', got {self.block!r}")
+        block = BasicBlock if self.block == "basic" else Bottleneck
         for i, (num_blocks, width) in enumerate(zip(self.stage_sizes, self.widths, strict=True)):
             for j in range(num_blocks):
                 strides = 2 if i > 0 and j == 0 else 1
-                x = BasicBlock(
+                x = block(
                     width,
                     strides,
                     self.activation,
@@ -139,3 +192,6 @@ class ResNet(nn.Module):
 
 
 ResNet18 = functools.partial(ResNet, stage_sizes=(2, 2, 2, 2), widths=(64, 128, 256, 512))
+ResNet50 = functools.partial(
+    ResNet, stage_sizes=(3, 4, 6, 3), widths=(64, 128, 256, 512), block="bottleneck"
+)

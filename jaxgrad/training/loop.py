@@ -87,6 +87,7 @@ def fit(
     eval_every: int | None = None,
     progress: bool = True,
     on_step: Callable[[int, TrainState], None] | None = None,
+    host_local: bool = False,
 ) -> TrainState:
     """Trains ``state`` for ``num_steps`` total steps (counting steps already done).
 
@@ -111,6 +112,12 @@ def fit(
       eval_fn: optional ``state -> metrics dict`` run every ``eval_every`` steps and at the end.
       progress: print progress lines with rate and ETA.
       on_step: optional ``(step, state)`` callback after each update (e.g. for tests).
+      host_local: ``data`` is this process's shard of the split (``load_dataset(...,
+        shard=(jax.process_index(), jax.process_count()))``, equal sizes on every host):
+        each process draws its ``batch_size / process_count`` examples of every global
+        batch from its own shard, shuffled with the data key folded with its index, instead
+        of slicing one global order of the whole split that every host holds. With one
+        process it changes nothing.
 
     Returns:
       The final train state.
@@ -135,14 +142,21 @@ def fit(
         step_key = shd.replicate(step_key, mesh)
     summed: dict[str, Any] | None = None  # metrics summed on device since the last log
     count = 0
+    pi, pc = jax.process_index(), jax.process_count()
+    if host_local and pc > 1:
+        if batch_size % pc:
+            raise ValueError(f"batch_size ({batch_size}) must be divisible by {pc} processes")
+        data_key, batch_size_here, pi, pc = jax.random.fold_in(data_key, pi), batch_size // pc, 0, 1
+    else:
+        batch_size_here = batch_size
     it = batches(
         data,
         key=data_key,
-        batch_size=batch_size,
+        batch_size=batch_size_here,
         start_step=start,
         num_steps=max(num_steps - start, 0),
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
+        process_index=pi,
+        process_count=pc,
     )
     step = saved_step = start
     last_time, last_step = time.perf_counter(), start
@@ -217,6 +231,7 @@ def train_for_epochs(
     progress: bool = False,
     log_every: int | None = None,
     max_steps: int | None = None,
+    host_local: bool = False,
     **fit_options: Any,
 ) -> TrainState:
     """``model`` trained ``epochs`` times over ``data`` with ``loss_fn`` and ``tx``.
@@ -239,12 +254,13 @@ def train_for_epochs(
       progress, log_every: as for :func:`fit` (``log_every`` defaults to once, at the end).
       max_steps: stop after this many steps if the epochs have more (e.g. a few steps of a
         full-size schedule, to test it); None runs them all.
+      host_local: ``data`` is this process's shard of the split (see :func:`fit`); an
+        epoch is then a pass over every host's shard.
       **fit_options: the rest of :func:`fit`'s options (``checkpoint_dir``,
         ``metrics_path``, ``eval_fn``, ...).
     """
-    batch, num_steps = epoch_steps(
-        len(data["label"]), epochs=epochs, batch_size=batch_size, mesh=mesh
-    )
+    num_examples = len(data["label"]) * (jax.process_count() if host_local else 1)
+    batch, num_steps = epoch_steps(num_examples, epochs=epochs, batch_size=batch_size, mesh=mesh)
     if max_steps is not None:
         if max_steps < 0:
             raise ValueError(f"max_steps must be >= 0 or None, got {max_steps}")
@@ -265,5 +281,6 @@ def train_for_epochs(
         mesh=mesh,
         progress=progress,
         log_every=log_every or max(num_steps, 1),
+        host_local=host_local,
         **fit_options,
     )

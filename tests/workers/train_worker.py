@@ -1,12 +1,13 @@
 """A training process driven by the tests: resumption after SIGKILL, and multi-process runs.
 
   python tests/workers/train_worker.py --workdir DIR --steps N [--checkpoint-every K]
-      [--sleep S] [--coordinator HOST:PORT --num-processes P --process-id I]
+      [--sleep S] [--coordinator HOST:PORT --num-processes P --process-id I] [--host-shards]
 
 Trains the MNIST CNN on digits with ``jaxgrad.training.fit`` over every visible device
 (every process's devices when distributed), prints ``step N`` after each update, and writes
 the final params and optimizer state of process I to ``DIR/final_I.npz`` and the per-step
-losses to ``DIR/metrics.jsonl``.
+losses to ``DIR/metrics.jsonl``. With ``--host-shards`` each process loads only its shard of
+the data and ``fit`` runs with ``host_local=True``.
 """
 
 import argparse
@@ -29,6 +30,7 @@ def main() -> None:
     p.add_argument("--coordinator")
     p.add_argument("--num-processes", type=int, default=1)
     p.add_argument("--process-id", type=int, default=0)
+    p.add_argument("--host-shards", action="store_true")
     a = p.parse_args()
     if a.coordinator:
         shd.initialize_distributed(
@@ -53,7 +55,9 @@ def main() -> None:
     )
 
     workdir = Path(a.workdir)
-    data = load_dataset("digits", "train")
+    shard = (jax.process_index(), jax.process_count()) if a.host_shards else None
+    data = load_dataset("digits", "train", shard=shard)
+    print(f"examples {len(data['label'])}", flush=True)
     model = MnistCNN(num_classes=10)
     tx = make_optimizer("adam", 1e-3)
     mesh = shd.data_mesh()
@@ -80,6 +84,7 @@ def main() -> None:
         log_every=1,
         progress=False,
         on_step=on_step,
+        host_local=a.host_shards,
     )
     leaves = jax.tree.leaves(shd.to_host({"params": state.params, "opt": state.opt_state}))
     np.savez(workdir / f"final_{jax.process_index()}.npz", *leaves)
