@@ -44,6 +44,7 @@ from jaxgrad.training import (
     make_schedule,
     make_train_step,
     train_for_epochs,
+    with_augmentation,
 )
 
 
@@ -170,8 +171,9 @@ def train_model(
         ``learning_rate``, ``weight_decay``, ``momentum``, ``schedule`` (``milestones`` in
         epochs, ``gamma``), ``batch_size`` (rounded up to a multiple of the device count),
         ``epochs``, ``max_steps``, ``log_every``, and ``checkpoint_every`` /
-        ``keep_checkpoints`` (used with ``checkpoint_dir``). Other fields are ignored; the
-        section's ``augment`` belongs in ``loss_fn`` (:func:`augmentation`).
+        ``keep_checkpoints`` (used with ``checkpoint_dir``), and ``augment``, applied to
+        every batch before ``loss_fn`` (``jaxgrad.training.with_augmentation``). Other
+        fields are ignored.
       key: split into the initialisation key and the run's key (batch order and the
         per-step keys); with ``init`` the whole key is the run's.
       init: variables to start from (copied) instead of a fresh initialisation.
@@ -188,6 +190,7 @@ def train_model(
       The :class:`Trained` model.
     """
     data = {"image": data["image"], "label": data["label"]}
+    loss_fn = with_augmentation(loss_fn, augmentation(config))
     if test is not None:
         test = {"image": test["image"], "label": test["label"]}
     n_dev = 1 if mesh is None else mesh.devices.size
@@ -275,7 +278,7 @@ def train_classifier(config, train: Dataset, test: Dataset, workdir: Path) -> Tr
     model = make_model(config.model, config.data.num_classes)
     return train_model(
         model,
-        classifier_loss(model, augment=augmentation(config.train)),
+        classifier_loss(model),
         train,
         config.train,
         key=purpose_key(config.seed, Purpose.MODEL),
@@ -305,6 +308,7 @@ def retrainer(
         augment=augmentation(config),
         mesh=mesh,
         host_local=host_local(),
+        max_steps=config.max_steps or None,
     )
 
 
@@ -344,8 +348,11 @@ def plan_training(
         num_steps = min(num_steps, config.max_steps)
     state = abstract_train_state(model, tx, (1, *image_shape))
     batch = abstract_batch(batch_size, image_shape)
-    step = make_train_step(loss_fn, tx, mesh=mesh)
-    flat = None if unlooped_loss_fn is None else make_train_step(unlooped_loss_fn, tx, mesh=mesh)
+    augment = augmentation(config)
+    step = make_train_step(with_augmentation(loss_fn, augment), tx, mesh=mesh)
+    flat = None
+    if unlooped_loss_fn is not None:
+        flat = make_train_step(with_augmentation(unlooped_loss_fn, augment), tx, mesh=mesh)
     dry.add(
         f"train step: {name}",
         step,
@@ -402,7 +409,13 @@ def launch(
         if flags.FLAGS.dry_run:
             if plan is None:
                 raise app.UsageError(f"{name} has no --dry_run plan")
-            dry = DryRun(make_mesh(config.num_devices).devices.size, model_dtype(config))
+            given = [a.split("=", 1)[1] for a in sys.argv if a.startswith("--config=")]
+            variant = given[-1].partition(":")[2] if given else ""
+            dry = DryRun(
+                make_mesh(config.num_devices).devices.size,
+                model_dtype(config),
+                experiment=name + (f":{variant}" if variant else ""),
+            )
             plan(config, dry)
             print(f"dry run: {dry.write(workdir, config)}", flush=True)
             return

@@ -28,7 +28,6 @@ from jax.experimental import multihost_utils
 from experiments import report, reports
 from experiments.common import (
     Purpose,
-    augmentation,
     launch,
     load_splits,
     make_mesh,
@@ -42,19 +41,20 @@ from experiments.common import (
 from experiments.dry_run import DryRun, abstract_images, abstract_key
 from jaxgrad.attribution import gradient
 from jaxgrad.data import source_shape
-from jaxgrad.drivers import roar
+from jaxgrad.drivers import keep_ranked, roar
 from jaxgrad.models import linen_logit_fn
 from jaxgrad.training import adversarial_classifier_loss, classifier_loss, pgd_attack
 
 
-def model_loss(model, spec, train_section, *, unroll: bool = False):
-    """The training loss of one model of ``train.models``: standard or PGD (Madry et al.)."""
-    augment = augmentation(train_section)
+def model_loss(model, spec, *, unroll: bool = False):
+    """The training loss of one model of ``train.models``: standard or PGD (Madry et al.).
+
+    The train section's augmentation is applied before it (by ``train_model``), so PGD
+    attacks the augmented images.
+    """
     if spec["pgd"] is None:
-        return classifier_loss(model, augment=augment)
-    return adversarial_classifier_loss(
-        model, augment=augment, random_start=True, unroll=unroll, **spec["pgd"]
-    )
+        return classifier_loss(model)
+    return adversarial_classifier_loss(model, random_start=True, unroll=unroll, **spec["pgd"])
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -141,13 +141,7 @@ def run(config, workdir: str | Path) -> dict:
     model = make_model(config.model, config.data.num_classes)
     lf = linen_logit_fn(model)
     retrain = retrainer(model, override(config.train, epochs=d.epochs), mesh=mesh)
-    roar_options = dict(
-        retrain=retrain,
-        fractions=tuple(d.fractions),
-        fill_value=fill,
-        unit=d.unit,
-        aggregate="abs_sum",
-    )
+    roar_options = dict(retrain=retrain, fractions=tuple(d.fractions), fill_value=fill, unit=d.unit)
     models, curves = {}, {}
     for m, spec in enumerate(config.train.models):
         name = spec["name"]
@@ -155,7 +149,7 @@ def run(config, workdir: str | Path) -> dict:
         safe = name.replace("/", "_")
         trained = train_model(
             model,
-            model_loss(model, spec, config.train),
+            model_loss(model, spec),
             train,
             config.train,
             key=purpose_key(config.seed, Purpose.MODEL, m),
@@ -183,6 +177,7 @@ def run(config, workdir: str | Path) -> dict:
             a_test,
             key=purpose_key(config.seed, Purpose.ROAR_RETRAIN, m),
             seeds=spec["runs"],
+            record=workdir / "roar" / f"{safe}.json",  # a rerun skips finished retrainings
             **roar_options,
         )
     control = purpose_key(config.seed, Purpose.CONTROL)
@@ -200,6 +195,7 @@ def run(config, workdir: str | Path) -> dict:
         draw(test["image"].shape, 1),
         key=purpose_key(config.seed, Purpose.ROAR_RETRAIN, len(config.train.models)),
         seeds=d.control_runs,
+        record=workdir / "roar" / "random.json",
         **roar_options,
     )
     out = {
@@ -237,13 +233,11 @@ def plan(config, dry: DryRun) -> None:
             dry,
             spec["name"],
             model,
-            model_loss(model, spec, config.train),
+            model_loss(model, spec),
             config.data,
             config.train,
             mesh,
-            unlooped_loss_fn=None
-            if spec["pgd"] is None
-            else model_loss(model, spec, config.train, unroll=True),
+            unlooped_loss_fn=None if spec["pgd"] is None else model_loss(model, spec, unroll=True),
         )
     for attack in e.attacks:
         n = min(e.attack_images, n_test)
@@ -270,12 +264,29 @@ def plan(config, dry: DryRun) -> None:
         x,
         calls=len(config.train.models) * (-(-n_train // chunk) + -(-n_test // chunk)),
     )
+    # The masking of both splits (the coordinates of a whole split sorted on one device):
+    # once per mask of each model (its attributions are fixed), per mask and run for the
+    # control (redrawn every run).
+    maskings = 2 * len(d.fractions) * (len(config.train.models) + d.control_runs)
+    for split, n in (("train", n_train), ("test", n_test)):
+        xs, _ = abstract_images(n, shape)
+        dry.add(
+            f"DiffROAR masking ({split} split, {n} images)",
+            keep_ranked,
+            xs,
+            xs,
+            jax.ShapeDtypeStruct((), jnp.float32),
+            count=int(np.prod(shape)) // 2,  # the cost does not depend on the count
+            order="most",
+            unit=d.unit,
+            calls=maskings,
+        )
     # One retraining's programs, times the number of retrainings.
     plan_training(
         dry,
         "DiffROAR retraining",
         model,
-        classifier_loss(model, augment=augmentation(retrain_section)),
+        classifier_loss(model),
         config.data,
         retrain_section,
         mesh,

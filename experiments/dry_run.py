@@ -1,6 +1,8 @@
 """``--dry_run``: what a full run costs, from its programs compiled ahead of time.
 
-Every experiment main has a ``plan(config, dry)`` beside its ``run``: it adds each jitted
+The full-size experiments' mains have a ``plan(config, dry)`` beside their ``run``
+(``score_matching``, ``diff_roar``, ``sanity_checks``; ``--dry_run`` of the others says they
+have none): it adds each jitted
 program of the run (a train step per model, the evaluation step, attributions, evaluations)
 to a :class:`DryRun` with abstract inputs of the run's shapes (the full global batch, on the
 run's mesh) and the number of times the run calls it. Nothing is initialised, loaded or
@@ -47,11 +49,13 @@ class DryRun:
     Args:
       num_devices: the devices of the run's mesh (sharded programs count FLOPs on each).
       dtype: the computation dtype (``"float32"`` or ``"bfloat16"``) for the projection.
+      experiment: the run's name (``score_matching:cifar100``) for tables.
     """
 
-    def __init__(self, num_devices: int, dtype: str = "float32"):
+    def __init__(self, num_devices: int, dtype: str = "float32", experiment: str = ""):
         self.num_devices = num_devices
         self.dtype = dtype
+        self.experiment = experiment
         self.programs: list[dict[str, Any]] = []
 
     def add(
@@ -95,6 +99,7 @@ class DryRun:
             "name": name,
             "calls": int(calls),
             "devices": devices,
+            "sharded": sharded,
             "flops_per_call": per_call,
             "flops_per_call_per_device": cost["flops"],
             "total_flops": per_call * calls,
@@ -117,23 +122,32 @@ class DryRun:
         return row
 
     def summary(self) -> dict[str, Any]:
-        """The run's totals and the projection (see :data:`ACCELERATORS`)."""
+        """The run's totals and the projection (see :data:`ACCELERATORS`).
+
+        Sharded programs (training and evaluation steps) spread over every chip of an
+        accelerator; the others (measurements on one device's worth of data) take one
+        chip's time whatever the slice.
+        """
         total = sum(p["total_flops"] for p in self.programs)
         peak = max((p["memory_per_device"].get("peak_bytes", 0) for p in self.programs), default=0)
         projection = {}
         for name, (chips, f32, bf16) in ACCELERATORS.items():
-            rate = chips * (bf16 if self.dtype == "bfloat16" else f32) * UTILISATION
-            projection[name] = {"hours": total / rate / 3600, "flops_per_second": rate}
+            chip = (bf16 if self.dtype == "bfloat16" else f32) * UTILISATION
+            seconds = sum(
+                p["total_flops"] / (chip * (chips if p["sharded"] else 1)) for p in self.programs
+            )
+            projection[name] = {"hours": seconds / 3600, "flops_per_second_per_chip": chip}
         return {
             "total_flops": total,
             "max_peak_bytes_per_device": peak,
             "inexact_programs": [p["name"] for p in self.programs if not p["flops_exact"]],
             "projection": {
                 "assumptions": (
-                    f"projection, not a measurement: total FLOPs / (chips x published dense "
-                    f"peak x {UTILISATION:.0%} utilisation), {self.dtype} at JAX's default "
-                    "precision (TPU: bfloat16 passes; A100/H100: TF32 for float32), perfect "
-                    "data-parallel scaling over the chips"
+                    f"projection, not a measurement: each program's FLOPs / (published dense "
+                    f"peak x {UTILISATION:.0%} utilisation), over every chip for sharded "
+                    f"programs (perfect data-parallel scaling) and one chip for the others; "
+                    f"{self.dtype} at JAX's default precision (TPU: bfloat16 passes; "
+                    "A100/H100: TF32 for float32)"
                 ),
                 "utilisation": UTILISATION,
                 "accelerators": projection,
@@ -144,6 +158,7 @@ class DryRun:
         """Writes ``dry_run.json`` into ``workdir`` and prints the totals."""
         workdir = report.workdir_path(workdir)
         out = {
+            "experiment": self.experiment,
             "devices": [str(d) for d in jax.devices()[: self.num_devices]],
             "platform": jax.devices()[0].platform,
             "num_devices": self.num_devices,
@@ -192,13 +207,13 @@ def abstract_key() -> Any:
 
 def cost_table(paths: list[str]) -> str:
     """A Markdown table "what a full run costs" from ``dry_run.json`` files (the README's)."""
-    runs = [json.loads(Path(p).read_text()) for p in paths]
+    runs = [json.loads(report.workdir_path(p).read_text()) for p in paths]
     names = list(runs[0]["projection"]["accelerators"]) if runs else []
-    head = ["run", "FLOPs", "peak memory per device", *(f"{n}, h" for n in names)]
+    head = ["run", "FLOPs", "peak memory per device", *(f"{n}, hours" for n in names)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in runs:
         c = r["config"]
-        variant = f"{c['data']['source']}, {r['num_devices']} devices, {r['dtype']}"
+        variant = f"`{r.get('experiment', '')}` ({c['data']['source']}), {r['dtype']}"
         hours = [f"{r['projection']['accelerators'][n]['hours']:.2f}" for n in names]
         peak = f"{r['max_peak_bytes_per_device'] / 2**30:.2f} GiB"
         lines.append(f"| {variant} | {r['total_flops']:.2e} | {peak} | " + " | ".join(hours) + " |")

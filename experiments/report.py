@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from etils import epath
 
+from jaxgrad.paths import as_path
 from jaxgrad.sharding import is_main_process
 from jaxgrad.viz import attribution_grid
 
@@ -114,10 +115,7 @@ def workdir_path(workdir: str | Path) -> epath.Path:
     Everything an experiment writes (checkpoints, metrics, figures, the report) goes through
     it, so ``--workdir=gs://bucket/run`` writes to the bucket on a TPU VM.
     """
-    text = str(workdir)
-    if text.startswith(("gs://", "s3://", "az://", "hf://")):
-        return epath.Path(text)
-    return epath.Path(Path(text).absolute())
+    return as_path(workdir)
 
 
 def write_report(workdir: Path, blocks: Sequence[str]) -> Path:

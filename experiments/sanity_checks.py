@@ -21,7 +21,6 @@ import numpy as np
 from experiments import report, reports
 from experiments.common import (
     Purpose,
-    augmentation,
     launch,
     load_splits,
     make_mesh,
@@ -177,7 +176,7 @@ def plan(config, dry: DryRun) -> None:
     """The run's programs for ``--dry_run``: training, each method per stage, perturbation."""
     mesh = make_mesh(config.num_devices)
     model = make_model(config.model, config.data.num_classes)
-    loss = classifier_loss(model, augment=augmentation(config.train))
+    loss = classifier_loss(model)
     variables = plan_training(dry, "classifier", model, loss, config.data, config.train, mesh)
     lf = linen_logit_fn(model)
     _, shape = source_shape(config.data.source, "test")

@@ -25,7 +25,6 @@ import numpy as np
 from experiments import report, reports
 from experiments.common import (
     Purpose,
-    augmentation,
     launch,
     load_splits,
     make_mesh,
@@ -154,7 +153,8 @@ def measure(
         jnp.mean(jnp.argmax(lf(variables, samples), -1) == targets)
     )
     # Discriminative pixel perturbation: least salient pixels by the model's own gradient
-    # replaced by the image mean (the paper's text); accuracy. Random order as the control.
+    # replaced by the config's fill (the image mean of the paper's text, or the code's 0.5);
+    # accuracy. Random order as the control; 3b: the baseline masked by these gradients.
     p = e.perturbation
     xp, yp = jnp.asarray(test["image"][: p.num_images]), jnp.asarray(test["label"][: p.num_images])
     attr = _chunked(lambda a, b: _gradient(lf, variables, a, b), xp, yp, size=p.chunk)
@@ -228,6 +228,29 @@ def _run_files(workdir: Path, name: str) -> dict:
     }
 
 
+def _load_measurement(workdir, objective: str):
+    """The row, samples and maps a previous run of this workdir measured, or None."""
+    row, arrays = (
+        workdir / "measurements" / f"{objective}.json",
+        workdir / "measurements" / f"{objective}.npz",
+    )
+    if not (row.exists() and arrays.exists()):
+        return None
+    with arrays.open("rb") as f, np.load(f) as a:
+        return json.loads(row.read_text()), a["samples"], a["gradients"]
+
+
+def _save_measurement(workdir, objective: str, row: dict, samples, gradients) -> None:
+    """Keeps one model's measurements, so a resumed run does not measure it again."""
+    if jax.process_index() != 0:
+        return
+    folder = workdir / "measurements"
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / f"{objective}.npz").open("wb") as f:
+        np.savez(f, samples=np.asarray(samples), gradients=np.asarray(gradients))
+    (folder / f"{objective}.json").write_text(json.dumps(row, default=float))
+
+
 def _chunked(fn, *arrays, size: int, axis: int = 0) -> np.ndarray:
     """``fn`` over chunks of ``size`` examples, concatenated along ``axis`` (bounds memory)."""
     n = len(arrays[0])
@@ -248,7 +271,7 @@ def run(config, workdir: str | Path) -> dict:
     judge_train = override(config.train, **judge_config.train)
     judge = train_model(
         judge_model,
-        classifier_loss(judge_model, augment=augmentation(judge_train)),
+        classifier_loss(judge_model),
         train,
         judge_train,
         key=purpose_key(config.seed, Purpose.JUDGE),
@@ -264,9 +287,7 @@ def run(config, workdir: str | Path) -> dict:
     samples, maps, baseline = {}, {}, None
     for objective in config.train.objectives:
         print(f"training with {reports.score_matching.NAMES[objective]}", flush=True)
-        loss = regularized_classifier_loss(
-            model, kind=objective, augment=augmentation(config.train)
-        )
+        loss = regularized_classifier_loss(model, kind=objective)
         trained = train_model(
             model,
             loss,
@@ -277,11 +298,18 @@ def run(config, workdir: str | Path) -> dict:
             mesh=mesh,
             **_run_files(workdir, objective),
         )
+        saved = _load_measurement(workdir, objective)
+        if saved is not None:  # a resumed run: measured before it was stopped
+            row, samples[objective], maps[objective] = saved
+        else:
+            row, samples[objective], maps[objective] = measure(
+                config, objective, trained, judge, test, baseline
+            )
+            if objective == "none":  # 3b of the baseline is its own 3a
+                row["pixel_perturbation"]["baseline_model"] = row["pixel_perturbation"]["least"]
+            _save_measurement(workdir, objective, row, samples[objective], maps[objective])
         if objective == "none":
             baseline = trained
-        row, samples[objective], maps[objective] = measure(
-            config, objective, trained, judge, test, baseline
-        )
         results[objective] = row
         headline = ("test_accuracy", "gan_test_accuracy", "hessian_trace")
         print(json.dumps({objective: {k: row[k] for k in headline}}), flush=True)
@@ -295,20 +323,20 @@ def run(config, workdir: str | Path) -> dict:
 def plan(config, dry: DryRun) -> None:
     """The run's programs for ``--dry_run``: five trainings, then the measurements.
 
-    The measurements run once per objective on one device each; every objective's model has
-    the same architecture, so one compiled program serves all four (and the baseline's 3b).
+    The measurements run once per objective, unsharded (one chip's time in the projection,
+    whatever the slice; with replicated parameters every device repeats them); every
+    objective's model has the same architecture, so one compiled program serves all four
+    (and 3b, which masks the baseline).
     """
     mesh = make_mesh(config.num_devices)
     judge_config = config.evaluation.gan_test.judge
     judge_model = make_model(judge_config.model, config.data.num_classes)
     judge_train = override(config.train, **judge_config.train)
-    judge_loss = classifier_loss(judge_model, augment=augmentation(judge_train))
+    judge_loss = classifier_loss(judge_model)
     plan_training(dry, "judge", judge_model, judge_loss, config.data, judge_train, mesh)
     model = make_model(config.model, config.data.num_classes)
     for objective in config.train.objectives:
-        loss = regularized_classifier_loss(
-            model, kind=objective, augment=augmentation(config.train)
-        )
+        loss = regularized_classifier_loss(model, kind=objective)
         variables = plan_training(dry, objective, model, loss, config.data, config.train, mesh)
     k, lf, e = len(config.train.objectives), linen_logit_fn(model), config.evaluation
     _, shape = source_shape(config.data.source, "test")
@@ -357,7 +385,10 @@ def plan(config, dry: DryRun) -> None:
         y,
         calls=chunks(p.num_images, c),
     )
-    orders = 3 if "none" in config.train.objectives else 2
+    objectives = list(config.train.objectives)
+    # least and random for every model; 3b (the baseline masked by the model's gradients)
+    # for the models measured after the baseline.
+    orders = sum(3 if "none" in objectives[:i] else 2 for i, o in enumerate(objectives))
     dry.add(
         f"pixel perturbation ({c} images, {len(p.fractions)} fractions)",
         _perturbation,
@@ -372,7 +403,7 @@ def plan(config, dry: DryRun) -> None:
         order="least",
         aggregate=p.aggregate,
         fill=p.fill,
-        calls=orders * chunks(p.num_images, c),
+        calls=orders * -(-p.num_images // c),
         unlooped={"chunk_size": None},
     )
     d = e.density_ratio

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxgrad._files import as_path
+from jaxgrad.paths import as_path
 
 
 def normalize_signed(attribution: np.ndarray, clip_percentile: float = 99.5) -> np.ndarray:

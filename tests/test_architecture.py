@@ -30,7 +30,7 @@ LAYERS = {
             "jaxgrad._taps",
             "jaxgrad._chunking",
             "jaxgrad._random",
-            "jaxgrad._files",
+            "jaxgrad.paths",
         ),
         {"leaves"},
     ),

@@ -54,6 +54,14 @@ def test_random_bit_loops_are_not_reported_as_model_loops():
     assert cost["flops"] >= 2 * 16**3
 
 
+def test_a_users_loop_named_like_a_random_function_is_still_reported():
+    def _normalize(m):  # a name that contains "_normal"
+        return jax.lax.fori_loop(0, 3, lambda i, z: z @ m / jnp.linalg.norm(z), m)
+
+    cost = compiled_cost(jax.jit(_normalize), jax.ShapeDtypeStruct((8, 8), jnp.float32))
+    assert cost["loops"] == [3] and not cost["flops_exact"]
+
+
 def test_a_sharded_program_reports_one_devices_share():
     mesh = shd.data_mesh()
     n = mesh.devices.size
@@ -153,14 +161,54 @@ def test_bfloat16_compute_keeps_float32_params_and_logits(name, fields, key):
     assert 0 < float(jnp.max(jnp.abs(a - b))) < 0.1 * scale + 0.05
 
 
-def test_cifar_augmentation_by_name(key):
+def test_augmentations_by_name_crop_shift_and_flip(key):
     assert get_augmentation("none") is None
-    aug = get_augmentation("cifar")
-    x = jax.random.uniform(key, (4, 32, 32, 3))
-    y = aug(key, x)
-    assert y.shape == x.shape
+    x = jax.random.uniform(key, (64, 8, 8, 1), minval=0.1, maxval=1.0)  # no zeros
+    padded = np.pad(np.asarray(x), ((0, 0), (4, 4), (4, 4), (0, 0)))
+    flips = 0
+    for name in ("cifar", "crop"):
+        y = np.asarray(get_augmentation(name)(key, x))
+        assert y.shape == x.shape
+        for img, out in zip(padded, y, strict=True):
+            # Each output is an 8x8 window of the zero-padded image, flipped or not.
+            windows = [img[i : i + 8, j : j + 8] for i in range(9) for j in range(9)]
+            straight = any(np.array_equal(w, out) for w in windows)
+            flipped = any(np.array_equal(w[:, ::-1], out) for w in windows)
+            assert straight or flipped
+            flips += name == "cifar" and flipped and not straight
+            assert name == "cifar" or straight  # "crop" never flips
+    assert 10 < flips < 54  # about half of 64 (and the offsets vary)
     with pytest.raises(ValueError, match="augment must be one of"):
         get_augmentation("autoaugment")
+
+
+def test_with_augmentation_feeds_the_loss_augmented_images(key):
+    from jaxgrad.training import with_augmentation
+
+    seen = {}
+
+    def loss(params, state, batch, k):
+        seen["x"] = batch["image"]
+        return 0.0, (state, {})
+
+    batch = {"image": jnp.ones((2, 4, 4, 1)), "label": jnp.zeros(2, jnp.int32)}
+    with_augmentation(loss, lambda k, x: -x)(None, {}, batch, key)
+    np.testing.assert_array_equal(seen["x"], -batch["image"])
+    assert with_augmentation(loss, None) is loss
+
+
+def test_unrolled_pgd_is_the_looped_attack(key):
+    from jaxgrad.training import pgd_attack
+
+    model = get_model("mlp", hidden=(16,))
+    x = jax.random.uniform(key, (4, 4, 4, 1))
+    v = init_variables(model, jax.random.key(1), x[:1])
+    y = jnp.arange(4)
+    kw = dict(key=key, norm="l2", epsilon=0.5, step_size=0.2, steps=4)
+    looped = pgd_attack(linen_logit_fn(model), v, x, y, **kw)
+    unrolled = pgd_attack(linen_logit_fn(model), v, x, y, unroll=True, **kw)
+    np.testing.assert_allclose(looped, unrolled, rtol=1e-6, atol=1e-7)
+    assert float(jnp.max(jnp.abs(looped - x))) > 0
 
 
 def test_max_steps_stops_the_epochs_early(key):

@@ -156,9 +156,16 @@ def test_dry_run_compiles_the_full_size_programs_and_writes_their_costs(
         assert 4 < ratio < 9
         retrain = programs["train step: DiffROAR retraining"]
         assert retrain["calls"] == 2 * 8 * (3 + 2 + 1 + 2 + 2) * 150 * 391
+        masking = programs["DiffROAR masking (train split, 50000 images)"]
+        assert masking["calls"] == 2 * 8 * (4 + 2)  # per mask of each model; per run: control
+    assert d["experiment"] == f"{name}:{variant}"
     if name == "score_matching":
         # 200 epochs of 391 steps of batch 128 (50,000 images).
         assert programs["train step: none"]["calls"] == 200 * 391
+        # Pixel perturbation on 10 chunks of 1,000 test images: least and random for the
+        # four models, and 3b for the three measured after the baseline.
+        perturbation = next(p for n, p in programs.items() if n.startswith("pixel perturbation"))
+        assert perturbation["calls"] == (4 * 2 + 3) * 10 and perturbation["flops_exact"]
         # Double backprop: a regularized step costs several plain ones.
         ratio = (
             programs["train step: score_matching"]["flops_per_call"]

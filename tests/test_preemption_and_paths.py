@@ -85,6 +85,30 @@ def test_sigterm_during_fit_saves_a_checkpoint_and_the_resumed_run_is_the_uninte
         np.testing.assert_array_equal(a, b)
 
 
+def test_sigterm_during_the_final_evaluation_still_saves_and_raises(tmp_path, key):
+    fresh, step, data = _problem(key)
+
+    def evaluate_while_terminated(state):
+        os.kill(os.getpid(), signal.SIGTERM)  # arrives after the last step
+        return {"accuracy": 0.0}
+
+    ckpt = tmp_path / "ckpt"
+    with pytest.raises(Preempted, match="step 6"):
+        fit(
+            fresh(),
+            step,
+            data,
+            key=key,
+            batch_size=8,
+            num_steps=6,
+            progress=False,
+            checkpoint_dir=ckpt,
+            checkpoint_every=100,
+            eval_fn=evaluate_while_terminated,
+        )
+    assert Checkpointer(ckpt).latest_step() == 6
+
+
 @pytest.mark.slow
 def test_an_experiment_killed_by_sigterm_exits_143_and_the_same_command_resumes(tmp_path):
     workdir = tmp_path / "run"

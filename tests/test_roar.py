@@ -4,6 +4,7 @@ about 0 and an informative one's is positive, with real retraining on digits."""
 import functools
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -193,3 +194,44 @@ def test_masks_with_tied_attributions_keep_the_first_pixels_in_order():
     assert (removed_top[:, 3, 3] == 0).all() and (
         (removed_top != 0).sum(axis=(1, 2, 3)) == 12
     ).all()
+
+
+def test_coordinate_masks_rank_each_channel_on_its_own():
+    from jaxgrad.drivers import keep_ranked
+
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.random((2, 4, 4, 3), np.float32) + 1.0)  # no value equals the fill
+    a = jnp.asarray(rng.normal(size=(2, 4, 4, 3)).astype(np.float32))
+    count = int(np.rint(0.25 * 4 * 4 * 3))  # 12 of 48 coordinates
+    kept = np.asarray(
+        keep_ranked(x, a, jnp.float32(0.0), count=count, order="most", unit="coordinate")
+    )
+    for b in range(2):
+        mask = kept[b] != 0
+        assert mask.sum() == count
+        # Exactly the coordinates of largest |a|, whatever their pixel's other channels.
+        top = np.argsort(-np.abs(np.asarray(a[b])).ravel(), kind="stable")[:count]
+        assert set(np.flatnonzero(mask.ravel())) == set(top)
+    per_pixel = np.asarray(keep_ranked(x, a, jnp.float32(0.0), count=4, order="most"))
+    # Pixel masks keep or drop a pixel's channels together; coordinate masks need not.
+    assert np.all((per_pixel != 0).all(-1) == (per_pixel != 0).any(-1))
+    assert not np.all((kept != 0).all(-1) == (kept != 0).any(-1))
+
+
+def test_a_recorded_roar_curve_resumes_without_retraining_what_it_finished(tmp_path):
+    rng = np.random.default_rng(1)
+    data = {"image": rng.random((8, 4, 4, 1), np.float32), "label": np.arange(8) % 2}
+    attribution = rng.random((8, 4, 4, 1))
+    calls = []
+
+    def retrain(train, test, key):
+        calls.append(1)
+        return float(np.mean(train["image"]))  # a deterministic stand-in for accuracy
+
+    kw = dict(retrain=retrain, key=jax.random.key(0), fractions=(0.25, 0.5), seeds=2)
+    record = tmp_path / "roar" / "curve.json"
+    first = roar(data, data, attribution, attribution, record=record, progress=False, **kw)
+    assert len(calls) == 8 and record.is_file()
+    again = roar(data, data, attribution, attribution, record=record, progress=False, **kw)
+    assert len(calls) == 8  # nothing retrained
+    np.testing.assert_array_equal(first["diff_roar"], again["diff_roar"])

@@ -339,6 +339,11 @@ def test_two_processes_each_reading_its_own_shard_train_one_replicated_model(tmp
     p0, p1 = _final(tmp_path / "multi", 0), _final(tmp_path / "multi", 1)
     for b, c in zip(p0, p1, strict=True):
         np.testing.assert_array_equal(b, c)  # one replicated model
+    # The batches came from the shards, not from one global order of the whole split (which
+    # two processes reproduce exactly as one: the test above).
+    _finish(_worker(tmp_path / "single", "--steps", steps))
+    single = _final(tmp_path / "single")
+    assert any(not np.array_equal(a, b) for a, b in zip(single, p0, strict=True))
     losses = [r["loss"] for r in read_metrics(tmp_path / "multi" / "metrics.jsonl")]
     assert len(losses) == steps and all(np.isfinite(losses)) and losses[-1] < losses[0]
 

@@ -7,6 +7,7 @@
 from jaxgrad.data.augment import (
     AUGMENTATIONS,
     cifar_augment,
+    crop_augment,
     get_augmentation,
     random_crop,
     random_flip,
@@ -32,6 +33,7 @@ __all__ = [
     "Dataset",
     "batches",
     "cifar_augment",
+    "crop_augment",
     "epoch_order",
     "eval_batches",
     "get_augmentation",

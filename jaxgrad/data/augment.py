@@ -52,11 +52,20 @@ def cifar_augment(key: jax.Array, images: jax.Array, *, padding: int = 4) -> jax
     return random_flip(k_flip, random_crop(k_crop, images, padding=padding))
 
 
-AUGMENTATIONS = {"none": None, "cifar": cifar_augment}
+def crop_augment(key: jax.Array, images: jax.Array, *, padding: int = 4) -> jax.Array:
+    """Random crop with ``padding``-pixel zero padding, no flip (digits: SVHN)."""
+    return random_crop(key, images, padding=padding)
+
+
+AUGMENTATIONS = {"none": None, "cifar": cifar_augment, "crop": crop_augment}
 
 
 def get_augmentation(name: str):
-    """An augmentation by name, for configs: ``"none"`` (None) or ``"cifar"`` (:func:`cifar_augment`)."""
+    """An augmentation by name, for configs: ``none``, ``cifar`` or ``crop``.
+
+    ``"none"`` gives None, ``"cifar"`` :func:`cifar_augment` (crop and flip), ``"crop"``
+    :func:`crop_augment`.
+    """
     if name not in AUGMENTATIONS:
         raise ValueError(f"augment must be one of {sorted(AUGMENTATIONS)}, got {name!r}")
     return AUGMENTATIONS[name]

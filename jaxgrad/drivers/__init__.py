@@ -5,7 +5,7 @@ nothing below them imports a driver.
 """
 
 from jaxgrad.drivers.dataset import TARGET_FROM, DatasetAttribution, attribute_dataset
-from jaxgrad.drivers.roar import make_retrainer, roar
+from jaxgrad.drivers.roar import keep_ranked, make_retrainer, roar
 from jaxgrad.drivers.sanity import default_metrics, mean_ci99, sanity_table
 
 __all__ = [
@@ -13,6 +13,7 @@ __all__ = [
     "DatasetAttribution",
     "attribute_dataset",
     "default_metrics",
+    "keep_ranked",
     "make_retrainer",
     "mean_ci99",
     "roar",

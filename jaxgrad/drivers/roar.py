@@ -22,6 +22,8 @@ The masks rank pixels as pixel perturbation does (``jaxgrad.evaluation.removal_r
 from __future__ import annotations
 
 import functools
+import json
+import os
 from collections.abc import Callable, Sequence
 
 import jax
@@ -32,6 +34,7 @@ from jaxgrad._validation import check_choice, check_fractions, check_positive_in
 from jaxgrad.data.base import Dataset
 from jaxgrad.evaluation.perturbation import pixel_salience, removal_ranks
 from jaxgrad.models.adapters import linen_logit_fn
+from jaxgrad.paths import as_path
 from jaxgrad.training.logging import Progress
 from jaxgrad.training.loop import epoch_steps, train_for_epochs
 from jaxgrad.training.losses import classifier_loss
@@ -46,8 +49,13 @@ UNITS = ("pixel", "coordinate")
 
 # Compiled once per (count, order, aggregate, unit), reused for every data set and seed.
 @functools.partial(jax.jit, static_argnames=("count", "order", "aggregate", "unit"))
-def _keep(x, attribution, fill_value, *, count, order, aggregate, unit="pixel"):
-    """Keeps the first ``count`` pixels (or coordinates) of each image in ``order``."""
+def keep_ranked(x, attribution, fill_value, *, count, order, aggregate="abs_sum", unit="pixel"):
+    """Keeps the first ``count`` pixels (or coordinates) of each image in ``order``.
+
+    The masking of :func:`roar`: ``x, attribution: [B, H, W, C]``; the others are set to
+    ``fill_value``. ``unit="coordinate"`` ranks each channel by ``|attribution|`` on its own
+    (``aggregate`` is then unused).
+    """
     if unit == "coordinate":  # every channel of every pixel ranked on its own: |a|
         b, h, w, c = x.shape
         ranks = removal_ranks(jnp.abs(attribution).reshape(b, h, w * c), order)
@@ -72,6 +80,7 @@ def make_retrainer(
     augment: Callable[[jax.Array, jax.Array], jax.Array] | None = None,
     mesh=None,
     host_local: bool = False,
+    max_steps: int | None = None,
 ) -> Callable[[Dataset, Dataset, jax.Array], float]:
     """``retrain(train, test, key) -> test accuracy`` training a fresh classifier.
 
@@ -89,6 +98,8 @@ def make_retrainer(
         multiple of its size), or None for one device.
       host_local: the training splits given to ``retrain`` are this process's shards
         (``jaxgrad.training.fit``'s ``host_local``); the test splits are whole.
+      max_steps: stop each retraining after this many steps (the schedule stays the
+        epochs'); None trains every epoch.
     """
 
     def retrain(train: Dataset, test: Dataset, key: jax.Array) -> float:
@@ -113,6 +124,7 @@ def make_retrainer(
             batch_size=batch_size,
             mesh=mesh,
             host_local=host_local,
+            max_steps=max_steps,
         )
         eval_step = make_eval_step(linen_logit_fn(model), mesh=mesh)
         return evaluate(eval_step, state.variables, test, batch_size=batch, mesh=mesh)["accuracy"]
@@ -128,10 +140,24 @@ def _masked(
         raise ValueError(f"attributions must have the images' shape {x.shape}, got {a.shape}")
     units = x.shape[1] * x.shape[2] * (x.shape[3] if unit == "coordinate" else 1)
     count = int(np.rint(k * units))
-    kept = _keep(
+    kept = keep_ranked(
         x, a, jnp.float32(fill_value), count=count, order=order, aggregate=aggregate, unit=unit
     )
     return {"image": np.asarray(kept), "label": data["label"]}
+
+
+def _read_record(record) -> dict[str, float]:
+    if record is None:
+        return {}
+    path = as_path(record)
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _write_record(record, finished: dict[str, float]) -> None:
+    if jax.process_index() == 0:
+        path = as_path(record)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(finished, indent=1))
 
 
 def roar(
@@ -149,6 +175,7 @@ def roar(
     unit: str = "pixel",
     seeds: int = 1,
     progress: bool = True,
+    record: str | os.PathLike | None = None,
 ) -> dict[str, np.ndarray]:
     """The ROAR or DiffROAR curve over ``fractions``, retraining once per mask and seed.
 
@@ -172,6 +199,10 @@ def roar(
         coordinates).
       seeds: retrainings per mask (Shah et al. use 1 to 3).
       progress: print a line per retraining with its accuracy, the rate and an ETA.
+      record: a JSON file (local or ``gs://``) that keeps every finished retraining's
+        accuracy as it comes; a rerun with the same file skips them, so a preempted curve
+        resumes at the retraining it lost. It must belong to this curve (same data,
+        attributions, fractions and protocol).
 
     Returns:
       Accuracies are means over seeds, ``[F]``; ``*_per_seed`` are ``[seeds, F]``.
@@ -217,8 +248,13 @@ def roar(
     )
     cached_id, drawn = None, (None, None)
     acc = np.zeros((len(masks), seeds))
+    finished = _read_record(record)
     for done, (i, s) in enumerate(schedule, start=1):
         k, kept = masks[i][:2]
+        name = f"{protocol}/{kept}/k={k:.6g}/seed={s}"
+        if name in finished:
+            acc[i, s] = finished[name]
+            continue
         mask_id = (i, s if per_seed else 0)
         if mask_id != cached_id:
             if drawn[0] != s:  # each seed's attributions are drawn once, for all its masks
@@ -226,6 +262,9 @@ def roar(
                 drawn = (s, [a(s) if callable(a) else a for a in pair])
             cached_id, (tr, te) = mask_id, masked_splits(i, drawn[1])
         acc[i, s] = float(retrain(tr, te, jax.random.fold_in(key, s)))
+        if record is not None:
+            finished[name] = acc[i, s]
+            _write_record(record, finished)
         if bar is not None:
             bar.update(done, {"accuracy": acc[i, s]}, note=f"k={k:.2f} {kept} seed {s}")
     if protocol == "roar":

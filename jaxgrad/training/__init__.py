@@ -10,6 +10,7 @@ from jaxgrad.training.losses import (
     cross_entropy,
     masked_mean,
     regularized_classifier_loss,
+    with_augmentation,
 )
 from jaxgrad.training.optim import make_optimizer, make_schedule
 from jaxgrad.training.pgd import adversarial_classifier_loss, pgd_attack
@@ -48,4 +49,5 @@ __all__ = [
     "regularized_classifier_loss",
     "train_for_epochs",
     "train_state_from",
+    "with_augmentation",
 ]

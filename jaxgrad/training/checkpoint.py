@@ -16,7 +16,7 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
-from jaxgrad._files import as_path
+from jaxgrad.paths import as_path
 
 
 class Checkpointer:

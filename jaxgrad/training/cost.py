@@ -37,7 +37,8 @@ _OP_NAME = re.compile(r'op_name="([^"]*)"')
 # While loops that XLA's CPU backend emits for random bits (threefry rounds): integer work,
 # no model FLOPs; GPUs and TPUs generate the bits without a loop.
 _RNG_LOOP = re.compile(
-    r"threefry|random_bits|_uniform|_normal|_randint|_bernoulli|_gamma|permutation"
+    r"jit\((_threefry\w*|_random_bits|_uniform|_normal|_normal_real|_randint|_bernoulli"
+    r"|_truncated_normal|_gamma\w*|_permutation|_shuffle)\)"
 )
 
 

@@ -16,7 +16,7 @@ from typing import Any, TextIO
 import jax
 import numpy as np
 
-from jaxgrad._files import as_path, is_remote
+from jaxgrad.paths import as_path, is_remote
 
 
 def _to_python(value: Any) -> Any:

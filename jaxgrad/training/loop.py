@@ -6,8 +6,9 @@ interrupted and resumed run is bit-for-bit the uninterrupted one. Metrics are re
 the device every ``log_every`` steps only, with the throughput since the last row.
 
 Preemption: with a ``checkpoint_dir``, SIGTERM (what a preemptible TPU VM or a cluster
-scheduler sends before it stops a job) is caught; ``fit`` finishes the step in flight, saves
-a checkpoint, waits for it to be written and raises :class:`Preempted`. Running the same
+scheduler sends before it stops a job) is caught; ``fit`` finishes the step in flight (with
+several processes: until the next log row, where they agree on one step), saves a
+checkpoint, waits for it to be written and raises :class:`Preempted`. Running the same
 command again resumes from that step.
 """
 
@@ -23,6 +24,8 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from jaxgrad import sharding as shd
@@ -65,7 +68,21 @@ def _sigterm_flag(enabled: bool) -> Iterator[threading.Event]:
     try:
         yield flag
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        # None: a handler installed outside Python, which cannot be put back from here.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+def _agreed(flag: threading.Event) -> bool:
+    """Whether any process has seen SIGTERM (every process gets the same answer).
+
+    Several hosts receive the signal at slightly different moments; deciding on one step
+    together keeps them in the same collectives (a host saving while another steps would
+    block both). A host sync: called at log rows only when there are several processes.
+    """
+    if jax.process_count() == 1:
+        return flag.is_set()
+    seen = multihost_utils.process_allgather(np.asarray(flag.is_set(), np.int32))
+    return bool(np.asarray(seen).any())
 
 
 def fit(
@@ -128,27 +145,43 @@ def fit(
     if num_steps < 0:
         raise ValueError(f"num_steps must be >= 0, got {num_steps}")
     data_key, step_key = jax.random.fold_in(key, 0), jax.random.fold_in(key, 1)
-    ckpt = None
-    if checkpoint_dir is not None:
-        ckpt = Checkpointer(checkpoint_dir, save_every=checkpoint_every, keep=keep_checkpoints)
-        restored = ckpt.restore_latest(state)
-        if restored is not None:
-            state = restored
-    start = int(shd.to_host(state.step))
-    writer = MetricWriter(metrics_path, tensorboard_dir=tensorboard_dir)
-    num_devices = 1 if mesh is None else mesh.devices.size
-    bar = Progress(num_steps, start=start, examples_per_step=batch_size) if progress else None
-    if mesh is not None:
-        step_key = shd.replicate(step_key, mesh)
-    summed: dict[str, Any] | None = None  # metrics summed on device since the last log
-    count = 0
     pi, pc = jax.process_index(), jax.process_count()
     if host_local and pc > 1:
         if batch_size % pc:
-            raise ValueError(f"batch_size ({batch_size}) must be divisible by {pc} processes")
-        data_key, batch_size_here, pi, pc = jax.random.fold_in(data_key, pi), batch_size // pc, 0, 1
+            raise ValueError(
+                f"host_local: batch_size ({batch_size}) must be divisible by {pc} processes"
+            )
+        sizes = np.asarray(multihost_utils.process_allgather(np.int64(len(data["label"]))))
+        if len(set(sizes.ravel().tolist())) != 1:
+            raise ValueError(
+                f"host_local: every process must hold a shard of the same size (equal step "
+                f"counts), got {sizes.ravel().tolist()}; use load_dataset(..., shard=...)"
+            )
+        data_key, batch_size_here = jax.random.fold_in(data_key, pi), batch_size // pc
+        pi, pc = 0, 1  # this process's shard is all the iterator sees
     else:
         batch_size_here = batch_size
+    stack = contextlib.ExitStack()  # closes the writer and the checkpointer on any exit
+    try:
+        writer = MetricWriter(metrics_path, tensorboard_dir=tensorboard_dir)
+        stack.callback(writer.close)
+        ckpt = None
+        if checkpoint_dir is not None:
+            ckpt = Checkpointer(checkpoint_dir, save_every=checkpoint_every, keep=keep_checkpoints)
+            stack.callback(ckpt.close)
+            restored = ckpt.restore_latest(state)
+            if restored is not None:
+                state = restored
+        start = int(shd.to_host(state.step))
+        if mesh is not None:
+            step_key = shd.replicate(step_key, mesh)
+    except BaseException:
+        stack.close()
+        raise
+    num_devices = 1 if mesh is None else mesh.devices.size
+    bar = Progress(num_steps, start=start, examples_per_step=batch_size) if progress else None
+    summed: dict[str, Any] | None = None  # metrics summed on device since the last log
+    count = 0
     it = batches(
         data,
         key=data_key,
@@ -160,11 +193,8 @@ def fit(
     )
     step = saved_step = start
     last_time, last_step = time.perf_counter(), start
-    with contextlib.ExitStack() as stack:
+    with stack:
         stop = stack.enter_context(_sigterm_flag(ckpt is not None))
-        stack.callback(writer.close)
-        if ckpt is not None:
-            stack.callback(ckpt.close)
         for batch in it:
             if mesh is not None:
                 batch = shd.shard_batch(batch, mesh)
@@ -174,7 +204,8 @@ def fit(
             count += 1
             if on_step is not None:
                 on_step(step, state)
-            if step % log_every == 0 or step == num_steps:
+            log_row = step % log_every == 0 or step == num_steps
+            if log_row:
                 mean = {k: v / count for k, v in shd.to_host(summed).items()}
                 now = time.perf_counter()  # after the read-back: the steps have run
                 rate = (step - last_step) * batch_size / max(now - last_time, 1e-9)
@@ -193,7 +224,8 @@ def fit(
                 writer.write(step, eval_fn(state), split="eval")
             if ckpt is not None and ckpt.save(step, state):
                 saved_step = step
-            if stop.is_set():
+            # One process: at every step; several: at log rows, where they agree.
+            if ckpt is not None and (jax.process_count() == 1 or log_row) and _agreed(stop):
                 if saved_step != step:
                     ckpt.save(step, state, force=True)
                 ckpt.wait()
@@ -202,6 +234,9 @@ def fit(
             writer.write(step, eval_fn(state), split="eval")
         if ckpt is not None and saved_step != step and step > start:
             ckpt.save(step, state, force=True)
+        if ckpt is not None and _agreed(stop):  # SIGTERM during the final evaluation or save
+            ckpt.wait()
+            raise Preempted(step, ckpt.directory)
     return state
 
 

@@ -110,6 +110,26 @@ def classifier_loss(
     return loss_fn
 
 
+def with_augmentation(
+    loss_fn: LossFn, augment: Callable[[jax.Array, jax.Array], jax.Array] | None
+) -> LossFn:
+    """``loss_fn`` on augmented batches: ``augment(key, images)`` is applied first.
+
+    Works for any loss of the contract (cross-entropy, Eq. 4's regularized losses, PGD's
+    adversarial loss: the attack then starts from the augmented images). The augmentation's
+    key is the step key folded with 7, a value the losses here do not fold in themselves.
+    ``augment=None`` returns ``loss_fn`` itself.
+    """
+    if augment is None:
+        return loss_fn
+
+    def loss(params, model_state, batch, key):
+        x = augment(jax.random.fold_in(key, 7), batch["image"])
+        return loss_fn(params, model_state, {**batch, "image": x}, key)
+
+    return loss
+
+
 def regularized_classifier_loss(
     model: nn.Module,
     *,

@@ -1,5 +1,8 @@
 """Paths that may be local or remote (``gs://``, ``s3://``...), through ``etils.epath``.
 
+Public so that code around jaxgrad (the experiments, a user's script) names files the way
+jaxgrad's writers do.
+
 A TPU VM run writes its checkpoints, metrics, figures and report to a bucket; everything in
 jaxgrad that writes files takes a path through :func:`as_path`, so a ``gs://`` workdir
 reaches epath (and, for checkpoints, orbax's tensorstore) instead of becoming the local
