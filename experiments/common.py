@@ -362,6 +362,7 @@ def plan_training(
         calls=num_steps * repeats,
         sharded=True,
         flops_fn=flat,
+        note=f"global batch {batch_size}",
     )
     variables = {"params": state.params, **state.model_state}
     eval_step = make_eval_step(linen_logit_fn(model), mesh=mesh)
@@ -409,7 +410,9 @@ def launch(
         if flags.FLAGS.dry_run:
             if plan is None:
                 raise app.UsageError(f"{name} has no --dry_run plan")
-            given = [a.split("=", 1)[1] for a in sys.argv if a.startswith("--config=")]
+            argv = sys.argv
+            given = [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
+            given += [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--config"]
             variant = given[-1].partition(":")[2] if given else ""
             dry = DryRun(
                 make_mesh(config.num_devices).devices.size,
@@ -424,6 +427,9 @@ def launch(
         except Preempted as e:  # SIGTERM: a checkpoint is saved; the same command resumes
             print(f"{e}", flush=True)
             sys.exit(143)  # 128 + SIGTERM, as if the signal had ended the process
+        except FileNotFoundError as e:  # data not prepared: the message says what to do
+            print(f"error: {e}", file=sys.stderr, flush=True)
+            sys.exit(2)
         print(f"report: {workdir / 'report.md'}", flush=True)
 
     app.run(main)

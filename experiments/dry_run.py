@@ -214,7 +214,7 @@ def cost_table(paths: list[str]) -> str:
     for r in runs:
         c = r["config"]
         variant = f"`{r.get('experiment', '')}` ({c['data']['source']}), {r['dtype']}"
-        hours = [f"{r['projection']['accelerators'][n]['hours']:.2f}" for n in names]
+        hours = [f"{r['projection']['accelerators'][n]['hours']:.3g}" for n in names]
         peak = f"{r['max_peak_bytes_per_device'] / 2**30:.2f} GiB"
         lines.append(f"| {variant} | {r['total_flops']:.2e} | {peak} | " + " | ".join(hours) + " |")
     return "\n".join(lines)
@@ -223,4 +223,6 @@ def cost_table(paths: list[str]) -> str:
 if __name__ == "__main__":
     import sys
 
+    if len(sys.argv) < 2:
+        sys.exit("usage: python -m experiments.dry_run WORKDIR/dry_run.json [...]: the cost table")
     print(cost_table(sys.argv[1:]))

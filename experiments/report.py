@@ -133,11 +133,27 @@ def _to_python(value: Any) -> Any:
     return np.asarray(value).tolist()
 
 
+def _strict(value: Any) -> Any:
+    """``value`` with NaN and infinities as None (strict JSON has no NaN)."""
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_strict(v) for v in value]
+    if isinstance(value, np.ndarray | np.generic) or (
+        hasattr(value, "__array__") and not isinstance(value, str | bytes)
+    ):
+        return _strict(np.asarray(value).tolist())
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
 def write_json(path: str | Path, obj: Any, *, indent: int = 1) -> Path:
-    """Writes ``obj`` as JSON (numpy arrays as lists)."""
+    """Writes ``obj`` as strict JSON: numpy arrays as lists, NaN and infinities as null."""
     path = workdir_path(path)
     if is_main_process():
-        path.write_text(json.dumps(obj, indent=indent, default=_to_python))
+        text = json.dumps(_strict(obj), indent=indent, default=_to_python, allow_nan=False)
+        path.write_text(text)
     return path
 
 

@@ -210,7 +210,7 @@ def plan(config, dry: DryRun) -> None:
     c = min(100, p.num_images)
     x, y = abstract_images(c, shape)
     dry.add(
-        f"integrated gradients ({c} images)",
+        f"integrated_gradients for pixel perturbation ({c} images)",
         ig_fn,
         variables,
         x,

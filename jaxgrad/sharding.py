@@ -118,7 +118,9 @@ def shard_batch(batch: Any, mesh: Mesh) -> Any:
         if global_rows % n_dev:
             raise ValueError(
                 f"the global batch size {global_rows} must be divisible by the number of devices "
-                f"{n_dev}: pad the batch (jaxgrad.data.batches pads and masks)"
+                f"{n_dev}: use a batch_size that is a multiple of {n_dev} (e.g. "
+                f"{-(-global_rows // n_dev) * n_dev}; jaxgrad.sharding.global_batch_size "
+                "rounds one up)"
             )
         if jax.process_count() == 1:
             return jax.device_put(x, sharding)

@@ -22,6 +22,7 @@ from jaxgrad.training import (
     classifier_loss,
     compiled_cost,
     create_train_state,
+    fit,
     make_optimizer,
     make_train_step,
     train_for_epochs,
@@ -253,3 +254,54 @@ def test_milestones_are_epochs_of_the_train_section():
     for t, (rate, expected_lr) in enumerate(zip(rates, lr, strict=True)):
         momentum = 0.9 * momentum + 1.0
         np.testing.assert_allclose(rate, expected_lr * momentum, rtol=1e-5, err_msg=f"step {t}")
+
+
+def test_bad_training_arguments_are_named_before_any_step(key):
+    model = get_model("mlp", hidden=(8,))
+    data = {"image": np.zeros((16, 4, 4, 1), np.float32), "label": np.zeros(16, np.int32)}
+    tx = optax.sgd(0.1)
+    state = create_train_state(model, tx, key, data["image"][:1])
+    step = make_train_step(classifier_loss(model), tx)
+    for bad in (dict(log_every=0), dict(checkpoint_every=0)):
+        name = next(iter(bad))
+        with pytest.raises(ValueError, match=f"{name} must be an integer >= 1"):
+            fit(state, step, data, key=key, batch_size=8, num_steps=2, progress=False, **bad)
+    assert int(state.step) == 0 and not state.params["hidden1"]["kernel"].is_deleted()
+    with pytest.raises(ValueError, match="learning_rate must be > 0"):
+        make_optimizer("sgd", -1.0)
+
+
+def test_models_outside_the_training_contract_are_refused_by_name(key):
+    import flax.linen as nn
+
+    from jaxgrad.models import init_variables as init
+
+    class NoTrain(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(3)(x.reshape(x.shape[0], -1))
+
+    with pytest.raises(TypeError, match=r"must take a train argument"):
+        init(NoTrain(), key, jnp.zeros((1, 4)))
+    with pytest.raises(TypeError, match=r"model must be a flax.linen.Module"):
+        init(lambda x: x, key, jnp.zeros((1, 4)))
+
+
+def test_shards_are_checked_before_any_data_is_read():
+    from jaxgrad.data import load_dataset
+
+    for bad in ((0, 0), (3, 2), (-1, 2)):
+        with pytest.raises(ValueError, match="shard"):
+            load_dataset("tfds:cifar10", "train", shard=bad)  # no tfds call: nothing prepared
+
+
+def test_results_json_is_strict_json(tmp_path):
+    import json
+
+    from experiments import report
+
+    path = report.write_json(tmp_path / "r.json", {"se": np.array([np.nan, 1.0]), "x": np.inf})
+    assert json.loads(path.read_text(), parse_constant=lambda c: 1 / 0) == {
+        "se": [None, 1.0],
+        "x": None,
+    }

@@ -121,6 +121,8 @@ def test_sanity_checks_mnist_variant_runs_on_mock_data_and_resumes(tmp_path):
         ),
         ("sanity_checks", "mnist", ("classifier",)),
         ("diff_roar", "cifar10", ("standard", "linf_8/255", "l2_0.25", "l2_0.5")),
+        ("diff_roar", "svhn", ("standard", "linf_8/255", "l2_0.25", "l2_0.5")),
+        ("diff_roar", "fashion_mnist", ("standard", "l2_1.0", "linf_0.1")),
     ],
 )
 def test_dry_run_compiles_the_full_size_programs_and_writes_their_costs(
@@ -146,7 +148,7 @@ def test_dry_run_compiles_the_full_size_programs_and_writes_their_costs(
         assert step["flops_per_call"] > 0 and step["memory_per_device"]["peak_bytes"] > 0
         assert step["total_flops"] == step["flops_per_call"] * step["calls"]
     assert d["total_flops"] == pytest.approx(sum(p["total_flops"] for p in d["programs"]))
-    if name == "diff_roar":
+    if name == "diff_roar" and variant == "cifar10":
         # PGD's 7 ascent steps are counted whole (unrolled for the count): a robust step
         # costs about 1 + 7 x (forward + input-gradient) plain steps' worth.
         ratio = (
@@ -183,14 +185,26 @@ def test_dry_run_compiles_the_full_size_programs_and_writes_their_costs(
     assert not list(tmp_path.glob("checkpoints"))  # nothing was trained
 
 
-def test_diff_roar_cifar10_runs_on_mock_data_and_resumes(tmp_path):
+@pytest.mark.parametrize(
+    "variant, shape, models, attacks",
+    [
+        ("cifar10", (32, 32, 3), ("standard", "linf_8/255"), {"l2_0.25", "l2_0.5", "l2_1"}),
+        ("svhn", (32, 32, 3), ("standard", "linf_8/255"), {"l2_0.25", "l2_0.5", "l2_1"}),
+        ("fashion_mnist", (28, 28, 1), ("standard", "l2_1.0"), {"l2_1", "linf_0.1"}),
+    ],
+)
+def test_diff_roar_full_size_variant_runs_on_mock_data_and_resumes(
+    tmp_path, variant, shape, models, attacks
+):
     from experiments.configs.diff_roar import get_config
     from experiments.diff_roar import run
 
-    config = get_config("cifar10")
-    assert config.model.name == "resnet50" and config.data.num_classes == 10
-    assert [m["runs"] for m in config.train.models] == [3, 2, 1, 2]  # the notebook's runs
-    config.model.update(dict(name="resnet18", widths=(4, 4, 8, 8)))  # narrowed for the CPU
+    config = get_config(variant)
+    if variant == "cifar10":
+        assert config.model.name == "resnet50" and config.train.augment == "cifar"
+        assert [m["runs"] for m in config.train.models] == [3, 2, 1, 2]  # the notebook's runs
+    if config.model.name.startswith("resnet"):  # narrowed for the CPU
+        config.model.update(dict(name="resnet18", widths=(4, 4, 8, 8)))
     config.train.update(dict(batch_size=16, max_steps=2, log_every=1))
     config.train.models = tuple(dict(m, runs=1) for m in config.train.models[:2])
     config.evaluation.update(dict(attack_images=16, attribution_chunk=16))
@@ -198,19 +212,26 @@ def test_diff_roar_cifar10_runs_on_mock_data_and_resumes(tmp_path):
     d.update(dict(fractions=(0.5, 0.1), epochs=1, control_runs=1))
     with tfds.testing.mock_data(num_examples=32):
         out = run(config, tmp_path)
-    assert set(out["diff_roar"]) == {"standard", "linf_8/255", "random"}
+    assert set(out["diff_roar"]) == {*models, "random"}
     for r in out["diff_roar"].values():
         assert len(r["diff_roar"]) == 2 and all(-1 <= v <= 1 for v in r["diff_roar"])
     for m in out["models"].values():
-        assert set(m["robust_accuracy"]) == {"l2_0.25", "l2_0.5", "l2_1"}
+        assert set(m["robust_accuracy"]) == attacks
     assert (tmp_path / "diff_roar.csv").is_file() and (tmp_path / "diff_roar.png").is_file()
-    for name in ("standard", "linf_8_255"):
+    assert json.loads((tmp_path / "config.json").read_text())["data"]["source"].endswith(variant)
+    safe = [m.replace("/", "_") for m in models]
+    for name in safe:
         assert Checkpointer(tmp_path / "checkpoints" / name).latest_step() == 2
+    # Every retraining is recorded; a rerun retrains none of them again.
+    recorded = json.loads((tmp_path / "roar" / f"{safe[0]}.json").read_text())["accuracy"]
+    assert len(recorded) == 2 * 2  # top-k and bottom-k kept, two fractions, one run
+    if variant != "cifar10":
+        return
     config.unlock()
     config.train.max_steps = 3
     with tfds.testing.mock_data(num_examples=32):
         run(config, tmp_path)
-    for name in ("standard", "linf_8_255"):
+    for name in safe:
         assert Checkpointer(tmp_path / "checkpoints" / name).latest_step() == 3
         rows = read_metrics(tmp_path / "metrics" / f"{name}.jsonl")
         assert [r["step"] for r in rows if r["split"] == "train"] == [1, 2, 3]

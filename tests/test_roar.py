@@ -235,3 +235,7 @@ def test_a_recorded_roar_curve_resumes_without_retraining_what_it_finished(tmp_p
     again = roar(data, data, attribution, attribution, record=record, progress=False, **kw)
     assert len(calls) == 8  # nothing retrained
     np.testing.assert_array_equal(first["diff_roar"], again["diff_roar"])
+    # Other attributions (a model trained further): the record is stale, all is retrained.
+    other = attribution[::-1].copy()
+    roar(data, data, other, other, record=record, progress=False, **kw)
+    assert len(calls) == 16

@@ -19,13 +19,21 @@ def load_dataset(
         ``"tfds:<name>"`` (``mnist``, ``fashion_mnist``, ``cifar10``, ``cifar100``, ``svhn``).
       split: ``"train"`` or ``"test"`` (tfds accepts any split string).
       shard: ``(index, count)``: only host ``index``'s share of the split (for ``fit(...,
-        host_local=True)`` on a pod): tensorflow-datasets reads only those examples; the
-        in-memory sources load the split and keep them (``jaxgrad.data.host_shard``).
+        host_local=True)`` on a pod): every ``count``-th example from ``index``, the same
+        number on every host (up to ``count - 1`` examples are left out);
+        tensorflow-datasets reads only those examples, the in-memory sources load the split
+        and keep them (``jaxgrad.data.host_shard``).
       **kwargs: passed to the loader (``num_train`` for idx, ``data_dir``/``download`` for tfds).
 
     Returns:
       ``{"image": float32 [N, H, W, C] in [0, 1], "label": int32 [N]}``.
     """
+    if shard is not None:
+        index, count = shard
+        if not (isinstance(count, int) and count >= 1 and isinstance(index, int)):
+            raise ValueError(f"shard must be (index, count) with count >= 1, got {shard!r}")
+        if not 0 <= index < count:
+            raise ValueError(f"shard index must lie in [0, {count}), got {index}")
     if source.startswith("tfds:"):
         return load_tfds(source[len("tfds:") :], split, shard=shard, **kwargs)
     if source == "digits":

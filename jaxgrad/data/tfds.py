@@ -18,6 +18,13 @@ OFFLINE = (
     "or, offline, use MNIST-format files instead: load_dataset('idx:DIR') "
     "(in an experiment, --config.data.source=idx:DIR)"
 )
+INSTALL = "pip install -e '.[tfds]' in your clone (TensorFlow prepares the files)"
+
+
+def _offline(name: str) -> str:
+    """The offline alternative, for the MNIST family only."""
+    return f"; {OFFLINE}" if name in ("mnist", "fashion_mnist") else ""
+
 
 # Our names -> (tfds name, number of classes).
 TFDS_NAMES = {
@@ -64,7 +71,7 @@ def load_tfds(
         import tensorflow_datasets as tfds
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise ImportError(
-            f"tfds:{name} needs tensorflow-datasets: pip install 'jaxgrad[tfds]'; {OFFLINE}"
+            f"tfds:{name} needs tensorflow-datasets: {INSTALL}{_offline(name)}"
         ) from e
     tfds_name, num_classes = TFDS_NAMES.get(name, (name, None))
     try:
@@ -73,12 +80,20 @@ def load_tfds(
         if download:
             raise
         where = data_dir or "tensorflow-datasets' data_dir (~/tensorflow_datasets by default)"
+        if name not in TFDS_NAMES:
+            how = (
+                f"tfds:{name} is none of jaxgrad's data sets ({', '.join(TFDS_NAMES)}); "
+                "prepare it as its tensorflow-datasets page says (some need manual downloads)"
+            )
+        else:
+            how = (
+                f"Prepare it once on a machine with network access: {INSTALL}, then python "
+                f"-c \"import tensorflow_datasets as tfds; tfds.builder('{tfds_name}')."
+                f"download_and_prepare()\" (or load_dataset('tfds:{name}', download=True))"
+            )
         raise FileNotFoundError(
             f"tfds:{name} (split {split!r}) is not prepared in {where} "
-            f"[{type(e).__name__}: {e}]. Prepare it once on a machine with network access: "
-            f"pip install 'jaxgrad[tfds]' && python -c \"import tensorflow_datasets as tfds; "
-            f"tfds.builder('{tfds_name}').download_and_prepare()\" (or "
-            f"load_dataset('tfds:{name}', download=True)); {OFFLINE}"
+            f"[{type(e).__name__}: {e}]. {how}{_offline(name)}"
         ) from e
     indices = range(len(source)) if shard is None else shard_indices(len(source), *shard)
     examples = [source[int(i)] for i in indices]

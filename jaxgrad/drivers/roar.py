@@ -22,6 +22,7 @@ The masks rank pixels as pixel perturbation does (``jaxgrad.evaluation.removal_r
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -146,18 +147,35 @@ def _masked(
     return {"image": np.asarray(kept), "label": data["label"]}
 
 
-def _read_record(record) -> dict[str, float]:
+def _fingerprint(attributions, settings) -> str:
+    """A digest of a curve's inputs: the attributions (a strided sample) and its settings."""
+    h = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+    for a in attributions:
+        a = np.ascontiguousarray(a)
+        h.update(str((a.shape, a.dtype)).encode())
+        h.update(a.ravel()[:: max(a.size // 4096, 1)].tobytes())
+    return h.hexdigest()
+
+
+def _read_record(record, fingerprint: str) -> dict[str, float]:
+    """The finished retrainings of a record of the same curve; {} for another curve's."""
     if record is None:
         return {}
     path = as_path(record)
-    return json.loads(path.read_text()) if path.exists() else {}
+    if not path.exists():
+        return {}
+    saved = json.loads(path.read_text())
+    if saved.get("fingerprint") != fingerprint:
+        print(f"roar: {path} belongs to other attributions or settings; starting over")
+        return {}
+    return saved["accuracy"]
 
 
-def _write_record(record, finished: dict[str, float]) -> None:
+def _write_record(record, fingerprint: str, finished: dict[str, float]) -> None:
     if jax.process_index() == 0:
         path = as_path(record)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(finished, indent=1))
+        path.write_text(json.dumps({"fingerprint": fingerprint, "accuracy": finished}, indent=1))
 
 
 def roar(
@@ -201,8 +219,9 @@ def roar(
       progress: print a line per retraining with its accuracy, the rate and an ETA.
       record: a JSON file (local or ``gs://``) that keeps every finished retraining's
         accuracy as it comes; a rerun with the same file skips them, so a preempted curve
-        resumes at the retraining it lost. It must belong to this curve (same data,
-        attributions, fractions and protocol).
+        resumes at the retraining it lost. The file carries a digest of the attributions
+        (of seed 0 for functions) and of the settings; a record of other attributions (a
+        model trained further, say) is ignored and overwritten.
 
     Returns:
       Accuracies are means over seeds, ``[F]``; ``*_per_seed`` are ``[seeds, F]``.
@@ -248,7 +267,15 @@ def roar(
     )
     cached_id, drawn = None, (None, None)
     acc = np.zeros((len(masks), seeds))
-    finished = _read_record(record)
+    fingerprint = ""
+    if record is not None:
+        first = [a(0) if callable(a) else a for a in (train_attribution, test_attribution)]
+        settings = dict(
+            protocol=protocol, fractions=f.tolist(), fill=float(fill_value), unit=unit,
+            aggregate=aggregate, seeds=seeds, n=(len(train["label"]), len(test["label"])),
+        )  # fmt: skip
+        fingerprint = _fingerprint(first, settings)
+    finished = _read_record(record, fingerprint)
     for done, (i, s) in enumerate(schedule, start=1):
         k, kept = masks[i][:2]
         name = f"{protocol}/{kept}/k={k:.6g}/seed={s}"
@@ -264,7 +291,7 @@ def roar(
         acc[i, s] = float(retrain(tr, te, jax.random.fold_in(key, s)))
         if record is not None:
             finished[name] = acc[i, s]
-            _write_record(record, finished)
+            _write_record(record, fingerprint, finished)
         if bar is not None:
             bar.update(done, {"accuracy": acc[i, s]}, note=f"k={k:.2f} {kept} seed {s}")
     if protocol == "roar":

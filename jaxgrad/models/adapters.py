@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 from typing import Any
 
 import flax.linen as nn
@@ -110,6 +111,22 @@ def effective_biases(variables: Params, *, bn_epsilon: float = 1e-5) -> dict[str
     return out
 
 
+def _check_linen(model) -> None:
+    """Training and ``linen_logit_fn`` need a Linen module whose ``__call__`` takes ``train``."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(
+            f"model must be a flax.linen.Module taking (x, train), got {type(model).__name__}; "
+            "for an NNX module or a plain function use nnx_logit_fn / a logit_fn for the "
+            "attribution methods (jaxgrad's training helpers are Linen-only)"
+        )
+    params = inspect.signature(type(model).__call__).parameters
+    if "train" not in params and not any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        raise TypeError(
+            f"model ({type(model).__name__}) must take a train argument: __call__(self, x, "
+            "train: bool = False) (True selects batch statistics and dropout in training)"
+        )
+
+
 def init_variables(model: nn.Module, key: jax.Array, sample_x: jax.Array) -> dict[str, Any]:
     """Initialises a Linen model and returns its variables without the tap collections.
 
@@ -128,6 +145,7 @@ def init_variables(model: nn.Module, key: jax.Array, sample_x: jax.Array) -> dic
       (a ResNet-18 with narrow widths: 17 s against 4.8 s); jaxgrad leaves that global
       setting to the caller.
     """
+    _check_linen(model)
     variables = model.init(key, sample_x, train=False)
     return {k: v for k, v in variables.items() if k not in (PERTURBATIONS, INTERMEDIATES)}
 

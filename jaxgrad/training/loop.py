@@ -119,7 +119,9 @@ def fit(
       mesh: data mesh, or None for one device.
       checkpoint_dir: where to save every ``checkpoint_every`` steps (and at the end, and
         on SIGTERM), keeping ``keep_checkpoints``; local or remote (``gs://``); None
-        disables checkpoints (and the SIGTERM handler).
+        disables checkpoints (and the SIGTERM handler). Orbax also saves the first step of
+        a run into an empty folder. Resuming assumes the same ``key``, ``batch_size`` and
+        data: the restored step is all that is read back.
       metrics_path: JSON-lines file for training (and evaluation) metrics; each training
         row also has ``examples_per_second`` and ``examples_per_second_per_device`` since
         the previous row (host time, so it includes input and dispatch; the first row
@@ -144,6 +146,11 @@ def fit(
     """
     if num_steps < 0:
         raise ValueError(f"num_steps must be >= 0, got {num_steps}")
+    for name, value in (("log_every", log_every), ("checkpoint_every", checkpoint_every)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    if eval_every is not None and eval_every < 0:
+        raise ValueError(f"eval_every must be >= 0 or None, got {eval_every}")
     data_key, step_key = jax.random.fold_in(key, 0), jax.random.fold_in(key, 1)
     pi, pc = jax.process_index(), jax.process_count()
     if host_local and pc > 1:

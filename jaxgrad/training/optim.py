@@ -69,6 +69,8 @@ def make_optimizer(
     """
     if weight_decay < 0:
         raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+    if isinstance(learning_rate, int | float) and not learning_rate > 0:
+        raise ValueError(f"learning_rate must be > 0 (or an optax schedule), got {learning_rate}")
     if name == "sgd":
         opt = optax.sgd(learning_rate, momentum=momentum or None, nesterov=nesterov)
     elif name == "adam":
