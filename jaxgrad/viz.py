@@ -89,7 +89,7 @@ def overlay(
 def attribution_grid(
     images: np.ndarray,
     attributions: Sequence[np.ndarray] | np.ndarray,
-    path: str | Path,
+    path: str | Path | None = None,
     *,
     row_titles: Sequence[str] | None = None,
     column_titles: Sequence[str] | None = None,
@@ -99,12 +99,16 @@ def attribution_grid(
     title: str | None = None,
     overlay_input: bool = False,
 ) -> Path:
-    """Writes a PNG grid: the inputs in the first row, one row of maps per method.
+    """A grid figure: the inputs in the first row, one row of maps per method.
+
+    The figure is a ``matplotlib.figure.Figure`` made without ``pyplot``: the global
+    backend is never changed (a notebook keeps its inline display, where the returned
+    figure shows itself), and nothing is left open in pyplot's figure manager.
 
     Args:
       images: ``[N, H, W, C]`` in ``[0, 1]``.
       attributions: one ``[N, H, W, C]`` array per method (or a single array).
-      path: the PNG file to write.
+      path: a PNG file to write too (local or ``gs://``), or None.
       row_titles: method names, one per attribution array.
       column_titles: one per image (e.g. ``"label 3, pred 3"``).
       signed: red/blue signed maps (default) or grey absolute maps.
@@ -114,12 +118,9 @@ def attribution_grid(
       overlay_input: paint the maps over the input images (:func:`overlay`).
 
     Returns:
-      The path written.
+      The figure.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     images = np.asarray(images)
     if isinstance(attributions, np.ndarray) or hasattr(attributions, "shape"):
@@ -131,7 +132,8 @@ def attribution_grid(
                 f"attributions[{i}] must have the images' shape {images.shape}, got {a.shape}"
             )
     n, rows = len(images), 1 + len(attributions)
-    fig, axes = plt.subplots(rows, n, figsize=(1.6 * n, 1.7 * rows), squeeze=False)
+    fig = Figure(figsize=(1.6 * n, 1.7 * rows))
+    axes = fig.subplots(rows, n, squeeze=False)
     for j in range(n):
         img = images[j]
         axes[0, j].imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1)
@@ -155,9 +157,9 @@ def attribution_grid(
     if title:
         fig.suptitle(title + ("  (red +, blue -)" if signed else ""), fontsize=8)
     fig.tight_layout()
-    path = as_path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("wb") as f:  # through epath: local or gs://
-        fig.savefig(f, format="png", dpi=120)
-    plt.close(fig)
-    return path
+    if path is not None:
+        path = as_path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("wb") as f:  # through epath: local or gs://
+            fig.savefig(f, format="png", dpi=120)
+    return fig

@@ -18,10 +18,14 @@ def test_signed_normalisation_keeps_sign_and_clips():
     np.testing.assert_array_equal(normalize_signed(np.zeros((3, 3))), 0.0)
 
 
-def test_grid_writes_a_png(tmp_path):
+def test_grid_returns_a_figure_writes_a_png_and_leaves_matplotlib_alone(tmp_path):
+    import matplotlib
+    from matplotlib.figure import Figure
+
+    backend = matplotlib.get_backend()
     rng = np.random.default_rng(0)
     images = rng.uniform(size=(3, 8, 8, 1))
-    path = attribution_grid(
+    fig = attribution_grid(
         images,
         [rng.normal(size=images.shape)] * 2,
         tmp_path / "g.png",
@@ -29,7 +33,12 @@ def test_grid_writes_a_png(tmp_path):
         column_titles=["x", "y", "z"],
         title="t",
     )
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert isinstance(fig, Figure) and len(fig.axes) == 3 * 3
+    assert (tmp_path / "g.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert matplotlib.get_backend() == backend  # no matplotlib.use behind the user's back
+    # Without a path nothing is written; the figure is for a notebook to show.
+    assert isinstance(attribution_grid(images, images), Figure)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.png"]
     with pytest.raises(ValueError, match="shape"):
         attribution_grid(images, [np.zeros((3, 8, 8, 3))], tmp_path / "bad.png")
 
@@ -48,7 +57,7 @@ def test_overlay_colours_signs_and_leaves_unattributed_pixels_alone(tmp_path):
     np.testing.assert_allclose(unsigned[1, 1], [1.0, 0.55, 0.0])
     with pytest.raises(ValueError, match="alpha"):
         overlay(image, a, alpha=2.0)
-    path = attribution_grid(
+    attribution_grid(
         np.stack([image] * 2), np.stack([a] * 2), tmp_path / "o.png", overlay_input=True
     )
-    assert path.read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "o.png").read_bytes()[:4] == b"\x89PNG"
