@@ -40,18 +40,31 @@ def check_finite(x, name: str = "x") -> None:
 
 
 def check_target(target, batch: int, num_classes: int | None = None) -> jax.Array:
-    """Validates ``target: int[B]`` at trace time and returns it as an array.
+    """Validates ``target: int[B]`` (or one int for every example) and returns ``int[B]``.
 
     Raises:
-      ValueError: wrong shape, or (when concrete) a class outside ``[0, num_classes)``.
+      ValueError: ``None`` (only the attribution methods take it, as the predicted class),
+        a wrong shape, or (when concrete) a class outside ``[0, num_classes)``.
       TypeError: a non-integer dtype.
     """
+    if target is None:
+        raise ValueError(
+            "target=None (the predicted class) is taken by the attribution methods only; "
+            "here pass the classes, int[B] or one int, e.g. "
+            "jnp.argmax(logit_fn(params, x), axis=-1)"
+        )
     concrete = np.asarray(target) if is_concrete(target) else None
     target = jnp.asarray(target)
-    if target.shape != (batch,):
-        raise ValueError(f"target must have shape [B] = ({batch},), got {target.shape}")
     if not jnp.issubdtype(target.dtype, jnp.integer):
-        raise TypeError(f"target must be an integer array, got dtype {target.dtype}")
+        raise TypeError(f"target must be an integer array or int, got dtype {target.dtype}")
+    if target.ndim == 0:  # one class for every example
+        target = jnp.broadcast_to(target, (batch,))
+        concrete = None if concrete is None else np.broadcast_to(concrete, (batch,))
+    if target.shape != (batch,):
+        raise ValueError(
+            f"target must have shape [B] = ({batch},) or be one int, got {target.shape} "
+            f"(B = {batch} is x's first axis, the batch; a single example is x[None])"
+        )
     if num_classes is not None and concrete is not None and concrete.size:
         # numpy, not jnp: inside a trace even ops on concrete arrays would be staged.
         lo, hi = int(concrete.min()), int(concrete.max())

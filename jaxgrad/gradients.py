@@ -49,7 +49,7 @@ def input_gradients(
       ``[B, *S]``: ``d logit_fn(params, x)[b, target[b]] / d x[b]``, signed.
     """
     x = check_x(x)
-    check_target(target, x.shape[0])
+    target = check_target(target, x.shape[0])
 
     def total(x_):
         return jnp.sum(select_logits(logit_fn(params, x_), target))
@@ -96,7 +96,7 @@ def score(
     """
     x = check_x(x)
     if target is not None:
-        check_target(target, x.shape[0])
+        target = check_target(target, x.shape[0])
     return jax.grad(lambda z: jnp.sum(log_density(logit_fn, params, z, target)))(x)
 
 

@@ -144,7 +144,7 @@ def regularizer(
     """
     check_choice(kind, KINDS, "kind")
     x = check_x(x)
-    check_target(target, x.shape[0])
+    target = check_target(target, x.shape[0])
     if kind == "none":
         return jnp.zeros(x.shape[:1], x.dtype)
 

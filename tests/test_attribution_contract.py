@@ -167,3 +167,23 @@ def test_attribute_dataset_sharded_matches_direct_calls(cnn, capsys):
     np.testing.assert_allclose(sg[:16], first, rtol=1e-4, atol=1e-6 * float(np.abs(first).max()))
     with pytest.raises(ValueError, match="target_from must be one of"):
         attribute_dataset(A.gradient, lf, v, batches, target_from="labels")
+
+
+def test_targets_may_be_one_int_or_none_for_the_predicted_class(cnn):
+    from jaxgrad.attribution import gradient, integrated_gradients
+    from jaxgrad.evaluation import pixel_perturbation
+
+    lf, v, x, t = cnn
+    b = x.shape[0]
+    pred = jnp.argmax(lf(v, x), axis=-1)
+    np.testing.assert_array_equal(gradient(lf, v, x, None), gradient(lf, v, x, pred))
+    np.testing.assert_array_equal(
+        integrated_gradients(lf, v, x, 3, steps=4),
+        integrated_gradients(lf, v, x, jnp.full((b,), 3), steps=4),
+    )
+    with pytest.raises(
+        ValueError, match=r"x's first axis, the batch; a single example is x\[None\]"
+    ):
+        gradient(lf, v, x[0], t[:1])
+    with pytest.raises(ValueError, match="target=None .* attribution methods only"):
+        pixel_perturbation(lf, v, x, None, x, fractions=(0.5,))

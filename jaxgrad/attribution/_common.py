@@ -12,7 +12,10 @@ from jaxgrad._validation import check_target, is_concrete
 
 
 def multi_target(method=None, *, per_target: tuple[str, ...] = ()):
-    """Lets ``method`` take ``target`` of shape ``[B, T]`` as well as ``[B]``.
+    """Lets ``method`` take ``target`` of shape ``[B, T]`` as well as ``[B]``, an int or None.
+
+    ``None`` explains each example's predicted class (``argmax`` of the logits, one extra
+    forward pass); an int explains that class for every example.
 
     With ``[B, T]`` targets the method is vmapped over the T axis (same ``x``, same ``key``,
     so a stochastic method shares its noise across targets) and returns ``[B, T, *S]``
@@ -30,6 +33,9 @@ def multi_target(method=None, *, per_target: tuple[str, ...] = ()):
 
     @functools.wraps(method)
     def wrapper(logit_fn, params, x, target, *args, **kwargs):
+        if target is None:  # the predicted class of each example
+            logits = jax.lax.stop_gradient(logit_fn(params, jnp.asarray(x)))
+            target = jnp.argmax(logits, axis=-1)
         if np.ndim(target) != 2:
             return method(logit_fn, params, x, target, *args, **kwargs)
         x = jnp.asarray(x)
