@@ -187,6 +187,10 @@ def test_nnx_adapter_follows_the_contract():
     # Gradients flow to the state (the params pytree of the contract).
     g = jax.grad(lambda s: logit_fn(s, x).sum())(state)
     assert jax.tree.leaves(g)
+    # The user's own module is not switched to evaluation mode behind their back.
+    assert net.drop.deterministic is False
+    train_out = net(x)  # dropout on: about half the inputs dropped, the rest doubled
+    assert not np.allclose(train_out, out)
 
 
 @pytest.mark.parametrize(

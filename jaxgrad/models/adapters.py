@@ -169,8 +169,9 @@ def zero_perturbations(model: nn.Module, variables: Params, sample_x: jax.Array)
 def nnx_logit_fn(module: Any) -> tuple[LogitFn, Params]:
     """Splits a Flax NNX module into ``(logit_fn, params)`` following the contract.
 
-    The module is put into evaluation mode (``module.eval()``) first, so Dropout is off and
-    BatchNorm uses its running averages. ``params`` is the module's ``nnx.Param`` state,
+    The logit function runs a copy of the module in evaluation mode (Dropout off, BatchNorm
+    on its running averages); the user's module itself is left as it was (in training mode
+    if it was), sharing the same parameter values. ``params`` is the module's ``nnx.Param`` state,
     the argument that gradients, randomization and sharding act on; the remaining state
     (BatchNorm statistics, RNG counters) is fixed in evaluation mode and travels with the
     graph definition.
@@ -182,8 +183,9 @@ def nnx_logit_fn(module: Any) -> tuple[LogitFn, Params]:
       >>> logit_fn(params, jnp.ones((2, 4))).shape
       (2, 3)
     """
-    module.eval()
-    graphdef, params, rest = nnx.split(module, nnx.Param, ...)
+    copy = nnx.merge(*nnx.split(module))  # new module objects: .eval() stays on the copy
+    copy.eval()
+    graphdef, params, rest = nnx.split(copy, nnx.Param, ...)
 
     def logit_fn(params: Params, x: jax.Array) -> jax.Array:
         return nnx.merge(graphdef, params, rest)(x)
