@@ -97,22 +97,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.model = ml_collections.ConfigDict(
             dict(name="resnet18", activation="softplus", beta=10.0, dtype="float32")
         )
-        c.train.update(
-            dict(
-                optimizer="sgd",
-                learning_rate=0.1,
-                momentum=0.9,
-                weight_decay=5e-4,
-                schedule="multistep",
-                milestones=(100, 150),
-                gamma=0.1,
-                augment="cifar",
-                batch_size=128,
-                epochs=200,
-                log_every=100,
-                checkpoint_every=1000,
-            )
-        )
+        c.train.update(base.cifar_sgd(200, (100, 150), checkpoint_every=1000))
         e = c.evaluation
         e.trace.update(dict(num_images=1000, num_probes=8))
         e.gan_test.num_samples = 1024  # the code: batches of 256 until >= 1,000

@@ -32,6 +32,22 @@ from jaxgrad.models.layers import (
 )
 
 
+def _conv_and_norm(dtype, bn_momentum: float, train: bool):
+    """The ResNets' bias-free He-initialised convolution and BatchNorm, as partials."""
+    dtype = jnp.dtype(dtype)
+    conv = functools.partial(
+        nn.Conv,
+        use_bias=False,
+        dtype=dtype,
+        kernel_init=nn.initializers.he_normal(),
+        conv_general_dilated=conv_general_dilated,
+    )
+    norm = functools.partial(
+        nn.BatchNorm, use_running_average=not train, momentum=bn_momentum, epsilon=1e-5, dtype=dtype
+    )
+    return conv, norm
+
+
 class BasicBlock(nn.Module):
     """Two 3x3 convolutions with BatchNorm and a (projected when needed) identity shortcut."""
 
@@ -45,21 +61,7 @@ class BasicBlock(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         act = get_activation(self.activation, self.beta)
-        dtype = jnp.dtype(self.dtype)
-        conv = functools.partial(
-            nn.Conv,
-            use_bias=False,
-            dtype=dtype,
-            kernel_init=nn.initializers.he_normal(),
-            conv_general_dilated=conv_general_dilated,
-        )
-        norm = functools.partial(
-            nn.BatchNorm,
-            use_running_average=not train,
-            momentum=self.bn_momentum,
-            epsilon=1e-5,
-            dtype=dtype,
-        )
+        conv, norm = _conv_and_norm(self.dtype, self.bn_momentum, train)
         y = conv(self.features, (3, 3), strides=self.strides, padding=1, name="conv1")(x)
         y = tap(self, "bn1_out", norm(name="bn1")(y))
         y = act(y)
@@ -89,21 +91,7 @@ class Bottleneck(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         act = get_activation(self.activation, self.beta)
-        dtype = jnp.dtype(self.dtype)
-        conv = functools.partial(
-            nn.Conv,
-            use_bias=False,
-            dtype=dtype,
-            kernel_init=nn.initializers.he_normal(),
-            conv_general_dilated=conv_general_dilated,
-        )
-        norm = functools.partial(
-            nn.BatchNorm,
-            use_running_average=not train,
-            momentum=self.bn_momentum,
-            epsilon=1e-5,
-            dtype=dtype,
-        )
+        conv, norm = _conv_and_norm(self.dtype, self.bn_momentum, train)
         out = self.features * self.expansion
         y = conv(self.features, (1, 1), name="conv1")(x)
         y = act(tap(self, "bn1_out", norm(name="bn1")(y)))
@@ -152,23 +140,9 @@ class ResNet(nn.Module):
         check_images(x, "x", expected)
         act = get_activation(self.activation, self.beta)
         dtype = jnp.dtype(self.dtype)
-        x = nn.Conv(
-            self.widths[0],
-            (3, 3),
-            padding=1,
-            use_bias=False,
-            dtype=dtype,
-            kernel_init=nn.initializers.he_normal(),
-            conv_general_dilated=conv_general_dilated,
-            name="stem_conv",
-        )(x.astype(dtype))
-        x = nn.BatchNorm(
-            use_running_average=not train,
-            momentum=self.bn_momentum,
-            epsilon=1e-5,
-            dtype=dtype,
-            name="stem_bn",
-        )(x)
+        conv, norm = _conv_and_norm(dtype, self.bn_momentum, train)
+        x = conv(self.widths[0], (3, 3), padding=1, name="stem_conv")(x.astype(dtype))
+        x = norm(name="stem_bn")(x)
         x = tap(self, "stem_bn_out", x)
         x = tap(self, "stem_act", act(x))
         if self.block not in ("basic", "bottleneck"):
