@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -215,6 +215,60 @@ def make_regularizer(
     return reg
 
 
+class LossAux(NamedTuple):
+    """What :func:`regularized_loss_with_aux` returns beside the loss.
+
+    Attributes:
+      logits: ``[B, K]``, the forward pass the cross-entropy used (for accuracy).
+      regularizer: ``[B]``, ``lam * R`` alone (zeros for ``kind="none"``).
+      model_aux: the second output of the logit function on the unperturbed batch (updated
+        BatchNorm statistics, an NNX state, ...).
+    """
+
+    logits: jax.Array
+    regularizer: jax.Array
+    model_aux: Any
+
+
+def regularized_loss_with_aux(
+    logit_fn: Callable[[Params, jax.Array], tuple[jax.Array, Any]],
+    params: Params,
+    x: ArrayLike,
+    target: ArrayLike,
+    *,
+    kind: str,
+    key: jax.Array | None = None,
+    lam: ArrayLike | None = None,
+    mu: ArrayLike | None = None,
+    tau: ArrayLike | None = None,
+    trace_estimator: TraceEstimator | None = None,
+) -> tuple[jax.Array, LossAux]:
+    """:func:`regularized_loss` for a model in training mode that returns ``(logits, aux)``.
+
+    ``logit_fn(params, x) -> (logits, aux)``, e.g. a Linen model with BatchNorm,
+    ``model.apply(v, x, train=True, mutable=["batch_stats"])``, or an NNX module merged with
+    its state and returning the state it updated. The cross-entropy's forward pass on ``x``
+    gives ``aux`` (returned); the regularizer's extra passes (at ``x + v`` for the Taylor
+    estimate, the derivatives) discard theirs, so running statistics are updated once, from
+    the clean batch, and stochastic layers whose randomness lives in the state (NNX Dropout)
+    draw the same mask in every pass. With BatchNorm in training mode each pass is
+    normalised by the statistics of the batch it is given, as in the authors' PyTorch code.
+
+    Returns:
+      ``(loss [B], LossAux(logits, regularizer, model_aux))``.
+    """
+    check_choice(kind, KINDS, "kind")
+    x = check_x(x)
+    logits, model_aux = logit_fn(params, x)
+    ce = -select_logits(jax.nn.log_softmax(logits, axis=-1), target)
+    if kind == "none":
+        reg = jnp.zeros_like(ce)
+    else:
+        reg_fn = make_regularizer(kind, lam=lam, mu=mu, tau=tau, trace_estimator=trace_estimator)
+        reg = reg_fn(lambda p, z: logit_fn(p, z)[0], params, x, target, key=key)
+    return ce + reg, LossAux(logits, reg, model_aux)
+
+
 def regularized_loss(
     logit_fn: LogitFn,
     params: Params,
@@ -248,10 +302,16 @@ def regularized_loss(
     Returns:
       ``[B]``.
     """
-    reg = make_regularizer(kind, lam=lam, mu=mu, tau=tau, trace_estimator=trace_estimator)
-    x = check_x(x)
-    logits = logit_fn(params, x)
-    ce = -select_logits(jax.nn.log_softmax(logits, axis=-1), target)
-    if kind == "none":
-        return ce
-    return ce + reg(logit_fn, params, x, target, key=key)
+    loss, _ = regularized_loss_with_aux(
+        lambda p, z: (logit_fn(p, z), None),
+        params,
+        x,
+        target,
+        kind=kind,
+        key=key,
+        lam=lam,
+        mu=mu,
+        tau=tau,
+        trace_estimator=trace_estimator,
+    )
+    return loss

@@ -13,6 +13,10 @@ log-density; this module gives three estimators of ``trace(H_b)`` for a per-exam
   ``(2 / sigma^2) E[f(x + v) - f(x)]``, ``v ~ N(0, sigma^2 I)`` (Eq. 3): no backward pass,
   one extra forward per sample; and its antithetic variant.
 
+:func:`hessian_trace` takes a classifier in the common form ``(logit_fn, params, x, target)``
+and gives the trace of ``grad_x^2 f_target(x)``, which is also the Hessian trace of the
+implicit ``log p(x | target)`` (``log Z`` does not depend on ``x``).
+
 All three share one signature, ``estimator(f, x, *, key, **options) -> [B]`` (``key`` is
 unused by the exact one), so a loss takes an estimator as a callable with its options bound:
 ``functools.partial(hessian_trace_taylor, sigma=1e-3)``. Every estimator returns ``[B]``,
@@ -31,8 +35,9 @@ import jax.numpy as jnp
 
 from jaxgrad import _random
 from jaxgrad._chunking import chunked_vmap
-from jaxgrad._validation import check_choice, check_positive_int, check_x
-from jaxgrad.types import ArrayLike
+from jaxgrad._validation import check_choice, check_positive_int, check_target, check_x
+from jaxgrad.gradients import select_logits
+from jaxgrad.types import ArrayLike, LogitFn, Params
 
 PerExampleFn = Callable[[jax.Array], jax.Array]
 # estimator(f, x, *, key) -> [B], options bound with functools.partial.
@@ -218,3 +223,44 @@ def hessian_trace_taylor(
 
     keys = jax.random.split(key, num_samples)
     return jnp.mean(chunked_vmap(one, keys, chunk_size), axis=0)
+
+
+def hessian_trace(
+    logit_fn: LogitFn,
+    params: Params,
+    x: ArrayLike,
+    target: ArrayLike,
+    *,
+    trace_estimator: TraceEstimator = hessian_trace_exact,
+    key: jax.Array | None = None,
+) -> jax.Array:
+    """``trace(grad_x^2 f_target(x))`` per example, for a classifier in the common form.
+
+    The Hessian trace of the raw logit of ``target``, equal to that of the implicit
+    log-density ``log p(x | target) = f_target(x) - log Z`` (Srinivas & Fleuret 2021).
+
+    Args:
+      logit_fn: ``(params, x [B, *S]) -> logits [B, K]``, examples independent.
+      params: the model's params.
+      x: ``[B, *S]``.
+      target: ``int[B]`` or one int.
+      trace_estimator: ``(f, x, *, key) -> [B]`` with its options bound, e.g.
+        ``functools.partial(hessian_trace_hutchinson, num_probes=64)``; exact by default.
+      key: PRNG key for a stochastic estimator.
+
+    Returns:
+      ``[B]``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> quadratic = lambda p, x: jnp.stack([-jnp.sum(p * x**2, axis=1), jnp.sum(x, axis=1)], 1)
+      >>> hessian_trace(quadratic, jnp.array([1.0, 2.0]), jnp.ones((3, 2)), 0).tolist()
+      [-6.0, -6.0, -6.0]
+    """
+    x = check_x(x)
+    target = check_target(target, x.shape[0])
+
+    def f(z):
+        return select_logits(logit_fn(params, z), target)
+
+    return trace_estimator(f, x, key=key)

@@ -8,9 +8,11 @@ Two contracts:
   in its place: a logit function that also declares the model internals those methods need
   (named intermediate values, the biases they carry, a way to swap the activation). A layer
   method given a plain logit function refuses it by name; it never reaches for undeclared
-  attributes. ``jaxgrad.models.linen_logit_fn`` builds one for a Linen model with jaxgrad's
-  taps, and ``jaxgrad.gradients.shift_logits`` keeps it tapped, so a layer method explains
-  the shifted model, not the original.
+  attributes. ``jaxgrad.models`` builds one for any model: ``linen_logit_fn`` (any Linen
+  module), ``nnx_logit_fn`` (any NNX module) and ``hooked_logit_fn`` (a plain function or an
+  Equinox module that passes its values through a ``tap`` callback);
+  ``jaxgrad.gradients.shift_logits`` keeps it tapped, so a layer method explains the shifted
+  model, not the original.
 """
 
 from __future__ import annotations
@@ -80,7 +82,8 @@ _HINTS = {
     ),
     "with_activation": (
         " (linen_logit_fn declares it for a module with an `activation` field that every "
-        "elementwise activation of the module uses)"
+        "elementwise activation of the module uses, nnx_logit_fn with activation_field=, "
+        "hooked_logit_fn with with_activation=)"
     ),
 }
 
@@ -96,8 +99,10 @@ def require_tapped(logit_fn: Any, caller: str, needs: str = "taps") -> TappedLog
     if not isinstance(logit_fn, TappedLogitFn):
         raise TypeError(
             f"{caller} needs the model's internals: logit_fn must be a jaxgrad.types."
-            f"TappedLogitFn (e.g. jaxgrad.models.linen_logit_fn(model)), got a plain "
-            f"{type(logit_fn).__name__}"
+            "TappedLogitFn (jaxgrad.models.linen_logit_fn(model), nnx_logit_fn(module)[0], "
+            "or hooked_logit_fn(fn) for a plain function or an Equinox module), got a plain "
+            f"{type(logit_fn).__name__}; a function wrapping a tapped model hides its taps "
+            "(jaxgrad.gradients.shift_logits keeps them)"
         )
     if getattr(logit_fn, needs) is None:
         raise ValueError(

@@ -10,6 +10,8 @@ import pytest
 
 from jaxgrad._filters import resize_bilinear
 from jaxgrad.attribution import (
+    FullGradWarning,
+    completeness_gap,
     expected_gradients,
     fullgrad,
     fullgrad_decomposition,
@@ -68,7 +70,7 @@ def test_fullgrad_decomposition_sums_to_the_logit_relu_batchnorm(bn_resnet):
     t = jnp.array([1, 3, 7])
     dec = fullgrad_decomposition(lf, v, x, t)
     # Every BatchNorm and the dense head carry a bias; the bias-free convolutions do not.
-    assert "layer2_block1/shortcut_bn_out" in dec[1] and "logits_out" in dec[1]
+    assert "layer2_block1/shortcut_bn" in dec[1] and "logits" in dec[1]
     assert not any("conv" in k for k in dec[1])
     f = lf(v, x)[jnp.arange(3), t]
     np.testing.assert_allclose(total(dec, x), f, rtol=1e-4)
@@ -291,9 +293,29 @@ def test_layer_methods_explain_the_shifted_model_not_the_original():
     )
 
 
-def test_fullgrad_refuses_a_bias_without_a_tap():
-    model = RegionReader()  # a biased conv whose output is not tapped as "conv_out"
-    x = jax.random.uniform(jax.random.key(1), (2, 8, 8, 1))
+class TopLevelBias(nn.Module):
+    """A ReLU net whose last bias is a param of the top-level module, outside any submodule."""
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        del train
+        h = nn.relu(nn.Dense(5, name="hidden")(x))
+        return (
+            h @ self.param("kernel", nn.initializers.lecun_normal(), (5, 3))
+            + self.param("bias", nn.initializers.normal(1.0), (3,))[None]
+        )
+
+
+def test_fullgrad_warns_naming_a_bias_outside_its_taps_and_the_gap_it_leaves():
+    model = TopLevelBias()
+    x = jax.random.normal(jax.random.key(1), (4, 6))
     v = init_variables(model, jax.random.key(0), x[:1])
-    with pytest.raises(ValueError, match=r"biases of \['conv_out'\] have no tap"):
-        fullgrad_decomposition(linen_logit_fn(model), v, x, jnp.zeros(2, jnp.int32))
+    t = jnp.array([0, 1, 2, 0])
+    with pytest.warns(FullGradWarning) as record:
+        dec = fullgrad_decomposition(linen_logit_fn(model), v, x, t)
+    messages = " ".join(str(w.message) for w in record)
+    assert "<top-level module>" in messages and "misses up to" in messages
+    assert sorted(dec.bias_gradients) == ["hidden"]
+    # The gap is exactly the bias the decomposition could not see.
+    gap = completeness_gap(dec, x, linen_logit_fn(model)(v, x), t)
+    np.testing.assert_allclose(gap, v["params"]["bias"][t], rtol=1e-5, atol=1e-5)

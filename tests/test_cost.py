@@ -133,7 +133,7 @@ def test_small_vgg_fullgrad_is_complete_and_gradcam_finds_its_last_activation(ke
     v["batch_stats"] = jax.tree.map(lambda s: s + 0.3, v["batch_stats"])
     lf, t = linen_logit_fn(model), jnp.array([1, 4])
     x_grad, biases = fullgrad_decomposition(lf, v, x, t)
-    assert set(biases) == {"bn1_out", "bn2_out", "logits_out"}
+    assert set(biases) == {"bn1", "bn2", "logits"}
     total = jnp.sum(x_grad * x, axis=(1, 2, 3)) + sum(
         jnp.sum(b.reshape(2, -1), axis=1) for b in biases.values()
     )

@@ -12,7 +12,13 @@ Running a method over a whole data set is a driver: ``jaxgrad.drivers.attribute_
 from jaxgrad.attribution._paths import RULES, quadrature
 from jaxgrad.attribution.blur_ig import blur_integrated_gradients
 from jaxgrad.attribution.expected_gradients import expected_gradients
-from jaxgrad.attribution.fullgrad import FullGradDecomposition, fullgrad, fullgrad_decomposition
+from jaxgrad.attribution.fullgrad import (
+    FullGradDecomposition,
+    FullGradWarning,
+    completeness_gap,
+    fullgrad,
+    fullgrad_decomposition,
+)
 from jaxgrad.attribution.gradcam import VARIANTS, gradcam, gradcam_layer_map
 from jaxgrad.attribution.gradient import POSTPROCESS, gradient, gradient_x_input
 from jaxgrad.attribution.guided_backprop import guided, guided_backprop
@@ -29,6 +35,8 @@ __all__ = [
     "blur_integrated_gradients",
     "completeness_delta",
     "expected_gradients",
+    "FullGradWarning",
+    "completeness_gap",
     "fullgrad",
     "fullgrad_decomposition",
     "gradcam",

@@ -9,8 +9,8 @@ where ``z_l`` is the output of layer l carrying the bias ``b_l``. FullGrad needs
 internals, declared by a :class:`jaxgrad.types.TappedLogitFn`: its ``taps`` give
 ``d f_y / d z_l`` and its ``biases`` the ``b_l`` carried by each tap (for a BatchNorm in
 evaluation mode, the effective bias ``beta - mean * gamma / sqrt(var + eps)``; see
-``jaxgrad.models.effective_biases``). A bias with no tap is an error, since the
-decomposition would silently lose it.
+``jaxgrad.models.module_biases``). A declared bias with no tap, or a decomposition that does not
+add up to the logit, is reported with a :class:`FullGradWarning` naming the layers.
 
 The saliency map follows the authors' code (``idiap/fullgrad-saliency``): ``psi`` = absolute
 value then per-example min-max rescaling to ``[0, 1]``, applied to ``x * d f/dx`` and to every
@@ -20,14 +20,16 @@ the input size; channels are summed and the maps added.
 
 from __future__ import annotations
 
+import warnings
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxgrad._filters import resize_bilinear
 from jaxgrad._taps import tap_gradients
-from jaxgrad._validation import check_images, check_inputs
+from jaxgrad._validation import check_images, check_inputs, is_concrete
 from jaxgrad.attribution._common import multi_target
 from jaxgrad.types import ArrayLike, Params, TappedLogitFn, require_tapped
 
@@ -51,7 +53,8 @@ def fullgrad_decomposition(
 
     Args:
       logit_fn: a :class:`jaxgrad.types.TappedLogitFn` declaring ``taps`` and ``biases``
-        (``jaxgrad.models.linen_logit_fn(model)``); a plain logit function is refused.
+        (``linen_logit_fn(model)``, ``nnx_logit_fn(module)`` or ``hooked_logit_fn(fn,
+        biases=...)``); a plain logit function is refused.
       params: the model's variables (evaluation mode: BatchNorm uses its running averages).
       x: ``[B, *S]``.
       target: ``[B]`` int.
@@ -59,21 +62,66 @@ def fullgrad_decomposition(
     Returns:
       For a piecewise-linear network, ``sum(x * input_gradient) + sum of every bias gradient
       = f_y(x)`` per example.
+
+    Warns:
+      ``FullGradWarning`` (outside ``jit``) when a declared bias has no tap, naming the
+      layers, or when the decomposition misses more than 0.1% of ``f_y(x)`` (a bias the model
+      does not declare, an input transform, or a smooth activation), with the gap.
     """
     lf = require_tapped(logit_fn, "fullgrad", "biases")
     x, target = check_inputs(x, target)
-    gx, grads, _, _ = tap_gradients(lf, params, x, target)
+    gx, grads, _, logits = tap_gradients(lf, params, x, target)
     biases = lf.biases(params)
     untapped = sorted(set(biases) - set(grads))
     if untapped:
-        raise ValueError(
-            f"fullgrad: the biases of {untapped} have no tap, so the decomposition would lose "
-            "them; tap each biased layer's output as '<layer>_out'"
+        warnings.warn(
+            f"fullgrad: the biases of {[k or '<top-level module>' for k in untapped]} are added "
+            "to no tap, so the decomposition leaves them out; tap each biased layer's output "
+            "(a submodule's output is a tap; for hooked_logit_fn, pass it through tap(name, ...))",
+            FullGradWarning,
+            stacklevel=2,
         )
-    return FullGradDecomposition(
-        gx,
-        {k: grads[k] * b.reshape((1,) * (grads[k].ndim - 1) + (-1,)) for k, b in biases.items()},
-    )
+    terms = {
+        k: grads[k] * b.reshape((1,) * (grads[k].ndim - 1) + (-1,))
+        for k, b in biases.items()
+        if k in grads
+    }
+    decomposition = FullGradDecomposition(gx, terms)
+    if is_concrete(logits) and is_concrete(gx):
+        _check_completeness(decomposition, x, logits, target)
+    return decomposition
+
+
+class FullGradWarning(UserWarning):
+    """The full-gradient decomposition does not add up to the logit it explains."""
+
+
+def completeness_gap(
+    decomposition: FullGradDecomposition, x: ArrayLike, logits: ArrayLike, target: ArrayLike
+) -> jax.Array:
+    """``f_y(x) - sum(x * input_gradient) - sum of the bias gradients``, per example ``[B]``."""
+    x = jnp.asarray(x)
+    axes = tuple(range(1, x.ndim))
+    total = jnp.sum(x * decomposition.input_gradient, axis=axes)
+    for term in decomposition.bias_gradients.values():
+        total = total + jnp.sum(term, axis=tuple(range(1, term.ndim)))
+    f = jnp.take_along_axis(jnp.asarray(logits), jnp.asarray(target)[:, None], axis=1)[:, 0]
+    return f - total
+
+
+def _check_completeness(decomposition, x, logits, target, rtol: float = 1e-3) -> None:
+    gap = np.asarray(completeness_gap(decomposition, x, logits, target))
+    scale = float(np.max(np.abs(np.asarray(logits)))) + 1e-6
+    worst = float(np.max(np.abs(gap))) if gap.size else 0.0
+    if worst > rtol * scale:
+        warnings.warn(
+            f"fullgrad: the decomposition misses up to {worst:.4g} of f_y(x) (largest |logit| "
+            f"{scale:.4g}); its biased layers are {sorted(decomposition.bias_gradients)}. A bias "
+            "outside them, an input transform, or a non-piecewise-linear activation (softplus, "
+            "LayerNorm) leaves a gap",
+            FullGradWarning,
+            stacklevel=3,
+        )
 
 
 def _psi(a: jax.Array) -> jax.Array:

@@ -15,7 +15,12 @@ from jaxgrad.evaluation.perturbation import (
     pixel_salience,
     removal_ranks,
 )
-from jaxgrad.evaluation.randomization import layer_names, randomization_stages
+from jaxgrad.evaluation.randomization import (
+    layer_names,
+    leaf_paths,
+    randomization_stages,
+    tree_layers,
+)
 from jaxgrad.evaluation.sampling import (
     density_ratio_profile,
     gan_test_accuracy,
@@ -46,7 +51,9 @@ __all__ = [
     "mask_images",
     "pixel_perturbation",
     "pixel_salience",
+    "leaf_paths",
     "randomization_stages",
+    "tree_layers",
     "rankdata_average",
     "removal_ranks",
     "spearman",

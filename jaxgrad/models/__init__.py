@@ -6,12 +6,14 @@ from jaxgrad.models.adapters import (
     init_variables,
     linen_logit_fn,
     nnx_logit_fn,
+    nnx_train_logit_fn,
     zero_perturbations,
 )
 from jaxgrad.models.layers import conv_general_dilated, get_activation, max_pool_2x2, softplus
 from jaxgrad.models.mnist import MLP, MnistCNN, truncated_normal_fan_in
 from jaxgrad.models.registry import MODELS, get_model
 from jaxgrad.models.resnet import BasicBlock, Bottleneck, ResNet, ResNet18, ResNet50
+from jaxgrad.models.tapping import hooked_logit_fn, identity_tap, module_biases, nnx_biases
 from jaxgrad.models.vgg import VGG, VGG11
 
 __all__ = [
@@ -29,10 +31,15 @@ __all__ = [
     "effective_biases",
     "get_activation",
     "get_model",
+    "hooked_logit_fn",
+    "identity_tap",
     "init_variables",
     "linen_logit_fn",
     "max_pool_2x2",
+    "module_biases",
+    "nnx_biases",
     "nnx_logit_fn",
+    "nnx_train_logit_fn",
     "softplus",
     "tap",
     "truncated_normal_fan_in",

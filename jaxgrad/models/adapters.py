@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import flax.linen as nn
@@ -18,19 +19,39 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxgrad._taps import INTERMEDIATES, PERTURBATIONS, flatten_paths, unflatten_paths
+from jaxgrad._taps import INTERMEDIATES, PERTURBATIONS, flatten_paths
 from jaxgrad.models.layers import get_activation
-from jaxgrad.types import LogitFn, Params, TappedLogitFn
+from jaxgrad.models.tapping import linen_taps, module_biases, nnx_biases, nnx_taps
+from jaxgrad.types import Params, TappedLogitFn
 
 
-def linen_logit_fn(model: nn.Module, *, bn_epsilon: float = 1e-5) -> TappedLogitFn:
-    """``logit_fn(variables, x) = model.apply(variables, x, train=False)``, with its taps declared.
+def linen_logit_fn(
+    model: nn.Module,
+    *,
+    bn_epsilon: float = 1e-5,
+    apply_kwargs: Mapping[str, Any] | None = None,
+    activation_field: str = "activation",
+) -> TappedLogitFn:
+    """``logit_fn(variables, x) = model.apply(variables, x, **apply_kwargs)``, with its taps declared.
 
     The result is a :class:`jaxgrad.types.TappedLogitFn`: called, it is the plain contract;
-    the layer methods (Grad-CAM, FullGrad, guided backprop) use its declared ``taps`` (every
-    :func:`jaxgrad.models.tap` of the model), ``biases`` (:func:`effective_biases` with
-    ``bn_epsilon``) and, for a module with an ``activation`` field (and optional ``beta``),
-    ``with_activation``. The module must take ``(x, train)``.
+    the layer methods (Grad-CAM, FullGrad, guided backprop) use its declared
+
+    * ``taps``: the output of every submodule, named by its path (``"Dense_0"``,
+      ``"layer1_block1/bn1"``), for any Linen module, and the values the model taps itself
+      with :func:`jaxgrad.models.tap` (``"hidden1_act"``);
+    * ``biases``: :func:`jaxgrad.models.module_biases` with ``bn_epsilon``, keyed by the
+      submodule whose output carries them;
+    * ``with_activation`` for a module with an ``activation_field`` field (a callable, or an
+      activation name for jaxgrad's models, with their optional ``beta``).
+
+    Args:
+      model: any Linen module applied as ``model.apply(variables, x, **apply_kwargs)``.
+      bn_epsilon: the epsilon of the model's BatchNorm layers (Flax's default 1e-5).
+      apply_kwargs: the keyword arguments that select evaluation mode. Default
+        ``{"train": False}`` when the module's ``__call__`` takes ``train``, else none; pass
+        ``{"deterministic": True}``, ``{"use_running_average": True}`` or ``{}`` to match it.
+      activation_field: the field holding the elementwise activation (guided backprop).
 
     Equal modules give the same function object (a small cache), so a function jitted with
     the logit function as a static argument compiles once per model, not once per call.
@@ -45,34 +66,55 @@ def linen_logit_fn(model: nn.Module, *, bn_epsilon: float = 1e-5) -> TappedLogit
       >>> linen_logit_fn(model) is linen_logit_fn(MnistCNN())
       True
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(
+            f"model must be a flax.linen.Module, got {type(model).__name__}; for an NNX module "
+            "use nnx_logit_fn, for a plain function or an Equinox module hooked_logit_fn"
+        )
+    if apply_kwargs is None:
+        apply_kwargs = {"train": False} if _takes(model, "train") else {}
+    kwargs = tuple(sorted(dict(apply_kwargs).items()))
     try:
-        return _cached_linen_logit_fn(model, bn_epsilon)
-    except TypeError:  # a module with an unhashable field: build a fresh one
-        return _linen_logit_fn(model, bn_epsilon)
+        return _cached_linen_logit_fn(model, bn_epsilon, kwargs, activation_field)
+    except TypeError:  # a module or argument that is not hashable: build a fresh one
+        return _linen_logit_fn(model, bn_epsilon, kwargs, activation_field)
 
 
-def _linen_logit_fn(model: nn.Module, bn_epsilon: float) -> TappedLogitFn:
+def _takes(model: nn.Module, name: str) -> bool:
+    params = inspect.signature(type(model).__call__).parameters
+    return name in params or any(p.kind == p.VAR_KEYWORD for p in params.values())
+
+
+def _linen_logit_fn(
+    model: nn.Module, bn_epsilon: float, apply_kwargs: tuple, activation_field: str
+) -> TappedLogitFn:
+    kwargs = dict(apply_kwargs)
+
     def logits(params: Params, x: jax.Array) -> jax.Array:
-        return model.apply(params, x, train=False)
-
-    def taps(params: Params, x: jax.Array, perturbations=None):
-        variables = dict(params)
-        if perturbations:
-            variables[PERTURBATIONS] = unflatten_paths(perturbations)
-        out, state = model.apply(variables, x, train=False, mutable=[INTERMEDIATES])
-        return out, flatten_paths(state.get(INTERMEDIATES, {}))
+        return model.apply(params, x, **kwargs)
 
     def biases(params: Params) -> dict[str, jax.Array]:
-        return effective_biases(params, bn_epsilon=bn_epsilon)
+        return module_biases(params, bn_epsilon=bn_epsilon)
 
     with_activation = None
-    if "activation" in {f.name for f in dataclasses.fields(model)}:
+    fields = {f.name for f in dataclasses.fields(model)}
+    if activation_field in fields:
+        act = getattr(model, activation_field)
+        if isinstance(act, str):
+            act = get_activation(act, getattr(model, "beta", 1.0))
 
-        def with_activation(transform):
-            act = get_activation(model.activation, getattr(model, "beta", 1.0))
-            return linen_logit_fn(model.clone(activation=transform(act)), bn_epsilon=bn_epsilon)
+        if callable(act):
 
-    return TappedLogitFn(logits=logits, taps=taps, biases=biases, with_activation=with_activation)
+            def with_activation(transform):
+                clone = model.clone(**{activation_field: transform(act)})
+                return _linen_logit_fn(clone, bn_epsilon, apply_kwargs, activation_field)
+
+    return TappedLogitFn(
+        logits=logits,
+        taps=linen_taps(model, kwargs),
+        biases=biases,
+        with_activation=with_activation,
+    )
 
 
 _cached_linen_logit_fn = functools.lru_cache(maxsize=64)(_linen_logit_fn)
@@ -166,7 +208,9 @@ def zero_perturbations(model: nn.Module, variables: Params, sample_x: jax.Array)
     )
 
 
-def nnx_logit_fn(module: Any) -> tuple[LogitFn, Params]:
+def nnx_logit_fn(
+    module: Any, *, activation_field: str | None = None
+) -> tuple[TappedLogitFn, Params]:
     """Splits a Flax NNX module into ``(logit_fn, params)`` following the contract.
 
     The logit function runs a copy of the module in evaluation mode (Dropout off, BatchNorm
@@ -175,6 +219,12 @@ def nnx_logit_fn(module: Any) -> tuple[LogitFn, Params]:
     the argument that gradients, randomization and sharding act on; the remaining state
     (BatchNorm statistics, RNG counters) is fixed in evaluation mode and travels with the
     graph definition.
+
+    ``logit_fn`` is a :class:`jaxgrad.types.TappedLogitFn` for the layer methods: its taps are
+    the outputs of the submodules, named by their attribute paths (``"conv1"``,
+    ``"layers/0"``), its biases those of :func:`jaxgrad.models.nnx_biases`, and with
+    ``activation_field`` (the attribute, on the module or any submodule, that holds the
+    elementwise activation it calls) it declares ``with_activation`` for guided backprop.
 
     Example:
       >>> from flax import nnx
@@ -187,7 +237,59 @@ def nnx_logit_fn(module: Any) -> tuple[LogitFn, Params]:
     copy.eval()
     graphdef, params, rest = nnx.split(copy, nnx.Param, ...)
 
-    def logit_fn(params: Params, x: jax.Array) -> jax.Array:
-        return nnx.merge(graphdef, params, rest)(x)
+    return _nnx_tapped(graphdef, rest, activation_field, None), params
 
-    return logit_fn, params
+
+def _nnx_tapped(graphdef, rest, activation_field, transform) -> TappedLogitFn:
+    def merge(params: Params):
+        module = nnx.merge(graphdef, params, rest)
+        if transform is not None:
+            found = False
+            for _, sub in nnx.iter_modules(module):
+                act = getattr(sub, activation_field, None)
+                if callable(act):
+                    object.__setattr__(sub, activation_field, transform(act))
+                    found = True
+            if not found:
+                raise ValueError(
+                    f"activation_field={activation_field!r}: no module of the model has a "
+                    "callable attribute of that name"
+                )
+        return module
+
+    def logits(params: Params, x: jax.Array) -> jax.Array:
+        return merge(params)(x)
+
+    def biases(params: Params) -> dict[str, jax.Array]:
+        return nnx_biases(merge(params))
+
+    with_activation = None
+    if activation_field is not None:
+
+        def with_activation(t):
+            return _nnx_tapped(graphdef, rest, activation_field, t)
+
+    return TappedLogitFn(logits, nnx_taps(merge), biases, with_activation)
+
+
+def nnx_train_logit_fn(module: Any) -> tuple[Callable, Params, Params]:
+    """The NNX module in training mode as a pure function: ``(train_logit_fn, params, state)``.
+
+    ``train_logit_fn(params, state, x) -> (logits, new_state)`` runs a fresh copy of the
+    module, in training mode (BatchNorm on batch statistics, Dropout on), and returns the
+    state it updated (running averages, RNG counters). ``params`` is the ``nnx.Param`` state,
+    ``state`` everything else. Being pure, it goes inside ``jax.jit``, ``jax.grad`` and
+    :func:`jaxgrad.regularized_loss_with_aux` (as ``lambda p, z: train_logit_fn(p, state,
+    z)``); every call merges copies of the variables (``nnx.merge(..., copy=True)``), which
+    is what lets BatchNorm update its statistics inside a transform without Flax's
+    ``TraceContextError``. Write the results back with ``nnx.update(module, params, state)``.
+    """
+    copy = nnx.merge(*nnx.split(module))
+    copy.train()
+    graphdef, params, state = nnx.split(copy, nnx.Param, ...)
+
+    def train_logit_fn(params: Params, state: Params, x: jax.Array):
+        m = nnx.merge(graphdef, params, state, copy=True)
+        return m(x), nnx.state(m, nnx.Not(nnx.Param))
+
+    return train_logit_fn, params, state
