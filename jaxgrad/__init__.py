@@ -8,6 +8,7 @@ pure and follow the contract ``logit_fn(params, x) -> logits`` (see ``jaxgrad.ty
 from jaxgrad import (
     attribution,
     data,
+    distillation,
     drivers,
     evaluation,
     models,
@@ -18,6 +19,11 @@ from jaxgrad import (
     training,
     types,
     viz,
+)
+from jaxgrad.distillation import (
+    distillation_loss,
+    jacobian_matching_loss,
+    noisy_distillation_loss,
 )
 from jaxgrad.gradients import (
     cosine_similarity,
@@ -58,6 +64,8 @@ __all__ = [
     "attribution",
     "cosine_similarity",
     "data",
+    "distillation",
+    "distillation_loss",
     "drivers",
     "evaluation",
     "gradient_manipulation_loss",
@@ -68,9 +76,11 @@ __all__ = [
     "hessian_trace_taylor",
     "hvp",
     "input_gradients",
+    "jacobian_matching_loss",
     "log_density",
     "make_regularizer",
     "models",
+    "noisy_distillation_loss",
     "paths",
     "regularized_loss",
     "regularized_loss_with_aux",

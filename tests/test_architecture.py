@@ -39,6 +39,7 @@ LAYERS = {
             "jaxgrad.gradients",
             "jaxgrad.trace_estimators",
             "jaxgrad.score_matching",
+            "jaxgrad.distillation",
             "jaxgrad.attribution",
             "jaxgrad.evaluation",
         ),
@@ -65,6 +66,7 @@ RANK = {
     "jaxgrad.gradients": 0,
     "jaxgrad.trace_estimators": 1,
     "jaxgrad.score_matching": 2,
+    "jaxgrad.distillation": 2,
     "jaxgrad.attribution": 3,
     "jaxgrad.evaluation": 3,
 }
