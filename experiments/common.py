@@ -63,6 +63,8 @@ class Purpose(enum.IntEnum):
     TRACE_PROBES = 10  # Hutchinson's probes
     START_NOISE = 11  # starting points of activation maximisation
     DENSITY_NOISE = 12  # noise of the density-ratio profile
+    SUBSET = 13  # which training examples a small-data run sees (per size and repeat)
+    STUDENT = 14  # a distilled student: initialisation, batch order, input noise
 
 
 def purpose_key(seed: int, purpose: Purpose, *index: int) -> jax.Array:

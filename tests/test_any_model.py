@@ -41,11 +41,15 @@ from jaxgrad.attribution import (
 )
 from jaxgrad.evaluation import leaf_paths, randomization_stages, tree_layers
 from jaxgrad.models import (
+    get_model,
     hooked_logit_fn,
     identity_tap,
+    init_variables,
     linen_logit_fn,
+    module_biases,
     nnx_logit_fn,
     nnx_train_logit_fn,
+    tap_shapes,
 )
 
 EPS = 1e-5
@@ -461,10 +465,181 @@ def test_randomization_stages_on_any_params_pytree(models, weights):
     mlp = eqx.nn.MLP(4, 3, 8, 2, key=jax.random.key(0))
     arrays, static = eqx.partition(mlp, eqx.is_array)
     assert tree_layers(arrays) == ["layers/2", "layers/1", "layers/0"]
-    stages = randomization_stages(arrays, key=key)
+    with pytest.raises(ValueError, match=r"needs layers=.*\['layers/2', 'layers/1', 'layers/0'\]"):
+        randomization_stages(arrays, key=key)
+    stages = randomization_stages(arrays, key=key, layers=tree_layers(arrays))
     randomized = eqx.combine(stages[1][1], static)
     assert not np.allclose(randomized.layers[2].weight, mlp.layers[2].weight)
     np.testing.assert_array_equal(randomized.layers[0].weight, mlp.layers[0].weight)
     assert randomized(jnp.ones(4)).shape == (3,)
     with pytest.raises(ValueError, match=r"match no path.*available layers: \['layers/2'"):
         randomization_stages(arrays, key=key, layers=["layers/7"])
+
+
+class Sown(nn.Module):
+    """A user's Linen module that keeps a value with Flax's own ``sow`` (no perturbation slot)."""
+
+    @nn.compact
+    def __call__(self, x):
+        h = nn.relu(nn.Conv(C, (3, 3), name="conv")(x))
+        self.sow("intermediates", "features", h)
+        return nn.Dense(K, name="head")(h.reshape(len(h), -1))
+
+
+class Scanned(nn.Module):
+    """Three dense layers under nn.scan: their values live in the scan's own trace."""
+
+    @nn.compact
+    def __call__(self, x):
+        class Cell(nn.Module):
+            @nn.compact
+            def __call__(self, h, _):
+                return nn.relu(nn.Dense(h.shape[-1], name="fc")(h)), None
+
+        h = nn.Dense(6, name="inp")(x.reshape(len(x), -1))
+        stack = nn.scan(Cell, variable_axes={"params": 0}, split_rngs={"params": True}, length=3)
+        h, _ = stack(name="stack")(h, None)
+        return nn.Dense(K, name="head")(h)
+
+
+class Shared(nn.Module):
+    """One biased block called twice (weight sharing), defined in setup()."""
+
+    def setup(self):
+        self.inp = nn.Dense(5)
+        self.block = nn.Dense(5)
+        self.head = nn.DenseGeneral((K,))
+
+    def __call__(self, x):
+        h = nn.relu(self.inp(x.reshape(len(x), -1)))
+        h = nn.relu(self.block(h))
+        return self.head(nn.relu(self.block(h)))
+
+
+class Multi(nn.Module):
+    """A DenseGeneral whose bias has two axes, then a flatten and a head."""
+
+    @nn.compact
+    def __call__(self, x):
+        h = nn.relu(nn.DenseGeneral((2, 3), name="proj")(x.reshape(len(x), -1)))
+        return nn.Dense(K, name="head")(h.reshape(len(h), -1))
+
+
+def test_linen_edge_cases_sow_scan_shared_layers_and_matrix_biases(x):
+    # A plain self.sow value is not a tap (its gradient could not be taken): refused by name.
+    m = Sown()
+    v = m.init(jax.random.key(0), x)
+    lf = linen_logit_fn(m)
+    assert "features" not in tap_shapes(lf, v, x) and "conv" in tap_shapes(lf, v, x)
+    with pytest.raises(ValueError, match="layer 'features' is not a tap"):
+        gradcam(lf, v, x, 0, layer="features")
+    # nn.scan: the layers inside the scan are not taps; the rest of the model works.
+    m = Scanned()
+    v = m.init(jax.random.key(0), x)
+    lf = linen_logit_fn(m)
+    assert sorted(tap_shapes(lf, v, x)) == ["head", "inp"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FullGradWarning)  # the scanned biases are not taps
+        dec = fullgrad_decomposition(lf, v, x, jnp.array([0, 1, 2]))
+    assert sorted(dec.bias_gradients) == ["head", "inp"]
+    # A block called twice carries its bias twice; the decomposition counts both calls.
+    m = Shared()
+    v = m.init(jax.random.key(1), x)
+    v = jax.tree.map(lambda a: a + 0.3, v)  # non-zero biases
+    lf = linen_logit_fn(m)
+    assert {"block", "block#2"} <= set(tap_shapes(lf, v, x))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dec = fullgrad_decomposition(lf, v, x, jnp.array([2, 0, 1]))
+    assert {"block", "block#2", "head", "inp"} == set(dec.bias_gradients)
+    np.testing.assert_allclose(
+        completeness_gap(dec, x, lf(v, x), jnp.array([2, 0, 1])), 0, atol=1e-4
+    )
+    # A bias with two axes (DenseGeneral, attention projections) is broadcast, not flattened.
+    m = Multi()
+    v = jax.tree.map(lambda a: a + 0.2, m.init(jax.random.key(2), x))
+    lf = linen_logit_fn(m)
+    assert module_biases(v)["proj"].shape == (2, 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dec = fullgrad_decomposition(lf, v, x, jnp.array([0, 1, 2]))
+    assert dec.bias_gradients["proj"].shape == (3, 2, 3)
+
+
+class Flagged(nn.Module):
+    """A user's module whose evaluation flag is ``deterministic`` (default: training)."""
+
+    @nn.compact
+    def __call__(self, x, deterministic: bool = False):
+        h = nn.Dropout(0.5, deterministic=deterministic)(
+            nn.relu(nn.Dense(8)(x.reshape(len(x), -1)))
+        )
+        return nn.Dense(K)(h)
+
+
+def test_linen_evaluation_flag_is_found_and_jit_matches_eager(x):
+    m = Flagged()
+    v = m.init(jax.random.key(0), x)
+    lf = linen_logit_fn(m)  # deterministic=True found by name: no dropout RNG needed
+    np.testing.assert_allclose(lf(v, x), m.apply(v, x, deterministic=True), rtol=1e-6)
+    lf_nnx, p = nnx_logit_fn(nnx_module_for_jit())
+    eager = gradcam_layer_map(lf_nnx, p, x, 1, layer="bn")
+    jitted = jax.jit(gradcam_layer_map, static_argnums=0, static_argnames="layer")(
+        lf_nnx, p, x, 1, layer="bn"
+    )
+    np.testing.assert_allclose(jitted, eager, rtol=1e-5, atol=1e-7)
+
+
+def nnx_module_for_jit():
+    r = np.random.default_rng(4)
+    w = {
+        "kernel": r.normal(size=(3, 3, 1, C)),
+        "conv_bias": r.normal(size=C),
+        "mean": r.normal(size=C),
+        "var": r.uniform(0.5, 2, size=C),
+        "scale": r.uniform(0.5, 1.5, size=C),
+        "beta": r.normal(size=C),
+        "dense": r.normal(size=(C, K)),
+        "dense_bias": r.normal(size=K),
+    }
+    return nnx_module({k: np.asarray(a, np.float32) for k, a in w.items()})
+
+
+def test_nnx_logit_fn_is_a_snapshot_the_users_later_edits_do_not_reach(weights, x):
+    module = nnx_module(weights)
+    lf, p = nnx_logit_fn(module)
+    before = lf(p, x)
+    module.bn.mean[...] = module.bn.mean[...] + 1.0  # the user keeps training / editing
+    module.conv.kernel[...] = 2.0 * module.conv.kernel[...]
+    np.testing.assert_array_equal(lf(p, x), before)
+    np.testing.assert_array_equal(p["conv"]["kernel"][...], weights["kernel"])
+
+
+def test_nnx_taps_from_several_threads_keep_their_own_hooks(models, x):
+    import threading
+
+    lf, p = models["nnx"]
+    results, errors = {}, []
+
+    def work(i):
+        try:
+            results[i] = sorted(lf.taps(p, x, None)[1])
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert all(r == ["bn", "conv", "dense", "drop"] for r in results.values())
+
+
+def test_fullgrad_is_quiet_on_a_bfloat16_network():
+    model = get_model("resnet18", num_classes=K, widths=(4, 8, 8, 8), dtype="bfloat16")
+    x = jax.random.uniform(jax.random.key(0), (2, 8, 8, 3))
+    v = init_variables(model, jax.random.key(1), x[:1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FullGradWarning)
+        fullgrad_decomposition(linen_logit_fn(model), v, x, jnp.array([0, 1]))

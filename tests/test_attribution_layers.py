@@ -25,9 +25,9 @@ from jaxgrad.models import (
     MLP,
     MnistCNN,
     ResNet,
-    effective_biases,
     init_variables,
     linen_logit_fn,
+    module_biases,
     tap,
 )
 
@@ -81,7 +81,7 @@ def test_fullgrad_decomposition_sums_to_the_logit_relu_batchnorm(bn_resnet):
 
 def test_effective_bias_of_batchnorm_is_beta_minus_scaled_mean(bn_resnet):
     _, v, _ = bn_resnet
-    b = effective_biases(v, bn_epsilon=1e-5)["stem_bn_out"]
+    b = module_biases(v, bn_epsilon=1e-5)["stem_bn"]
     p, s = v["params"]["stem_bn"], v["batch_stats"]["stem_bn"]
     np.testing.assert_allclose(
         b, p["bias"] - s["mean"] * p["scale"] / np.sqrt(s["var"] + 1e-5), rtol=1e-6

@@ -81,4 +81,6 @@ def test_each_recipe_runs_as_printed_and_its_explanations_hold(recipe):
     assert spearman["ig", "original"] == pytest.approx(1.0)
     # Every layer randomized: the gradient changes (IG keeps the input's imprint, the
     # known weakness of input-multiplied maps in this test).
-    assert spearman["gradient", scope["layers"][-1]] < 0.9
+    # As the README says: the gradient falls to about 0.1, IG stays near 0.9.
+    assert spearman["gradient", scope["layers"][-1]] < 0.3
+    assert spearman["ig", scope["layers"][-1]] > 0.8

@@ -64,13 +64,15 @@ def fullgrad_decomposition(
       = f_y(x)`` per example.
 
     Warns:
-      ``FullGradWarning`` (outside ``jit``) when a declared bias has no tap, naming the
-      layers, or when the decomposition misses more than 0.1% of ``f_y(x)`` (a bias the model
-      does not declare, an input transform, or a smooth activation), with the gap.
+      ``FullGradWarning`` when a declared bias has no tap, naming the layers, or (outside
+      ``jit``) when the decomposition misses more than 0.1% of the largest logit (4 ulps of
+      the lowest precision among the logits and taps, for bfloat16 models): a bias the model
+      does not declare, an input transform, or a smooth activation, with the gap and the taps
+      that carry no declared bias.
     """
     lf = require_tapped(logit_fn, "fullgrad", "biases")
     x, target = check_inputs(x, target)
-    gx, grads, _, logits = tap_gradients(lf, params, x, target)
+    gx, grads, values, logits = tap_gradients(lf, params, x, target)
     biases = lf.biases(params)
     untapped = sorted(set(biases) - set(grads))
     if untapped:
@@ -81,14 +83,17 @@ def fullgrad_decomposition(
             FullGradWarning,
             stacklevel=2,
         )
-    terms = {
-        k: grads[k] * b.reshape((1,) * (grads[k].ndim - 1) + (-1,))
-        for k, b in biases.items()
-        if k in grads
-    }
+    terms = {}
+    for name, g in grads.items():  # "layer#2": the second call of a layer carries its bias too
+        b = biases.get(name.partition("#")[0])
+        if b is not None:
+            b = jnp.asarray(b)
+            terms[name] = g * b.reshape((1,) * (g.ndim - b.ndim) + b.shape)
     decomposition = FullGradDecomposition(gx, terms)
     if is_concrete(logits) and is_concrete(gx):
-        _check_completeness(decomposition, x, logits, target)
+        eps = max(float(jnp.finfo(v.dtype).eps) for v in (logits, *values.values()))
+        unbiased = sorted(k for k in grads if k.partition("#")[0] not in biases)
+        _check_completeness(decomposition, x, logits, target, max(1e-3, 4 * eps), unbiased)
     return decomposition
 
 
@@ -109,16 +114,18 @@ def completeness_gap(
     return f - total
 
 
-def _check_completeness(decomposition, x, logits, target, rtol: float = 1e-3) -> None:
+def _check_completeness(decomposition, x, logits, target, rtol: float, unbiased) -> None:
     gap = np.asarray(completeness_gap(decomposition, x, logits, target))
     scale = float(np.max(np.abs(np.asarray(logits)))) + 1e-6
     worst = float(np.max(np.abs(gap))) if gap.size else 0.0
     if worst > rtol * scale:
+        shown = ", ".join(unbiased[:12]) + (", ..." if len(unbiased) > 12 else "")
         warnings.warn(
             f"fullgrad: the decomposition misses up to {worst:.4g} of f_y(x) (largest |logit| "
-            f"{scale:.4g}); its biased layers are {sorted(decomposition.bias_gradients)}. A bias "
-            "outside them, an input transform, or a non-piecewise-linear activation (softplus, "
-            "LayerNorm) leaves a gap",
+            f"{scale:.4g}); its biased layers are {sorted(decomposition.bias_gradients)}, and "
+            f"the taps with no declared bias are [{shown}]. A bias left out of biases(), a bias "
+            "outside every tap, an input transform, or a non-piecewise-linear activation "
+            "(softplus, GELU, LayerNorm) leaves a gap",
             FullGradWarning,
             stacklevel=3,
         )

@@ -118,10 +118,12 @@ def randomization_stages(
     Args:
       params: the trained params pytree (or Linen variables).
       key: PRNG key; stage ``i`` uses ``fold_in(key, i)``.
-      layers: the layer paths to randomize, in order (default for Linen variables: the
-        top-level layers in reverse dict order (pass ``layer_names(variables, model, x)``
-        for the model's call order, e.g. ``softmax_linear, fc1, hidden2, hidden1`` for the
-        MNIST CNN); for other pytrees :func:`tree_layers`).
+      layers: the layer paths to randomize, in order, output layer first. Required for
+        pytrees other than Linen variables (:func:`tree_layers` lists candidates). For Linen
+        variables the default is the top-level layers in reverse dict order, which is the call
+        order only for freshly initialised params (``optax.apply_updates`` and checkpoints
+        sort them): pass ``layer_names(variables, model, x)`` for the model's call order,
+        e.g. ``softmax_linear, fc1, hidden2, hidden1`` for the MNIST CNN.
       mode: ``"cascading"`` (cumulative, the papers' main test) or ``"independent"``.
       reinit: ``key -> fresh params tree`` of the same structure (for Linen variables, the
         ``params`` collection, e.g. ``lambda k: init_variables(model, k, x)["params"]``: the
@@ -136,14 +138,21 @@ def randomization_stages(
     linen = isinstance(params, Mapping) and isinstance(params.get("params"), Mapping)
     tree = params["params"] if linen else params
     if layers is None:
-        layers = layer_names(params) if linen else tree_layers(tree)
+        if not linen:
+            raise ValueError(
+                "randomization_stages needs layers= for a params pytree other than Linen "
+                "variables: its order (output layer first) cannot be read from the tree, whose "
+                f"mappings are sorted by name; its layers: {tree_layers(tree)}"
+            )
+        layers = layer_names(params)
     layers = list(layers)
     paths = leaf_paths(tree)
     leaves, treedef = jax.tree.flatten(tree)
     missing = [name for name in layers if not any(_in_layer(p, name) for p in paths)]
     if missing:
         raise ValueError(
-            f"layers {missing} match no path of the params; available layers: {tree_layers(tree)}"
+            f"layers {missing} match no path of the params; available layers: "
+            f"{layer_names(params) if linen else tree_layers(tree)}"
         )
 
     def wrap(new_leaves):

@@ -2,7 +2,6 @@
 
 from jaxgrad._taps import tap
 from jaxgrad.models.adapters import (
-    effective_biases,
     init_variables,
     linen_logit_fn,
     nnx_logit_fn,
@@ -13,7 +12,13 @@ from jaxgrad.models.layers import conv_general_dilated, get_activation, max_pool
 from jaxgrad.models.mnist import MLP, MnistCNN, truncated_normal_fan_in
 from jaxgrad.models.registry import MODELS, get_model
 from jaxgrad.models.resnet import BasicBlock, Bottleneck, ResNet, ResNet18, ResNet50
-from jaxgrad.models.tapping import hooked_logit_fn, identity_tap, module_biases, nnx_biases
+from jaxgrad.models.tapping import (
+    hooked_logit_fn,
+    identity_tap,
+    module_biases,
+    nnx_biases,
+    tap_shapes,
+)
 from jaxgrad.models.vgg import VGG, VGG11
 
 __all__ = [
@@ -28,7 +33,6 @@ __all__ = [
     "VGG",
     "VGG11",
     "conv_general_dilated",
-    "effective_biases",
     "get_activation",
     "get_model",
     "hooked_logit_fn",
@@ -41,6 +45,7 @@ __all__ = [
     "nnx_logit_fn",
     "nnx_train_logit_fn",
     "softplus",
+    "tap_shapes",
     "tap",
     "truncated_normal_fan_in",
     "zero_perturbations",

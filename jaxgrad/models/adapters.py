@@ -16,10 +16,9 @@ from typing import Any
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 from flax import nnx
 
-from jaxgrad._taps import INTERMEDIATES, PERTURBATIONS, flatten_paths
+from jaxgrad._taps import INTERMEDIATES, PERTURBATIONS
 from jaxgrad.models.layers import get_activation
 from jaxgrad.models.tapping import linen_taps, module_biases, nnx_biases, nnx_taps
 from jaxgrad.types import Params, TappedLogitFn
@@ -48,9 +47,10 @@ def linen_logit_fn(
     Args:
       model: any Linen module applied as ``model.apply(variables, x, **apply_kwargs)``.
       bn_epsilon: the epsilon of the model's BatchNorm layers (Flax's default 1e-5).
-      apply_kwargs: the keyword arguments that select evaluation mode. Default
-        ``{"train": False}`` when the module's ``__call__`` takes ``train``, else none; pass
-        ``{"deterministic": True}``, ``{"use_running_average": True}`` or ``{}`` to match it.
+      apply_kwargs: the keyword arguments that select evaluation mode. Default: ``{"train":
+        False}``, ``{"training": False}`` or ``{"deterministic": True}``, the first that the
+        module's ``__call__`` names, else none; pass others (``{"use_running_average":
+        True}``) to match the module.
       activation_field: the field holding the elementwise activation (guided backprop).
 
     Equal modules give the same function object (a small cache), so a function jitted with
@@ -72,7 +72,7 @@ def linen_logit_fn(
             "use nnx_logit_fn, for a plain function or an Equinox module hooked_logit_fn"
         )
     if apply_kwargs is None:
-        apply_kwargs = {"train": False} if _takes(model, "train") else {}
+        apply_kwargs = _evaluation_kwargs(model)
     kwargs = tuple(sorted(dict(apply_kwargs).items()))
     try:
         return _cached_linen_logit_fn(model, bn_epsilon, kwargs, activation_field)
@@ -80,9 +80,17 @@ def linen_logit_fn(
         return _linen_logit_fn(model, bn_epsilon, kwargs, activation_field)
 
 
-def _takes(model: nn.Module, name: str) -> bool:
+# The usual evaluation-mode flags of Linen modules, in the order they are looked for.
+_EVAL_FLAGS = (("train", False), ("training", False), ("deterministic", True))
+
+
+def _evaluation_kwargs(model: nn.Module) -> dict[str, Any]:
+    """The first evaluation-mode flag of :data:`_EVAL_FLAGS` that ``__call__`` names, or ``{}``."""
     params = inspect.signature(type(model).__call__).parameters
-    return name in params or any(p.kind == p.VAR_KEYWORD for p in params.values())
+    for name, value in _EVAL_FLAGS:
+        if name in params:
+            return {name: value}
+    return {}
 
 
 def _linen_logit_fn(
@@ -118,39 +126,6 @@ def _linen_logit_fn(
 
 
 _cached_linen_logit_fn = functools.lru_cache(maxsize=64)(_linen_logit_fn)
-
-
-_SUFFIX = "_out"
-
-
-def effective_biases(variables: Params, *, bn_epsilon: float = 1e-5) -> dict[str, jax.Array]:
-    """The bias carried by each ``<module>_out`` tap of a jaxgrad Linen model.
-
-    A tap named ``<module>_out`` is the output of the sibling module ``<module>``: its
-    ``bias``, or for a BatchNorm in evaluation mode (``z = gamma (h - mean) / sqrt(var + eps)
-    + beta``) the effective bias ``beta - mean * gamma / sqrt(var + eps)``. Modules without a
-    bias (``use_bias=False`` convolutions) carry none.
-
-    Args:
-      variables: ``{"params": ..., "batch_stats": ...}``.
-      bn_epsilon: the BatchNorm epsilon (jaxgrad's and Flax's default 1e-5).
-
-    Returns:
-      ``{tap path: bias [features]}``, e.g. ``{"hidden1_out": ..., "layer1_block1/bn1_out": ...}``.
-    """
-    params = flatten_paths(variables.get("params", {}))
-    stats = flatten_paths(variables.get("batch_stats", {}))
-    out = {}
-    for path, bias in params.items():
-        module, _, leaf = path.rpartition("/")
-        if leaf != "bias" or not module:
-            continue
-        if f"{module}/mean" in stats:
-            scale = params.get(f"{module}/scale", jnp.ones_like(bias))
-            var = stats[f"{module}/var"]
-            bias = bias - stats[f"{module}/mean"] * scale / jnp.sqrt(var + bn_epsilon)
-        out[module + _SUFFIX] = bias
-    return out
 
 
 def _check_linen(model) -> None:
@@ -214,8 +189,10 @@ def nnx_logit_fn(
     """Splits a Flax NNX module into ``(logit_fn, params)`` following the contract.
 
     The logit function runs a copy of the module in evaluation mode (Dropout off, BatchNorm
-    on its running averages); the user's module itself is left as it was (in training mode
-    if it was), sharing the same parameter values. ``params`` is the module's ``nnx.Param`` state,
+    on its running averages), taken when ``nnx_logit_fn`` is called: the user's module is
+    left as it was (in training mode if it was), and later changes to it do not reach
+    ``logit_fn`` or ``params`` (call ``nnx_logit_fn`` again after training; once per model,
+    since each call gives a new function, which ``jit`` compiles anew). ``params`` is the module's ``nnx.Param`` state,
     the argument that gradients, randomization and sharding act on; the remaining state
     (BatchNorm statistics, RNG counters) is fixed in evaluation mode and travels with the
     graph definition.
@@ -233,7 +210,7 @@ def nnx_logit_fn(
       >>> logit_fn(params, jnp.ones((2, 4))).shape
       (2, 3)
     """
-    copy = nnx.merge(*nnx.split(module))  # new module objects: .eval() stays on the copy
+    copy = nnx.merge(*nnx.split(module), copy=True)  # new variables: later edits stay apart
     copy.eval()
     graphdef, params, rest = nnx.split(copy, nnx.Param, ...)
 
@@ -284,7 +261,7 @@ def nnx_train_logit_fn(module: Any) -> tuple[Callable, Params, Params]:
     is what lets BatchNorm update its statistics inside a transform without Flax's
     ``TraceContextError``. Write the results back with ``nnx.update(module, params, state)``.
     """
-    copy = nnx.merge(*nnx.split(module))
+    copy = nnx.merge(*nnx.split(module), copy=True)
     copy.train()
     graphdef, params, state = nnx.split(copy, nnx.Param, ...)
 

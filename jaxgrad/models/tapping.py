@@ -16,11 +16,13 @@ The layer methods (Grad-CAM, FullGrad, guided backprop) take a
 
 Biases for FullGrad are read from the modules that produce a tap (a layer's ``bias``, or the
 effective bias of a BatchNorm in evaluation mode), keyed by the tap they are added to.
-Taps inside lifted transforms (``nn.scan``, ``nn.remat``, ``nnx.scan``) are not seen.
+Values computed inside lifted transforms (``nn.scan``, ``nn.remat``, ``nnx.scan``) are not
+taps: they live in the transform's own trace. :func:`tap_shapes` lists a model's taps.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -28,6 +30,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from flax.core.tracers import current_trace
 
 from jaxgrad._taps import INTERMEDIATES, PERTURBATIONS, flatten_paths, unflatten_paths
 from jaxgrad.types import Activation, LogitFn, Params, TappedLogitFn
@@ -51,14 +54,7 @@ class _Recorder:
     def __call__(self, name: str, value: jax.Array) -> jax.Array:
         if not isinstance(name, str) or not name:
             raise TypeError(f"tap names must be non-empty strings, got {name!r}")
-        if name in self.values:
-            raise ValueError(
-                f"tap {name!r} is used twice in one call; give each intermediate value its own name"
-            )
-        if name in self.perturbations:
-            value = value + self.perturbations[name]
-        self.values[name] = value
-        return value
+        return _record(self.values, self.perturbations, name, value)
 
 
 def hooked_logit_fn(
@@ -139,38 +135,52 @@ def linen_taps(
     def apply(variables, x):
         return model.apply(variables, x, **apply_kwargs, mutable=[INTERMEDIATES])
 
+    def own_taps(variables, x) -> set[str]:
+        """The model's :func:`jaxgrad.models.tap` paths: sown values with a perturbation slot."""
+
+        def shapes(v):
+            _, state = model.apply(v, x, **apply_kwargs, mutable=[INTERMEDIATES, PERTURBATIONS])
+            return state.get(PERTURBATIONS, {})
+
+        return set(flatten_paths(jax.eval_shape(shapes, variables)))
+
     def taps(params, x, perturbations=None):
         perturbations = dict(perturbations or {})
         variables = dict(params)
-        if perturbations:  # the model's own taps read theirs from the perturbations collection
-            _, state = jax.eval_shape(apply, variables, x)
-            sown = set(flatten_paths(state.get(INTERMEDIATES, {})))
-            own = {k: v for k, v in perturbations.items() if k in sown}
-            if own:
-                variables[PERTURBATIONS] = unflatten_paths(own)
+        own = own_taps(variables, x)  # a plain self.sow value has no slot: not a tap
+        mine = {k: v for k, v in perturbations.items() if k in own}
+        if mine:
+            variables[PERTURBATIONS] = unflatten_paths(mine)
         values: dict[str, jax.Array] = {}
+        outer = current_trace()
 
         def intercept(next_fun, args, kwargs, context):
             out = next_fun(*args, **kwargs)
             if context.method_name != "__call__" or not isinstance(out, jax.Array):
                 return out
-            path = _module_path(context.module)
-            if not path:
+            if current_trace() != outer:  # inside nn.scan, nn.remat, ...: not a tap
                 return out
-            name, n = path, 1
-            while name in values:
-                n += 1
-                name = f"{path}#{n}"
-            if name in perturbations:
-                out = out + perturbations[name]
-            values[name] = out
-            return out
+            path = _module_path(context.module)
+            return _record(values, perturbations, path, out) if path else out
 
         with nn.intercept_methods(intercept):
             out, state = apply(variables, x)
-        return out, {**values, **flatten_paths(state.get(INTERMEDIATES, {}))}
+        sown = flatten_paths(state.get(INTERMEDIATES, {}))
+        return out, {**values, **{k: v for k, v in sown.items() if k in own}}
 
     return taps
+
+
+def _record(values: dict, perturbations: Mapping, path: str, out: jax.Array) -> jax.Array:
+    """Records ``out`` as the tap ``path`` (``path#2``, ... for later calls), perturbed."""
+    name, n = path, 1
+    while name in values:
+        n += 1
+        name = f"{path}#{n}"
+    if name in perturbations:
+        out = out + perturbations[name]
+    values[name] = out
+    return out
 
 
 def module_biases(variables: Params, *, bn_epsilon: float = 1e-5) -> dict[str, jax.Array]:
@@ -206,7 +216,13 @@ def module_biases(variables: Params, *, bn_epsilon: float = 1e-5) -> dict[str, j
 # --- NNX ---------------------------------------------------------------------------------
 
 _HOOKED_CLASSES: dict[type, type] = {}
-_ACTIVE_HOOKS: list[Callable[[Any, Any], Any]] = []
+_LOCAL = threading.local()  # each thread's stack of active hooks
+
+
+def _hooks() -> list[Callable[[Any, Any], Any]]:
+    if not hasattr(_LOCAL, "hooks"):
+        _LOCAL.hooks = []
+    return _LOCAL.hooks
 
 
 def _hooked_class(cls: type) -> type:
@@ -215,7 +231,8 @@ def _hooked_class(cls: type) -> type:
 
         def __call__(self, *args, **kwargs):
             out = super(sub, self).__call__(*args, **kwargs)
-            return _ACTIVE_HOOKS[-1](self, out) if _ACTIVE_HOOKS else out
+            hooks = _hooks()
+            return hooks[-1](self, out) if hooks else out
 
         sub = type(
             cls.__name__,
@@ -247,25 +264,20 @@ def nnx_taps(merge: Callable[[Params], nnx.Module]):
                 names[id(sub)] = nnx_path(path)
                 object.__setattr__(sub, "__class__", _hooked_class(type(sub)))
         values: dict[str, jax.Array] = {}
+        outer = current_trace()
 
         def hook(sub, out):
             path = names.get(id(sub))
-            if path is None or not isinstance(out, jax.Array):
+            if path is None or not isinstance(out, jax.Array) or current_trace() != outer:
                 return out
-            name, n = path, 1
-            while name in values:
-                n += 1
-                name = f"{path}#{n}"
-            if name in perturbations:
-                out = out + perturbations[name]
-            values[name] = out
-            return out
+            return _record(values, perturbations, path, out)
 
-        _ACTIVE_HOOKS.append(hook)
+        hooks = _hooks()
+        hooks.append(hook)
         try:
             out = module(x)
         finally:
-            _ACTIVE_HOOKS.pop()
+            hooks.pop()
         return out, values
 
     return taps
@@ -288,3 +300,22 @@ def nnx_biases(module: nnx.Module) -> dict[str, jax.Array]:
         elif isinstance(getattr(sub, "bias", None), nnx.Param):
             out[nnx_path(path)] = sub.bias[...]
     return out
+
+
+def tap_shapes(logit_fn: TappedLogitFn, params: Params, x: jax.Array) -> dict[str, tuple]:
+    """The taps of ``logit_fn`` (the ``layer=`` names of the layer methods) and their shapes.
+
+    Computed abstractly (``jax.eval_shape``): nothing runs.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> lf = hooked_logit_fn(lambda p, x, tap: tap("out", x @ p))
+      >>> tap_shapes(lf, jnp.ones((4, 3)), jnp.ones((2, 4)))
+      {'out': (2, 3)}
+    """
+    if not isinstance(logit_fn, TappedLogitFn):
+        raise TypeError(
+            f"logit_fn must be a jaxgrad.types.TappedLogitFn, got {type(logit_fn).__name__}"
+        )
+    _, values = jax.eval_shape(lambda p, z: logit_fn.taps(p, z, None), params, x)
+    return {k: tuple(v.shape) for k, v in sorted(values.items())}
