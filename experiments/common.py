@@ -65,6 +65,7 @@ class Purpose(enum.IntEnum):
     DENSITY_NOISE = 12  # noise of the density-ratio profile
     SUBSET = 13  # which training examples a small-data run sees (per size and repeat)
     STUDENT = 14  # a distilled student: initialisation, batch order, input noise
+    SHIFT = 15  # the learned shift network: initialisation and batch order
 
 
 def purpose_key(seed: int, purpose: Purpose, *index: int) -> jax.Array:

@@ -14,6 +14,7 @@ import json
 import time
 from pathlib import Path
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -33,6 +34,7 @@ from jaxgrad.gradients import (
     cosine_similarity,
     gradient_manipulation_loss,
     input_gradients,
+    shift_logits,
     shift_to_target_map,
 )
 from jaxgrad.training import masked_mean
@@ -50,6 +52,58 @@ def target_map(name: str, shape: tuple[int, ...]) -> np.ndarray:
         raise ValueError(f"target_map must be 'cross' or 'checkerboard', got {name!r}")
     m = np.repeat(m[..., None], c, axis=-1) - m.mean()
     return (m / np.linalg.norm(m)).astype(np.float32)
+
+
+class ShiftNetwork(nn.Module):
+    """A learned shift ``g(x) = -logsumexp(h(x)) + <w, x>`` added to every logit.
+
+    ``h`` has the classifier's architecture (started from its weights, then trained apart
+    from it) and ``w`` is a linear map of the input (started at 0). With ``h`` equal to the
+    classifier, ``f_y + g`` has the gradient ``grad f_y - sum_k p_k grad f_k + w``, which is
+    ``w`` wherever the classifier is confident: a parametrisation in which a map-like
+    gradient is reachable, not a closed form (``h`` and ``w`` are both learned).
+    """
+
+    base: nn.Module
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        h = self.base(x, train=train)
+        flat = x.reshape(x.shape[0], -1)
+        w = nn.Dense(1, use_bias=False, kernel_init=nn.initializers.zeros, name="linear")(flat)
+        return -jax.nn.logsumexp(h, axis=-1) + w[:, 0]
+
+
+def learn_shift(config, trained, train, m) -> tuple[nn.Module, dict]:
+    """Trains a :class:`ShiftNetwork` with the classifier frozen; returns it and its variables."""
+    mc = config.manipulation
+    shift = ShiftNetwork(trained.model)
+    x0 = jnp.asarray(train["image"][:1])
+    init = shift.init(purpose_key(config.seed, Purpose.SHIFT), x0, train=False)
+    init = {**init, "params": {**init["params"], "base": trained.variables["params"]}}
+    frozen = trained.variables
+
+    def loss_fn(params, model_state, batch, key):
+        del key
+        g = lambda p, z: shift.apply({"params": params}, z)  # noqa: E731 - the shift only
+        shifted = shift_logits(trained.logit_fn, g)
+        per = gradient_manipulation_loss(
+            shifted, frozen, batch["image"], batch["label"], m, alpha=mc.alpha
+        )
+        return masked_mean(per, batch["mask"]), (model_state, {})
+
+    print("learning a shift network with the classifier frozen", flush=True)
+    learned = train_model(
+        shift,
+        loss_fn,
+        train,
+        override(config.train, **mc.shift),
+        key=purpose_key(config.seed, Purpose.SHIFT),
+        init=init,
+        mesh=trained.mesh,
+        metrics_path=None,
+    )
+    return shift, learned.variables
 
 
 def run(config, workdir: str | Path) -> dict:
@@ -78,7 +132,24 @@ def run(config, workdir: str | Path) -> dict:
         "same_predictions": bool(jnp.all(jnp.argmax(p1, -1) == jnp.argmax(p0, -1))),
     }
 
-    # (b) Learned: fine-tune with CE + alpha (1 - cos(grad f_y, m)).
+    # (b) Learned shift: the classifier frozen, a network g(x) added to every logit.
+    shift, shift_vars = learn_shift(config, trained, train, m)
+    shifted_learned = shift_logits(
+        logit_fn, lambda p, z: shift.apply({"params": shift_vars["params"]}, z)
+    )
+    q = jax.nn.softmax(jax.jit(shifted_learned)(variables, x))
+    g_shift = grads_fn(shifted_learned, variables, x, y)
+    cos_shift = cosine_similarity(g_shift, m)
+    learned_shift = {
+        "softmax_max_abs_diff": float(jnp.max(jnp.abs(q - p0))),
+        "same_predictions": bool(jnp.all(jnp.argmax(q, -1) == jnp.argmax(p0, -1))),
+        "accuracy_shifted": float(jnp.mean(jnp.argmax(q, -1) == y)),
+        "cosine_to_map_after": float(jnp.mean(cos_shift)),
+        "cosine_to_map_after_min": float(jnp.min(cos_shift)),
+        "cosine_to_map_after_median": float(jnp.median(cos_shift)),
+    }
+
+    # (c) Not a shift: fine-tuning the whole network with CE + alpha (1 - cos(grad f_y, m)).
     def loss_fn(params, model_state, batch, key):
         del key
         v = {"params": params, **model_state}
@@ -120,6 +191,7 @@ def run(config, workdir: str | Path) -> dict:
     )
     results = {
         "closed_form": closed,
+        "learned_shift": learned_shift,
         "learned": learned,
         "seconds": time.perf_counter() - t0,
         "test_images": int(len(y)),
@@ -134,6 +206,7 @@ def run(config, workdir: str | Path) -> dict:
         labels=y[:n],
         original=grads_fn(logit_fn, variables, x[:n], y[:n]),
         closed_form=g_c[:n],
+        learned_shift=g_shift[:n],
         finetuned=g_after[:n],
         target_map=m,
     )

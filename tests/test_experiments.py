@@ -23,10 +23,15 @@ def test_shift_manipulation_changes_gradients_not_the_classifier(tmp_path):
     config.num_devices = 1  # as `make demo`; 8 fake devices on 2 cores can stall XLA's collectives
     r = run(config, tmp_path)
     print(json.dumps(r, indent=2))
-    closed, learned = r["closed_form"], r["learned"]
+    closed, learned, shift = r["closed_form"], r["learned"], r["learned_shift"]
     assert closed["softmax_max_abs_diff"] <= 1e-6
     assert closed["gradient_max_abs_error"] <= 1e-5
     assert closed["same_predictions"]
+    # The learned shift: the classifier frozen, so the softmax is the same to float precision
+    # while the label's gradient turns to the map on held-out images.
+    assert shift["softmax_max_abs_diff"] <= 1e-6 and shift["same_predictions"]
+    assert shift["accuracy_shifted"] == pytest.approx(closed["accuracy_original"])
+    assert shift["cosine_to_map_after"] >= 0.9
     assert abs(learned["accuracy_change_points"]) <= 1.0
     assert learned["cosine_to_map_before"] < 0.2
     assert learned["cosine_to_map_after"] >= 0.9
@@ -79,7 +84,9 @@ def test_demo_smoke(tmp_path):
 def test_shift_manipulation_smoke(tmp_path):
     config, r = _smoke("shift_manipulation", tmp_path)
     _files(tmp_path, "report.md", "manipulation.png", "finetune_metrics.jsonl")
-    closed, learned = r["closed_form"], r["learned"]
+    closed, learned, shift = r["closed_form"], r["learned"], r["learned_shift"]
+    assert shift["softmax_max_abs_diff"] <= 1e-6 and shift["same_predictions"]
+    assert shift["cosine_to_map_after"] > learned["cosine_to_map_before"]
     # (a) is exact whatever the model: same softmax, the class's gradient is the map.
     assert closed["softmax_max_abs_diff"] <= 1e-6
     assert closed["gradient_max_abs_error"] <= 1e-5
@@ -207,3 +214,55 @@ def test_block_mnist_smoke(tmp_path):
     with open(tmp_path / "diff_roar.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == len(r["diff_roar"]) * len(c.fractions)
+
+
+@pytest.mark.slow
+def test_jacobian_matching_smoke(tmp_path):
+    config, r = _smoke("jacobian_matching", tmp_path)
+    _files(tmp_path, "report.md", "accuracy.png", "table.csv", "config.json")
+    d = config.distill
+    assert _accuracy(r["teacher_accuracy"], above=0.3)
+    assert len(r["runs"]) == len(d.sizes) * d.seeds * len(d.methods)
+    assert all(
+        0 <= run["accuracy"] <= 1 and 0 <= run["jacobian_distance"] <= 4 for run in r["runs"]
+    )
+    summary = {(row["size"], row["method"]): row for row in r["summary"]}
+    for size in d.sizes:
+        # The penalty is trained on: Jacobian-matched students' gradients sit closer to the
+        # teacher's than cross-entropy students' (same subsets, paired by repeat).
+        assert (
+            summary[size, "jacobian_matching"]["jacobian_distance"]
+            < summary[size, "cross_entropy"]["jacobian_distance"]
+        )
+        assert summary[size, "cross_entropy"]["gain_over_ce"] == 0.0
+    assert f"{r['teacher_accuracy']:.4f}" in (tmp_path / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_synthetic_smoke(tmp_path):
+    config, r = _smoke("synthetic", tmp_path)
+    _files(tmp_path, "report.md", "results.json")
+    for kind in ("standard", "robust"):
+        row = r["models"][kind]
+        assert 0 <= row["argmin_is_signal"] <= 1 and 0 <= row["argmax_is_signal"] <= 1
+        assert 0 <= row["abs_cos"] <= 1 + 1e-6
+        assert row["diff_roar"] == pytest.approx(
+            row["top_1_kept_accuracy"] - row["bottom_1_kept_accuracy"]
+        )
+    # The standard MLP separates the data whatever its width (any coordinate carries y).
+    assert r["models"]["standard"]["test_accuracy"] > 0.9
+    assert r["paper"]["robust"]["argmax_is_signal"] == 1.0
+
+
+def test_synthetic_data_has_one_signal_coordinate_carrying_the_label():
+    from jaxgrad.data import make_signal_coordinate
+
+    d = make_signal_coordinate(20_000, seed=3)
+    x = d["image"].reshape(len(d["label"]), -1)
+    assert np.all(np.count_nonzero(x, axis=1) == 1)
+    np.testing.assert_array_equal(np.argmax(np.abs(x), 1), d["signal"])
+    np.testing.assert_array_equal(x[np.arange(len(x)), d["signal"]], 2 * d["label"] - 1)
+    assert abs(np.mean(d["signal"] == 0) - 0.1) < 0.01  # bias_prob
+    counts = np.bincount(d["signal"], minlength=10)[1:] / len(x)
+    np.testing.assert_allclose(counts, 0.1, atol=0.01)  # 0.9 / 9 each
+    assert abs(np.mean(d["label"]) - 0.5) < 0.01

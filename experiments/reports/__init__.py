@@ -15,6 +15,7 @@ from experiments.reports import (
     sanity_checks,
     score_matching,
     shift_manipulation,
+    synthetic,
 )
 
 __all__ = [
@@ -25,4 +26,5 @@ __all__ = [
     "sanity_checks",
     "score_matching",
     "shift_manipulation",
+    "synthetic",
 ]

@@ -10,7 +10,17 @@ from experiments import report
 
 
 def write(
-    workdir, config, results: dict, *, images, labels, original, closed_form, finetuned, target_map
+    workdir,
+    config,
+    results: dict,
+    *,
+    images,
+    labels,
+    original,
+    closed_form,
+    learned_shift,
+    finetuned,
+    target_map,
 ) -> Path:
     """Writes the results, the figure and the report into ``workdir``; returns ``report.md``.
 
@@ -23,6 +33,8 @@ def write(
       original: ``[N, H, W, C]`` input-gradients of the label's logit before manipulation.
       closed_form: ``[N, H, W, C]`` the closed-form shifted model's gradients of the target
         class's logit.
+      learned_shift: ``[N, H, W, C]`` the gradients of the label's logit of the classifier
+        plus the learned shift network.
       finetuned: ``[N, H, W, C]`` the fine-tuned model's gradients of the label's logit.
       target_map: ``[H, W, C]`` the map the gradients are steered to.
     """
@@ -31,18 +43,25 @@ def write(
     figure = report.attribution_figure(
         workdir / "manipulation.png",
         images,
-        [original, closed_form, finetuned, np.broadcast_to(np.asarray(target_map), images.shape)],
+        [
+            original,
+            closed_form,
+            learned_shift,
+            finetuned,
+            np.broadcast_to(np.asarray(target_map), images.shape),
+        ],
         row_titles=[
             "original",
             f"closed form (class {mc.target_class})",
-            "fine-tuned (label)",
+            "learned shift (label)",
+            "fine-tuned, not a shift (label)",
             "target map",
         ],
         column_titles=[f"y={int(v)}" for v in labels],
         title="Input-gradients before and after the shift manipulation",
     )
     report.write_json(workdir / "results.json", results, indent=2)
-    c, lr = results["closed_form"], results["learned"]
+    c, lr, ls = results["closed_form"], results["learned"], results["learned_shift"]
     return report.write_report(
         workdir,
         [
@@ -69,10 +88,30 @@ def write(
                     ],
                 ],
             ),
-            report.heading("(b) Learned"),
+            report.heading("(b) A learned shift, the classifier frozen"),
             report.paragraph(
-                f"Fine-tuning {lr['steps']} steps with cross-entropy + {mc.alpha} x "
-                "(1 - cos(grad_x f_y, m)):"
+                "A network g(x) = -logsumexp(h(x)) + <w, x> (h of the classifier's architecture, "
+                "started from its weights; w linear, started at 0) is added to every logit and "
+                f"trained alone with {mc.alpha} x (1 - cos(grad_x (f_y + g), m)); the classifier "
+                "is not touched, so its softmax cannot change. On the test images:"
+            ),
+            report.table(
+                ["figure", "value"],
+                [
+                    ["max abs difference of the softmax", f"{ls['softmax_max_abs_diff']:.2e}"],
+                    ["same predictions", str(ls["same_predictions"])],
+                    [
+                        "cosine of the label's gradient to the map: mean / median / min",
+                        f"{ls['cosine_to_map_after']:.3f} / {ls['cosine_to_map_after_median']:.3f}"
+                        f" / {ls['cosine_to_map_after_min']:.3f}",
+                    ],
+                ],
+            ),
+            report.heading("(c) Not a shift: fine-tuning the whole network"),
+            report.paragraph(
+                f"Fine-tuning every weight {lr['steps']} steps with cross-entropy + {mc.alpha} x "
+                "(1 - cos(grad_x f_y, m)) also moves the gradients, but it changes the "
+                "classifier (its predictions move):"
             ),
             report.table(
                 ["figure", "value"],

@@ -26,6 +26,7 @@ from jaxgrad.data.iterators import (
     steps_per_epoch,
 )
 from jaxgrad.data.sources import load_dataset, source_shape
+from jaxgrad.data.synthetic import make_signal_coordinate
 from jaxgrad.data.tfds import load_tfds
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "load_tfds",
     "make_block_mnist",
     "make_dataset",
+    "make_signal_coordinate",
     "random_crop",
     "random_flip",
     "read_idx",
