@@ -54,56 +54,62 @@ def target_map(name: str, shape: tuple[int, ...]) -> np.ndarray:
     return (m / np.linalg.norm(m)).astype(np.float32)
 
 
-class ShiftNetwork(nn.Module):
-    """A learned shift ``g(x) = -logsumexp(h(x)) + <w, x>`` added to every logit.
+class InputMap(nn.Module):
+    """``u(x)``: a learned map of the input to one number (an MLP, or linear with ``hidden=0``).
 
-    ``h`` has the classifier's architecture (started from its weights, then trained apart
-    from it) and ``w`` is a linear map of the input (started at 0). With ``h`` equal to the
-    classifier, ``f_y + g`` has the gradient ``grad f_y - sum_k p_k grad f_k + w``, which is
-    ``w`` wherever the classifier is confident: a parametrisation in which a map-like
-    gradient is reachable, not a closed form (``h`` and ``w`` are both learned).
+    Its output layer starts at zero, so the learned shift starts as the log-softmax.
     """
 
-    base: nn.Module
+    hidden: int = 64
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        h = self.base(x, train=train)
-        flat = x.reshape(x.shape[0], -1)
-        w = nn.Dense(1, use_bias=False, kernel_init=nn.initializers.zeros, name="linear")(flat)
-        return -jax.nn.logsumexp(h, axis=-1) + w[:, 0]
+        del train
+        z = x.reshape(x.shape[0], -1)
+        if self.hidden:
+            z = nn.softplus(nn.Dense(self.hidden, name="hidden")(z))
+        return nn.Dense(1, kernel_init=nn.initializers.zeros, name="out")(z)[:, 0]
 
 
-def learn_shift(config, trained, train, m) -> tuple[nn.Module, dict]:
-    """Trains a :class:`ShiftNetwork` with the classifier frozen; returns it and its variables."""
+def shift_function(logit_fn, frozen, u: nn.Module, u_params):
+    """``g(x) = -logsumexp(f(x)) + u(x)``: the classifier ``f`` frozen, ``u`` learned.
+
+    ``f_y + g = log p(y | x) + u(x)``: the same softmax as ``f`` (a shift common to every
+    logit), with the input-gradient ``grad log p(y | x) + grad u``.
+    """
+
+    def g(params, x):
+        del params  # the classifier's params are the frozen ones, never trained
+        f = logit_fn(frozen, x)  # constants here: only u_params are trained
+        return -jax.nn.logsumexp(f, axis=-1) + u.apply({"params": u_params}, x)
+
+    return g
+
+
+def learn_shift(config, trained, train, m):
+    """Trains ``u`` of :func:`shift_function` with the classifier frozen; returns ``(u, params)``."""
     mc = config.manipulation
-    shift = ShiftNetwork(trained.model)
-    x0 = jnp.asarray(train["image"][:1])
-    init = shift.init(purpose_key(config.seed, Purpose.SHIFT), x0, train=False)
-    init = {**init, "params": {**init["params"], "base": trained.variables["params"]}}
+    u = InputMap(hidden=mc.shift.hidden)
+    key = purpose_key(config.seed, Purpose.SHIFT)
+    init = u.init(key, jnp.asarray(train["image"][:1]))
     frozen = trained.variables
 
     def loss_fn(params, model_state, batch, key):
         del key
-        g = lambda p, z: shift.apply({"params": params}, z)  # noqa: E731 - the shift only
-        shifted = shift_logits(trained.logit_fn, g)
+        shifted = shift_logits(
+            trained.logit_fn, shift_function(trained.logit_fn, frozen, u, params)
+        )
         per = gradient_manipulation_loss(
             shifted, frozen, batch["image"], batch["label"], m, alpha=mc.alpha
         )
         return masked_mean(per, batch["mask"]), (model_state, {})
 
-    print("learning a shift network with the classifier frozen", flush=True)
+    print("learning a shift with the classifier frozen", flush=True)
+    fields = {k: v for k, v in mc.shift.items() if k != "hidden"}
     learned = train_model(
-        shift,
-        loss_fn,
-        train,
-        override(config.train, **mc.shift),
-        key=purpose_key(config.seed, Purpose.SHIFT),
-        init=init,
-        mesh=trained.mesh,
-        metrics_path=None,
+        u, loss_fn, train, override(config.train, **fields), key=key, init=init, mesh=trained.mesh
     )
-    return shift, learned.variables
+    return u, learned.variables["params"]
 
 
 def run(config, workdir: str | Path) -> dict:
@@ -132,11 +138,10 @@ def run(config, workdir: str | Path) -> dict:
         "same_predictions": bool(jnp.all(jnp.argmax(p1, -1) == jnp.argmax(p0, -1))),
     }
 
-    # (b) Learned shift: the classifier frozen, a network g(x) added to every logit.
-    shift, shift_vars = learn_shift(config, trained, train, m)
-    shifted_learned = shift_logits(
-        logit_fn, lambda p, z: shift.apply({"params": shift_vars["params"]}, z)
-    )
+    # (b) Learned shift: the classifier frozen, g(x) = -logsumexp(f(x)) + u(x) added to every
+    # logit, u a network trained alone.
+    u, u_params = learn_shift(config, trained, train, m)
+    shifted_learned = shift_logits(logit_fn, shift_function(logit_fn, variables, u, u_params))
     q = jax.nn.softmax(jax.jit(shifted_learned)(variables, x))
     g_shift = grads_fn(shifted_learned, variables, x, y)
     cos_shift = cosine_similarity(g_shift, m)

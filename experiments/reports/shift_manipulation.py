@@ -90,10 +90,11 @@ def write(
             ),
             report.heading("(b) A learned shift, the classifier frozen"),
             report.paragraph(
-                "A network g(x) = -logsumexp(h(x)) + <w, x> (h of the classifier's architecture, "
-                "started from its weights; w linear, started at 0) is added to every logit and "
-                f"trained alone with {mc.alpha} x (1 - cos(grad_x (f_y + g), m)); the classifier "
-                "is not touched, so its softmax cannot change. On the test images:"
+                "g(x) = -logsumexp(f(x)) + u(x) is added to every logit, so f_y + g = "
+                "log p(y|x) + u(x); u (an MLP with "
+                f"{mc.shift.hidden} softplus units, its output layer started at 0) alone is "
+                f"trained with {mc.alpha} x (1 - cos(grad_x (f_y + g), m)); the classifier is "
+                "frozen, so its softmax cannot change. On the test images:"
             ),
             report.table(
                 ["figure", "value"],
