@@ -47,18 +47,113 @@ from jaxgrad.evaluation import (
 from jaxgrad.gradients import select_logits
 from jaxgrad.models import linen_logit_fn
 from jaxgrad.score_matching import PAPER_DEFAULTS
-from jaxgrad.trace_estimators import hessian_trace_hutchinson
+from jaxgrad.trace_estimators import (
+    hessian_trace_exact,
+    hessian_trace_hutchinson,
+    hessian_trace_taylor,
+)
 from jaxgrad.training import classifier_loss, regularized_classifier_loss
 
 
-# Compiled once per logit function (the four objectives share one) with the params as an
+# Compiled once per logit function (the objectives share one) with the params as an
 # argument, not a constant baked into each model's program.
-@functools.partial(jax.jit, static_argnums=0, static_argnames="num_probes")
-def _hessian_trace(lf, variables, x, y, key, *, num_probes):
-    """Hutchinson's trace of the label's logit with Rademacher probes (jvp of the vjp)."""
-    return hessian_trace_hutchinson(
-        lambda z: select_logits(lf(variables, z), y), x, key=key, num_probes=num_probes
-    )
+@functools.partial(jax.jit, static_argnums=0, static_argnames=("estimator", "draws"))
+def _trace_draws(lf, variables, x, y, key, sigma, *, estimator, draws):
+    """``[draws, B]`` single-draw estimates of the label logit's Hessian trace.
+
+    ``hutchinson``: one Rademacher probe each (jvp of the gradient); ``taylor``: one
+    antithetic pair at ``sigma`` each, ``(f(x + v) + f(x - v) - 2 f(x)) / sigma^2`` (the same
+    expectation as the training's one-sided estimate, without its gradient term).
+    """
+
+    def f(z):
+        return select_logits(lf(variables, z), y)
+
+    def one(k):
+        if estimator == "hutchinson":
+            return hessian_trace_hutchinson(f, x, key=k, num_probes=1)
+        return hessian_trace_taylor(f, x, key=k, sigma=sigma, num_samples=1, antithetic=True)
+
+    return jax.lax.map(one, jax.random.split(key, draws))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _trace_exact(lf, variables, x, y):
+    """The exact trace (every basis direction, one at a time: memory of one HVP)."""
+    return hessian_trace_exact(lambda z: select_logits(lf(variables, z), y), x, chunk_size=1)
+
+
+def objective_spec(config, objective: str) -> dict:
+    """``{"kind", overrides...}`` of an objective: a kind of Eq. 4, or a named variant of one."""
+    variants = config.train.get("variants", {})
+    if objective in variants:
+        return dict(variants[objective])
+    return {"kind": objective}
+
+
+def objective_loss(config, model, objective: str):
+    """The training loss of ``objective`` (:func:`objective_spec`)."""
+    spec = objective_spec(config, objective)
+    kind = spec.pop("kind")
+    if spec.pop("estimator", "taylor") == "hutchinson":
+        spec["trace_estimator"] = functools.partial(
+            hessian_trace_hutchinson, num_probes=spec.pop("num_probes", 1)
+        )
+    return regularized_classifier_loss(model, kind=kind, **spec)
+
+
+def training_sigma(config, objective: str) -> float:
+    """The sigma of the Taylor estimate the objective trains with (the paper's 0.01 otherwise)."""
+    kind = objective_spec(config, objective)["kind"]
+    return float(PAPER_DEFAULTS.get(kind, {}).get("sigma", 0.01))
+
+
+def measure_traces(config, objective, lf, variables, test) -> dict:
+    """Exact, Hutchinson and antithetic-Taylor traces on the same images, with standard errors.
+
+    Per image, a stochastic estimator's value is the mean of ``draws`` single draws and its
+    standard error their std / sqrt(draws); over images, the mean's standard error is
+    ``sqrt(sum se_i^2) / n`` (the images are shared, so only the draws vary). Each estimator's
+    difference to the exact mean is given in those standard errors (``z``), with the share of
+    images whose own estimate lies within 3 of its standard errors of the exact trace.
+    """
+    t = config.evaluation.trace
+    n = t.num_images
+    x, y = jnp.asarray(test["image"][:n]), jnp.asarray(test["label"][:n])
+    key = purpose_key(config.seed, Purpose.TRACE_PROBES)
+    sigma = training_sigma(config, objective)
+    out = {"num_images": n, "draws": t.draws, "exact": None}
+    exact = None
+    if t.get("exact", True):
+        exact = _chunked(lambda a, b: _trace_exact(lf, variables, a, b), x, y, size=t.chunk)
+        out["exact"] = {"mean": float(exact.mean()), "median": float(np.median(exact))}
+    for name in ("hutchinson", "taylor"):
+        draws = np.concatenate(
+            [
+                np.asarray(
+                    _trace_draws(
+                        lf, variables, x[i : i + t.chunk], y[i : i + t.chunk],
+                        jax.random.fold_in(jax.random.fold_in(key, i), name == "taylor"),
+                        sigma, estimator=name, draws=t.draws,
+                    )
+                )
+                for i in range(0, n, t.chunk)
+            ],
+            axis=1,
+        )  # fmt: skip
+        per_image = draws.mean(0)
+        se_image = draws.std(0, ddof=1) / np.sqrt(t.draws)
+        se = float(np.sqrt(np.sum(se_image**2)) / n)
+        out[name] = {"mean": float(per_image.mean()), "se": se}
+        if exact is not None:
+            diff = float(per_image.mean() - exact.mean())
+            out[name].update(
+                difference_to_exact=diff,
+                z=diff / se if se > 0 else float("inf") * np.sign(diff),
+                images_within_3se=float(np.mean(np.abs(per_image - exact) <= 3 * se_image)),
+            )
+    out["taylor"]["sigma"] = sigma
+    return out
 
 
 @functools.partial(jax.jit, static_argnums=0, static_argnames="steps")
@@ -119,30 +214,13 @@ def measure(
     lf, variables = trained.logit_fn, trained.variables
     e = config.evaluation
     out = {"test_accuracy": trained.test_metrics["accuracy"]}
-    n = e.trace.num_images
-    x, y = jnp.asarray(test["image"][:n]), jnp.asarray(test["label"][:n])
-
-    probes = purpose_key(config.seed, Purpose.TRACE_PROBES)
-    c = e.trace.chunk
-    tr = np.concatenate(
-        [
-            _hessian_trace(  # new probes for every chunk of images
-                lf,
-                variables,
-                x[i : i + c],
-                y[i : i + c],
-                jax.random.fold_in(probes, i),
-                num_probes=e.trace.num_probes,
-            )
-            for i in range(0, n, c)
-        ]
-    )
-    out["hessian_trace"] = {"mean": float(tr.mean()), "median": float(np.median(tr))}
+    out["hessian_trace"] = measure_traces(config, objective, lf, variables, test)
     # GAN-test: activation maximisation from noise, judged by the proxy.
     g = e.gan_test
     targets = jnp.arange(g.num_samples) % config.data.num_classes
     start_key = purpose_key(config.seed, Purpose.START_NOISE)
-    x0 = jnp.clip(0.5 + 0.2 * jax.random.normal(start_key, (g.num_samples, *x.shape[1:])), 0.0, 1.0)
+    shape = (g.num_samples, *test["image"].shape[1:])
+    x0 = jnp.clip(0.5 + 0.2 * jax.random.normal(start_key, shape), 0.0, 1.0)
     samples = _activation_maximisation(
         lf, variables, x0, targets, g.step_size, g.weight_decay, steps=g.steps
     )
@@ -215,7 +293,11 @@ def measure(
         "median": np.median(prof, 1).tolist(),
         "fraction_above_1": (prof > 1).mean(1).tolist(),
     }
-    out["hyper"] = PAPER_DEFAULTS[objective]
+    spec = objective_spec(config, objective)
+    out["hyper"] = {
+        **PAPER_DEFAULTS[spec["kind"]],
+        **{k: v for k, v in spec.items() if k != "kind"},
+    }
     return out, np.asarray(samples), np.asarray(attr)
 
 
@@ -287,7 +369,7 @@ def run(config, workdir: str | Path) -> dict:
     samples, maps, baseline = {}, {}, None
     for objective in config.train.objectives:
         print(f"training with {reports.score_matching.NAMES[objective]}", flush=True)
-        loss = regularized_classifier_loss(model, kind=objective)
+        loss = objective_loss(config, model, objective)
         trained = train_model(
             model,
             loss,
@@ -311,7 +393,7 @@ def run(config, workdir: str | Path) -> dict:
         if objective == "none":
             baseline = trained
         results[objective] = row
-        headline = ("test_accuracy", "gan_test_accuracy", "hessian_trace")
+        headline = ("test_accuracy", "gan_test_accuracy")
         print(json.dumps({objective: {k: row[k] for k in headline}}), flush=True)
     out = {"results": results, "seconds": time.perf_counter() - t0}
     reports.score_matching.write(
@@ -336,7 +418,7 @@ def plan(config, dry: DryRun) -> None:
     plan_training(dry, "judge", judge_model, judge_loss, config.data, judge_train, mesh)
     model = make_model(config.model, config.data.num_classes)
     for objective in config.train.objectives:
-        loss = regularized_classifier_loss(model, kind=objective)
+        loss = objective_loss(config, model, objective)
         variables = plan_training(dry, objective, model, loss, config.data, config.train, mesh)
     k, lf, e = len(config.train.objectives), linen_logit_fn(model), config.evaluation
     _, shape = source_shape(config.data.source, "test")
@@ -345,19 +427,33 @@ def plan(config, dry: DryRun) -> None:
     def chunks(n, size):
         return k * -(-n // size)
 
-    c = min(e.trace.chunk, e.trace.num_images)
+    t = e.trace
+    c = min(t.chunk, t.num_images)
     x, y = abstract_images(c, shape)
-    dry.add(
-        f"Hessian trace ({c} images, {e.trace.num_probes} probes)",
-        _hessian_trace,
-        lf,
-        variables,
-        x,
-        y,
-        key,
-        num_probes=e.trace.num_probes,
-        calls=chunks(e.trace.num_images, c),
-    )
+    if t.get("exact", True):
+        dry.add(
+            f"exact Hessian trace ({c} images)",
+            _trace_exact,
+            lf,
+            variables,
+            x,
+            y,
+            calls=chunks(t.num_images, c),
+        )
+    for estimator in ("hutchinson", "taylor"):
+        dry.add(
+            f"{estimator} trace draws ({c} images, {t.draws} draws)",
+            _trace_draws,
+            lf,
+            variables,
+            x,
+            y,
+            key,
+            0.01,
+            estimator=estimator,
+            draws=t.draws,
+            calls=chunks(t.num_images, c),
+        )
     g = e.gan_test
     x, y = abstract_images(g.num_samples, shape)
     dry.add(

@@ -32,7 +32,7 @@ def _score_matching_config(variant):
     c.evaluation.gan_test.judge.model.layers = (4, "M", 4, "M", 8, "M", 8, "M", 8, "M")
     c.train.update(dict(batch_size=16, max_steps=2, log_every=1))
     e = c.evaluation
-    e.trace.update(dict(num_images=8, chunk=8, num_probes=2))
+    e.trace.update(dict(num_images=4, chunk=4, draws=2, exact=False))  # 3,072 HVPs an image
     e.gan_test.update(dict(num_samples=16, steps=2))
     e.perturbation.update(dict(num_images=16, chunk=16))
     e.density_ratio.update(dict(num_images=8, chunk=8, num_samples=2))

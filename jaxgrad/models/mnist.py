@@ -66,8 +66,10 @@ class MnistCNN(nn.Module):
       kernel_init, bias_init: the paper's truncated normal (std 0.1) and constant 0.1.
       pooling: ``"reshape"`` (reshape + max: 1.5x faster input-gradients on XLA CPU; a
         tied window splits its gradient equally) or ``"reduce_window"`` (``nn.max_pool``: the
-        whole gradient goes to one tied input, as in PyTorch and TensorFlow). The forward
-        pass is the same.
+        whole gradient goes to one tied input, as in PyTorch and TensorFlow), the same forward
+        pass; or ``"avg"`` (2x2 average pooling): with a smooth activation the network is then
+        smooth everywhere, with no max-pooling kinks, which score matching's finite-difference
+        (Taylor) trace estimate would otherwise see.
     """
 
     num_classes: int = 10
@@ -85,8 +87,10 @@ class MnistCNN(nn.Module):
         del train  # no dropout or batch statistics
         check_images(x, "x", _expected_features(self, "hidden1", -2))
         act = get_activation(self.activation, self.beta)
-        if self.pooling not in ("reshape", "reduce_window"):
-            raise ValueError(f"pooling must be 'reshape' or 'reduce_window', got {self.pooling!r}")
+        if self.pooling not in ("reshape", "reduce_window", "avg"):
+            raise ValueError(
+                f"pooling must be 'reshape', 'reduce_window' or 'avg', got {self.pooling!r}"
+            )
         dense_kw = dict(kernel_init=self.kernel_init, bias_init=self.bias_init)
         if len(self.features) != 2:
             raise ValueError(f"features must be two widths, got {self.features!r}")
@@ -103,6 +107,8 @@ class MnistCNN(nn.Module):
             x = tap(self, f"{name}_act", act(x))
             if self.pooling == "reshape":
                 x = max_pool_2x2(x)
+            elif self.pooling == "avg":
+                x = nn.avg_pool(x, (2, 2), strides=(2, 2), padding="VALID")
             else:
                 x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")
         x = x.reshape(x.shape[0], -1)
