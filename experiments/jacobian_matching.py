@@ -105,7 +105,7 @@ def run(config, workdir: str | Path) -> dict:
                 max_steps=d.steps,
                 log_every=max(1, d.steps // 4),
             )
-            for m, method in enumerate(d.methods):
+            for method in d.methods:
                 print(
                     f"[{len(runs) + 1}/{total}] {method}, {size} examples, repeat {rep}", flush=True
                 )
@@ -115,7 +115,9 @@ def run(config, workdir: str | Path) -> dict:
                     classifier_loss(student_model, regularizer=reg),
                     data,
                     section,
-                    key=purpose_key(config.seed, Purpose.STUDENT, size, rep, m),
+                    # one key per (size, repeat): every method starts from the same
+                    # initialisation and sees the same batches (paired comparison)
+                    key=purpose_key(config.seed, Purpose.STUDENT, size, rep),
                     test=test,
                     mesh=mesh,
                     progress=False,

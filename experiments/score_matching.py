@@ -63,7 +63,8 @@ def _trace_draws(lf, variables, x, y, key, sigma, *, estimator, draws):
 
     ``hutchinson``: one Rademacher probe each (jvp of the gradient); ``taylor``: one
     antithetic pair at ``sigma`` each, ``(f(x + v) + f(x - v) - 2 f(x)) / sigma^2`` (the same
-    expectation as the training's one-sided estimate, without its gradient term).
+    expectation as the training's one-sided estimate, without its gradient term);
+    ``taylor_one_sided``: the training's own single-sample ``2 (f(x + v) - f(x)) / sigma^2``.
     """
 
     def f(z):
@@ -72,7 +73,8 @@ def _trace_draws(lf, variables, x, y, key, sigma, *, estimator, draws):
     def one(k):
         if estimator == "hutchinson":
             return hessian_trace_hutchinson(f, x, key=k, num_probes=1)
-        return hessian_trace_taylor(f, x, key=k, sigma=sigma, num_samples=1, antithetic=True)
+        antithetic = estimator == "taylor"
+        return hessian_trace_taylor(f, x, key=k, sigma=sigma, num_samples=1, antithetic=antithetic)
 
     return jax.lax.map(one, jax.random.split(key, draws))
 
@@ -115,9 +117,13 @@ def measure_traces(config, objective, lf, variables, test) -> dict:
     standard error their std / sqrt(draws); over images, the mean's standard error is
     ``sqrt(sum se_i^2) / n`` (the images are shared, so only the draws vary). Each estimator's
     difference to the exact mean is given in those standard errors (``z``), with the share of
-    images whose own estimate lies within 3 of its standard errors of the exact trace.
+    images whose own estimate lies within 3 of its standard errors of the exact trace, and a
+    bound on the relative error, ``(|difference| + 3 SE) / |exact|`` (a small ``z`` alone
+    says little when the standard error is large).
     """
     t = config.evaluation.trace
+    if t.draws < 2:
+        raise ValueError(f"evaluation.trace.draws must be at least 2 (for the SEs), got {t.draws}")
     n = t.num_images
     x, y = jnp.asarray(test["image"][:n]), jnp.asarray(test["label"][:n])
     key = purpose_key(config.seed, Purpose.TRACE_PROBES)
@@ -127,13 +133,13 @@ def measure_traces(config, objective, lf, variables, test) -> dict:
     if t.get("exact", True):
         exact = _chunked(lambda a, b: _trace_exact(lf, variables, a, b), x, y, size=t.chunk)
         out["exact"] = {"mean": float(exact.mean()), "median": float(np.median(exact))}
-    for name in ("hutchinson", "taylor"):
+    for i_est, name in enumerate(("hutchinson", "taylor", "taylor_one_sided")):
         draws = np.concatenate(
             [
                 np.asarray(
                     _trace_draws(
                         lf, variables, x[i : i + t.chunk], y[i : i + t.chunk],
-                        jax.random.fold_in(jax.random.fold_in(key, i), name == "taylor"),
+                        jax.random.fold_in(jax.random.fold_in(key, i), i_est),
                         sigma, estimator=name, draws=t.draws,
                     )
                 )
@@ -147,12 +153,14 @@ def measure_traces(config, objective, lf, variables, test) -> dict:
         out[name] = {"mean": float(per_image.mean()), "se": se}
         if exact is not None:
             diff = float(per_image.mean() - exact.mean())
+            scale = abs(float(exact.mean()))
             out[name].update(
                 difference_to_exact=diff,
-                z=diff / se if se > 0 else float("inf") * np.sign(diff),
+                z=diff / se if se > 0 else (0.0 if diff == 0 else float(np.sign(diff)) * 1e9),
+                relative_error_bound=(abs(diff) + 3 * se) / scale if scale > 0 else None,
                 images_within_3se=float(np.mean(np.abs(per_image - exact) <= 3 * se_image)),
             )
-    out["taylor"]["sigma"] = sigma
+    out["taylor"]["sigma"] = out["taylor_one_sided"]["sigma"] = sigma
     return out
 
 
@@ -403,11 +411,12 @@ def run(config, workdir: str | Path) -> dict:
 
 
 def plan(config, dry: DryRun) -> None:
-    """The run's programs for ``--dry_run``: five trainings, then the measurements.
+    """The run's programs for ``--dry_run``: the trainings, then the measurements.
 
+    The judge and every objective are trained.
     The measurements run once per objective, unsharded (one chip's time in the projection,
     whatever the slice; with replicated parameters every device repeats them); every
-    objective's model has the same architecture, so one compiled program serves all four
+    objective's model has the same architecture, so one compiled program serves them all
     (and 3b, which masks the baseline).
     """
     mesh = make_mesh(config.num_devices)
@@ -440,7 +449,7 @@ def plan(config, dry: DryRun) -> None:
             y,
             calls=chunks(t.num_images, c),
         )
-    for estimator in ("hutchinson", "taylor"):
+    for estimator in ("hutchinson", "taylor", "taylor_one_sided"):
         dry.add(
             f"{estimator} trace draws ({c} images, {t.draws} draws)",
             _trace_draws,

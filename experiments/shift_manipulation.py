@@ -91,7 +91,7 @@ def learn_shift(config, trained, train, m):
     mc = config.manipulation
     u = InputMap(hidden=mc.shift.hidden)
     key = purpose_key(config.seed, Purpose.SHIFT)
-    init = u.init(key, jnp.asarray(train["image"][:1]))
+    init = u.init(jax.random.fold_in(key, 0), jnp.asarray(train["image"][:1]))
     frozen = trained.variables
 
     def loss_fn(params, model_state, batch, key):
@@ -107,7 +107,13 @@ def learn_shift(config, trained, train, m):
     print("learning a shift with the classifier frozen", flush=True)
     fields = {k: v for k, v in mc.shift.items() if k != "hidden"}
     learned = train_model(
-        u, loss_fn, train, override(config.train, **fields), key=key, init=init, mesh=trained.mesh
+        u,
+        loss_fn,
+        train,
+        override(config.train, **fields),
+        key=jax.random.fold_in(key, 1),  # the batch order: not the initialisation's key
+        init=init,
+        mesh=trained.mesh,
     )
     return u, learned.variables["params"]
 

@@ -102,6 +102,8 @@ def run(config, workdir: str | Path) -> dict:
         g_train = loss_gradients(trained.logit_fn, trained.variables, train)
         g_test = loss_gradients(trained.logit_fn, trained.variables, test)
         row = {"test_accuracy": trained.test_metrics["accuracy"], **measure(g_test, test)}
+        # The notebook's AQ(A_G, 1): Pr[argmax = signal] - Pr[argmin = signal].
+        row["aq"] = row["argmax_is_signal"] - row["argmin_is_signal"]
         curve = roar(
             {"image": train["image"], "label": train["label"]},
             {"image": test["image"], "label": test["label"]},
@@ -118,7 +120,7 @@ def run(config, workdir: str | Path) -> dict:
         row["top_1_kept_accuracy"] = float(curve["top_k_accuracy"][0])
         row["bottom_1_kept_accuracy"] = float(curve["bottom_k_accuracy"][0])
         row["diff_roar"] = float(curve["diff_roar"][0])
-        row["diff_roar_chance_normalised"] = 2.0 * row["diff_roar"]  # (acc - 1/2) / (1/2)
+        row["diff_roar_se"] = float(curve["diff_roar_se"][0])  # NaN with one seed
         out["models"][kind] = row
         print(json.dumps({kind: row}), flush=True)
     out["paper"] = PAPER

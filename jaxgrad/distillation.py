@@ -10,11 +10,13 @@ input noise ``xi ~ N(0, sigma^2 I)``,
                                     + O(sigma^4),
 
 so squared-error distillation under input noise is output matching plus ``sigma^2`` times
-Jacobian matching, exactly to second order when the outputs already match or the networks are
-piecewise linear (the Hessian term vanishes), which is the paper's first-order statement.
+(raw, all-output) Jacobian matching, to second order when the outputs already match or the
+networks are linear around ``x`` (piecewise-linear networks farther than about ``sigma`` from
+a kink): the Hessian term vanishes, which is the paper's first-order statement.
 
-In practice the paper matches the input-gradient of one output (the target class), each
-l2-normalised per example:
+As commonly implemented (e.g. Knowledge-Distillation-Zoo's ``sobolev.py``; our sources do not
+confirm the paper's exact choice), the input-gradient of one output (the target class) is
+matched, each l2-normalised per example:
 
     ||grad_x T_y / ||grad_x T_y||_2 - grad_x S_y / ||grad_x S_y||_2||_2^2.
 
@@ -41,7 +43,8 @@ def _flat_normalised(g: jax.Array, normalize: bool, eps: float) -> jax.Array:
     g = g.reshape(g.shape[0], -1)
     if not normalize:
         return g
-    return g / (jnp.linalg.norm(g, axis=1, keepdims=True) + eps)
+    # rsqrt(|g|^2 + eps^2), not g / (|g| + eps): the norm's derivative at g = 0 is NaN.
+    return g * jax.lax.rsqrt(jnp.sum(g**2, axis=1, keepdims=True) + eps**2)
 
 
 def jacobian_matching_loss(
@@ -64,10 +67,11 @@ def jacobian_matching_loss(
       x: ``[B, *S]``.
       target: ``int[B]`` or one int, the output whose input-gradients are matched
         (``output="target"``); None takes the teacher's predicted class.
-      output: ``"target"`` (the paper's: one output) or ``"all"`` (every output, the full
-        Jacobian: the sum of the per-output penalties, K backward passes).
-      normalize: l2-normalise each input-gradient per example (the paper's) before the
-        difference; without it the penalty is ``||J_T - J_S||^2`` of the raw gradients.
+      output: ``"target"`` (one output, as commonly implemented) or ``"all"`` (every output,
+        the full Jacobian: the sum of the per-output penalties, K backward passes).
+      normalize: l2-normalise each input-gradient per example before the difference;
+        without it the penalty is ``||J_T - J_S||^2`` of the raw gradients (the form of the
+        noise equivalence).
       eps: added to the norms.
 
     Returns:

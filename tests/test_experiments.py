@@ -151,11 +151,13 @@ def test_score_matching_smoke(tmp_path):
         assert 0 <= row["test_accuracy"] <= 1
         tr = row["hessian_trace"]
         assert math.isfinite(tr["exact"]["mean"])
-        for name in ("hutchinson", "taylor"):
+        for name in ("hutchinson", "taylor", "taylor_one_sided"):
             assert math.isfinite(tr[name]["mean"]) and tr[name]["se"] > 0
-            # The smooth (avg-pooled softplus) network: the estimators agree with the
-            # exact trace within 3 standard errors, as the report claims.
+        for name in ("hutchinson", "taylor"):
+            # The smooth (avg-pooled softplus) network: both estimators agree with the exact
+            # trace within 3 standard errors, and those are small enough to mean something.
             assert abs(tr[name]["z"]) <= 3, (objective, name, tr[name])
+            assert tr[name]["se"] <= 0.25 * abs(tr["exact"]["mean"]), (objective, name, tr)
         assert 0 <= row["gan_test_accuracy"] <= 1 and 0 <= row["self_accuracy_on_samples"] <= 1
         # GAN-test: num_samples samples judged one by one, so a multiple of 1 / num_samples.
         assert row["gan_test_accuracy"] * e.gan_test.num_samples == pytest.approx(
@@ -255,9 +257,9 @@ def test_synthetic_smoke(tmp_path):
         assert row["diff_roar"] == pytest.approx(
             row["top_1_kept_accuracy"] - row["bottom_1_kept_accuracy"]
         )
+        assert row["aq"] == pytest.approx(row["argmax_is_signal"] - row["argmin_is_signal"])
     # The standard MLP separates the data whatever its width (any coordinate carries y).
     assert r["models"]["standard"]["test_accuracy"] > 0.9
-    assert r["paper"]["robust"]["argmax_is_signal"] == 1.0
 
 
 def test_synthetic_data_has_one_signal_coordinate_carrying_the_label():

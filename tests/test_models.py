@@ -242,7 +242,35 @@ def test_cnn_pooling_options_share_the_forward_pass(key):
         rtol=1e-6,
     )
     with pytest.raises(ValueError, match="pooling"):
-        linen_logit_fn(MnistCNN(pooling="avg"))(v, x)
+        linen_logit_fn(MnistCNN(pooling="mean"))(v, x)
+
+
+def test_avg_pooled_softplus_cnn_is_smooth_where_max_pooling_has_kinks(x64):
+    # Second directional derivatives by finite differences at the Taylor estimate's step
+    # against autodiff's v^T H v: the avg-pooled softplus CNN agrees at every point of a
+    # line; the max-pooled one does not where a pooling window's maximum changes within the
+    # step (the kinks a Taylor trace sees and autodiff's Hessian does not).
+    x = jax.random.uniform(jax.random.key(0), (1, 8, 8, 1), jnp.float64)
+    v = jax.random.normal(jax.random.key(1), x.shape, jnp.float64)
+    worst = {}
+    for pooling in ("avg", "reshape"):
+        model = MnistCNN(
+            features=(3, 4), dense=8, activation="softplus", beta=10.0, pooling=pooling
+        )
+        variables = jax.tree.map(
+            lambda a: a.astype(jnp.float64), init_variables(model, jax.random.key(2), x)
+        )
+        f = lambda z, m=model, w=variables: linen_logit_fn(m)(w, z)[0, 0]  # noqa: E731
+        errors = []
+        for t in jnp.linspace(-0.5, 0.5, 41):
+            z = x + t * v
+            hvv = jnp.vdot(v, jax.jvp(jax.grad(f), (z,), (v,))[1])
+            h = 1e-2  # the Taylor estimate's sigma
+            fd = (f(z + h * v) + f(z - h * v) - 2 * f(z)) / h**2
+            errors.append(float(jnp.abs(fd - hvv) / (jnp.abs(hvv) + 1e-3)))
+        worst[pooling] = max(errors)
+    assert worst["avg"] < 1e-2
+    assert worst["reshape"] > 0.5  # points of the line within h of a kink
 
 
 @pytest.mark.parametrize(

@@ -9,10 +9,11 @@ subsets of ``sizes`` examples, the same subset for every method of a seed, with
 
 * ``cross_entropy``: the labels alone;
 * ``distillation``: + ``alpha`` x Hinton's ``temperature^2 KL`` to the teacher's softened output;
-* ``jacobian_matching``: distillation + ``beta`` x the paper's penalty (the label's
-  input-gradient, l2-normalised, of student and teacher);
-* ``noisy_distillation``: distillation on ``x + N(0, sigma^2)`` (the input-noise form that
-  Jacobian matching approximates), the cross-entropy on ``x``.
+* ``jacobian_matching``: distillation + ``beta`` x the Jacobian-matching penalty (the
+  label's input-gradient, l2-normalised, of student and teacher);
+* ``noisy_distillation``: distillation on ``x + N(0, sigma^2)``, the cross-entropy on ``x``
+  (a related form: the exact equivalence holds for squared-error distillation and raw
+  all-output Jacobians, ``jaxgrad.distillation``).
 
 ``alpha``, ``temperature``, ``beta`` and ``sigma`` are our choices (the paper's values for this
 setting are not in our sources), fixed before any run and not tuned. Every student trains the
