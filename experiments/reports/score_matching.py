@@ -208,10 +208,9 @@ def _blocks(config, out):
                 "objective",
                 "exact",
                 "Hutchinson",
-                "z",
-                "Taylor (sigma)",
-                "z",
-                "within 3 SE (Hutchinson / Taylor)",
+                "Taylor, antithetic",
+                "Taylor, one-sided (training's)",
+                "images within 3 SE (Hutchinson / Taylor)",
             ],
             [_trace_row(NAMES[o], res[o]["hessian_trace"]) for o in t.objectives],
         ),  # fmt: skip
@@ -244,7 +243,7 @@ def _trace_row(name: str, tr: dict) -> list[str]:
         est(t),
         est(o),
         f"{h['images_within_3se']:.2f} / {t['images_within_3se']:.2f}" if exact else "",
-    ]
+    ]  # one cell per header column of the trace table
 
 
 def _trace_headline(tr: dict) -> str:
