@@ -24,6 +24,8 @@ from typing import Any
 import flax.linen as nn
 import jax
 import ml_collections
+import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from experiments import report
@@ -132,6 +134,13 @@ def load_splits(data: ml_collections.ConfigDict) -> tuple[Dataset, Dataset]:
     """
     shard = (jax.process_index(), jax.process_count()) if host_local() else None
     return load_dataset(data.source, "train", shard=shard), load_dataset(data.source, "test")
+
+
+def global_mean(images: np.ndarray) -> float:
+    """The mean value of a split, the same on every host (each may hold a shard of it)."""
+    local = np.asarray([np.mean(images, dtype=np.float64), len(images)], np.float64)
+    both = np.asarray(multihost_utils.process_allgather(local)).reshape(-1, 2)
+    return float(np.sum(both[:, 0] * both[:, 1]) / np.sum(both[:, 1]))
 
 
 def make_mesh(num_devices: int) -> Mesh:

@@ -23,11 +23,11 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.experimental import multihost_utils
 
 from experiments import report, reports
 from experiments.common import (
     Purpose,
+    global_mean,
     launch,
     load_splits,
     make_mesh,
@@ -122,13 +122,6 @@ def robust_accuracy(config, lf, variables, test) -> dict:
     return out
 
 
-def _data_mean(images: np.ndarray) -> float:
-    """The training set's mean value, the same on every host (each may hold a shard)."""
-    local = np.asarray([images.mean(), len(images)], np.float64)
-    both = np.asarray(multihost_utils.process_allgather(local)).reshape(-1, 2)
-    return float(np.sum(both[:, 0] * both[:, 1]) / np.sum(both[:, 1]))
-
-
 def run(config, workdir: str | Path) -> dict:
     """Runs the experiment into ``workdir``."""
     t0 = time.perf_counter()
@@ -137,7 +130,7 @@ def run(config, workdir: str | Path) -> dict:
     train, test = load_splits(config.data)
     mesh = make_mesh(config.num_devices)
     d = config.evaluation.diff_roar
-    fill = _data_mean(train["image"]) if d.fill == "data_mean" else float(d.fill)
+    fill = global_mean(train["image"]) if d.fill == "data_mean" else float(d.fill)
     model = make_model(config.model, config.data.num_classes)
     lf = linen_logit_fn(model)
     retrain = retrainer(model, override(config.train, epochs=d.epochs), mesh=mesh)

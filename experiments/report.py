@@ -97,7 +97,7 @@ def describe_model(spec) -> str:
     """A short name of a model section (``name`` and its fields) for a report.
 
     ``mlp``: ``MLP (hidden sizes)``; ``resnet18`` / ``resnet50`` / ``vgg11``: the CIFAR
-    network's name;
+    network's name; ``vgg``: its layers;
     the two-convolution ``cnn``: ``CNN conv5x5x<f1>, conv5x5x<f2>, dense <d>``.
     """
     if spec.name == "mlp":
@@ -106,6 +106,9 @@ def describe_model(spec) -> str:
         return f"CIFAR ResNet-{spec.name[len('resnet') :]}"
     if spec.name == "vgg11":
         return "CIFAR VGG-11 (BatchNorm)"
+    if spec.name == "vgg":
+        layers = " ".join("pool" if w == "M" else f"conv3x3x{w}" for w in spec.layers)
+        return f"VGG-style CNN with BatchNorm ({layers}, global average, dense)"
     return f"CNN conv5x5x{spec.features[0]}, conv5x5x{spec.features[1]}, dense {spec.dense}"
 
 

@@ -277,3 +277,56 @@ def test_synthetic_data_has_one_signal_coordinate_carrying_the_label():
     counts = np.bincount(d["signal"], minlength=10)[1:] / len(x)
     np.testing.assert_allclose(counts, 0.1, atol=0.01)  # 0.9 / 9 each
     assert abs(np.mean(d["label"]) - 0.5) < 0.01
+
+
+@pytest.mark.slow
+def test_fullgrad_smoke(tmp_path):
+    from experiments.reports.fullgrad import verdicts
+    from jaxgrad.data import load_dataset
+
+    config, r = _smoke("fullgrad", tmp_path)
+    _files(
+        tmp_path,
+        "report.md",
+        "results.json",
+        "perturbation.csv",
+        "roar.csv",
+        "perturbation.png",
+        "roar.png",
+        "maps.png",
+    )
+    p, e = r["perturbation"], config.evaluation
+    methods = [*e.methods, "random"]
+    assert set(p["fills"]) == {"0", "0.5"}
+    for rows in p["fills"].values():
+        assert list(rows) == methods
+        for row in rows.values():
+            assert all(c >= 0 for c in row["fractional_change"])
+            assert all(0 <= s <= 1 for s in row["unchanged_share"] + row["prediction_kept"])
+    # Gradient x input and IG from a black baseline are exactly 0 on black pixels: where an
+    # image has at least round(k * P) black pixels, they go first, and a black fill changes
+    # nothing there (the property the report's black-fill caveat rests on).
+    x = load_dataset("digits", "test")["image"][: p["num_images"]]
+    black = (x[..., 0] == 0).reshape(len(x), -1).sum(1)
+    for i, k in enumerate(p["fractions"]):
+        removed = round(k * x.shape[1] * x.shape[2])
+        expected = np.mean(black >= removed)
+        for name in ("gradient_x_input", "integrated_gradients"):
+            assert p["fills"]["0"][name]["unchanged_share"][i] >= expected - 1e-9
+    # The random order removes content from some image at the largest k with a grey fill.
+    assert p["fills"]["0.5"]["random"]["fractional_change"][-1] > 0
+    roar = r["roar"]
+    assert list(roar["curves"]) == methods
+    for c in roar["curves"].values():
+        acc = np.asarray(c["accuracy_per_seed"])
+        assert acc.shape == (e.roar.seeds, len(e.roar.fractions))
+        assert np.all((acc >= 0) & (acc <= 1))
+        np.testing.assert_allclose(c["accuracy"], acc.mean(0))
+    assert len(roar["reference_accuracy"]) == e.roar.seeds
+    # The training set's mean fills the removed pixels.
+    train = load_dataset("digits", "train")["image"]
+    assert roar["fill_value"] == pytest.approx(float(train.mean()), rel=1e-5)
+    v = verdicts(r)
+    assert sorted(v["roar"]["ranked"]) == sorted(methods)
+    text = (tmp_path / "report.md").read_text()
+    assert f"{r['test_accuracy']:.4f}" in text and "Fill 0.5" in text

@@ -230,7 +230,8 @@ def test_cnn_widths_must_be_two(key):
 def test_get_model():
     assert isinstance(get_model("cnn"), MnistCNN)
     with pytest.raises(ValueError, match="model name"):
-        get_model("vgg")
+        get_model("vgg19")
+    assert get_model("vgg", layers=(8, "M", 16)).layers == (8, "M", 16)
 
 
 def test_cnn_pooling_options_share_the_forward_pass(key):

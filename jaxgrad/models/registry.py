@@ -1,4 +1,4 @@
-"""Models by name, for configs: ``cnn``, ``mlp``, ``resnet18``, ``resnet50``, ``vgg11``."""
+"""Models by name, for configs: ``cnn``, ``mlp``, ``resnet18``, ``resnet50``, ``vgg``, ``vgg11``."""
 
 from __future__ import annotations
 
@@ -8,13 +8,20 @@ import flax.linen as nn
 
 from jaxgrad.models.mnist import MLP, MnistCNN
 from jaxgrad.models.resnet import ResNet18, ResNet50
-from jaxgrad.models.vgg import VGG11
+from jaxgrad.models.vgg import VGG, VGG11
 
-MODELS = {"cnn": MnistCNN, "mlp": MLP, "resnet18": ResNet18, "resnet50": ResNet50, "vgg11": VGG11}
+MODELS = {
+    "cnn": MnistCNN,
+    "mlp": MLP,
+    "resnet18": ResNet18,
+    "resnet50": ResNet50,
+    "vgg": VGG,  # any ``layers`` (VGG-11's by default)
+    "vgg11": VGG11,
+}
 
 
 def get_model(name: str, **kwargs: Any) -> nn.Module:
-    """A model by name: ``cnn`` (:class:`MnistCNN`), ``mlp`` (:class:`MLP`), ``resnet18``, ``resnet50``, ``vgg11``."""
+    """A model by name: ``cnn`` (:class:`MnistCNN`), ``mlp`` (:class:`MLP`), ``resnet18``, ``resnet50``, ``vgg`` (:class:`VGG`, any ``layers``), ``vgg11``."""
     if name not in MODELS:
         raise ValueError(f"model name must be one of {sorted(MODELS)}, got {name!r}")
     return MODELS[name](**kwargs)
