@@ -24,6 +24,12 @@ NAMES = {
 }
 
 
+# A mean fractional change this small is float noise, not a removal: on a GPU the perturbed
+# batch runs through a differently batched program than the reference logit and differs by
+# about 1e-5 on a few images even where the input is unchanged (on a CPU it is exactly 0).
+UNTOUCHED = 1e-6
+
+
 def _pct(k: float) -> str:
     return f"{100 * k:g}%"
 
@@ -119,7 +125,7 @@ def write(workdir, config, results: dict, *, images, maps) -> Path:
 
 def _perturbation_table(rows: dict, ks) -> str:
     return report.table(
-        ["method", *(f"k = {_pct(k)}" for k in ks), "images unchanged at the largest k"],
+        ["method", *(f"k = {_pct(k)}" for k in ks), "logit unchanged at the largest k"],
         [
             [NAMES.get(name, name)]
             + [
@@ -136,8 +142,8 @@ def verdicts(results: dict) -> dict:
     """What the run says about the paper's two claims, computed from its numbers.
 
     ``perturbation[fill]``: the methods ranked by their mean fractional change over k (lowest
-    first), the methods that changed no image at any k, and whether FullGrad is lowest at
-    every k; ``roar``: the methods ranked by their mean accuracy over k (lowest first) and
+    first), the methods whose mean change stays within float noise (:data:`UNTOUCHED`) at
+    every k, and whether FullGrad is lowest at every k; ``roar``: the methods ranked by their mean accuracy over k (lowest first) and
     whether FullGrad is among the two lowest (the paper: FullGrad and Grad-CAM best).
     """
     out = {"perturbation": {}}
@@ -148,7 +154,9 @@ def verdicts(results: dict) -> dict:
         names = list(rows)
         out["perturbation"][fill] = {
             "ranked": ranked,
-            "untouched": [n for n, row in rows.items() if min(row["unchanged_share"]) == 1.0],
+            "untouched": [
+                n for n, row in rows.items() if max(row["fractional_change"]) <= UNTOUCHED
+            ],
             "fullgrad_lowest_at_every_k": "fullgrad" in rows
             and all(names[j] == "fullgrad" for j in np.argmin(per_k, axis=0)),
         }
@@ -194,7 +202,8 @@ def _blocks(config, results) -> list[str]:
             _perturbation_table(rows, ks),
             report.paragraph(
                 f"Ranked by the mean over k (best first): {named(verdict['ranked'])}.",
-                f"Methods that changed no image at any k: {named(verdict['untouched'])}.",
+                "Methods whose mean change stays within float noise (at most "
+                f"{UNTOUCHED:g}) at every k: {named(verdict['untouched'])}.",
                 "FullGrad is lowest at every k."
                 if verdict["fullgrad_lowest_at_every_k"]
                 else "FullGrad is not lowest at every k.",
@@ -205,14 +214,17 @@ def _blocks(config, results) -> list[str]:
     if black is not None and black["untouched"]:
         blocks.append(
             report.paragraph(
-                f"With a black fill, {named(black['untouched'])} changed no image at any k: "
+                f"With a black fill, {named(black['untouched'])} changed nothing at any k: "
                 "their maps are exactly 0 on the black background (gradient x input is "
                 "gradient x 0 there, and IG from a black baseline integrates over a zero "
                 "path), so their least salient pixels are background pixels, and filling "
                 "them with black removes nothing. At this size the black fill measures how "
                 "much of a method's map lies on the background, not how faithful it is; a "
                 f"fill off the background ({named_fills}) removes something from every pixel "
-                "and is the one that tests the paper's claim here."
+                "and is the one that tests the paper's claim here. Where two maps are both 0 "
+                "on more pixels than are removed, the tie is broken in raster order (a stable "
+                "sort), so such methods remove the same background pixels, top rows first, and "
+                "score alike at either fill."
             )
         )
     rs = r["fractions"]
