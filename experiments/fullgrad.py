@@ -72,7 +72,10 @@ def attribution_methods(e) -> dict:
             integrated_gradients, steps=e.ig_steps, chunk_size=e.ig_chunk_size
         ),
         "smoothgrad": functools.partial(
-            smoothgrad, num_samples=e.smoothgrad_samples, noise_level=e.smoothgrad_noise
+            smoothgrad,
+            num_samples=e.smoothgrad_samples,
+            noise_level=e.smoothgrad_noise,
+            chunk_size=e.smoothgrad_chunk_size or None,
         ),
         "gradcam": functools.partial(gradcam, layer=e.gradcam_layer),
     }
@@ -276,10 +279,26 @@ def plan(config, dry: DryRun) -> None:
         ),
         static_argnames=("steps", "chunk_size"),
     )
+    sg_fn = jax.jit(
+        lambda v, xx, tt, k, chunk_size: smoothgrad(
+            lf,
+            v,
+            xx,
+            tt,
+            key=k,
+            num_samples=e.smoothgrad_samples,
+            noise_level=e.smoothgrad_noise,
+            chunk_size=chunk_size,
+        ),
+        static_argnames=("chunk_size",),
+    )
     for name, method in attribution_methods(e).items():
         if name == "integrated_gradients":  # looped: its FLOPs from an unlooped compilation
             options = dict(steps=e.ig_steps, chunk_size=e.ig_chunk_size)
             fn, unlooped = ig_fn, {"chunk_size": None}
+        elif name == "smoothgrad" and e.smoothgrad_chunk_size:
+            options = dict(chunk_size=e.smoothgrad_chunk_size)
+            fn, unlooped = sg_fn, {"chunk_size": None}
         else:
             fn = jax.jit(lambda v, xx, tt, k, _m=method: _m(lf, v, xx, tt, key=k))
             options, unlooped = {}, None

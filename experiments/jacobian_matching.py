@@ -27,11 +27,14 @@ from experiments.common import (
     make_mesh,
     make_model,
     override,
+    plan_training,
     purpose_key,
     train_model,
 )
+from experiments.dry_run import DryRun, abstract_images
 from jaxgrad import distillation_loss, jacobian_matching_loss
-from jaxgrad.data import steps_per_epoch
+from jaxgrad.data import source_shape, steps_per_epoch
+from jaxgrad.models import linen_logit_fn
 from jaxgrad.training import classifier_loss
 
 
@@ -186,5 +189,68 @@ def summarize(runs: list[dict], methods: list[str]) -> list[dict]:
     return out
 
 
+def plan(config, dry: DryRun) -> None:
+    """The run's programs for ``--dry_run``: the teacher, every method's students, the penalty.
+
+    The teacher's training; per method, one student's train step (``distill.steps`` calls)
+    and evaluation, times ``sizes x seeds`` students; the Jacobian distance on the
+    ``gradient_images`` test images per student.
+    """
+    mesh = make_mesh(config.num_devices)
+    k = config.data.num_classes
+    d = config.distill
+    teacher_model = make_model(config.model.teacher, k)
+    teacher_vars = plan_training(
+        dry,
+        "teacher",
+        teacher_model,
+        classifier_loss(teacher_model),
+        config.data,
+        config.train,
+        mesh,
+    )
+    teacher_fn = linen_logit_fn(teacher_model)
+    # The students' losses close over the teacher's variables: concrete (zero) arrays here.
+    teacher_vars = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), teacher_vars)
+    student_model = make_model(config.model.student, k)
+    students = len(d.sizes) * d.seeds
+    # Every student runs ``steps`` whatever its subset's size: enough epochs of the full
+    # split (plan_training's count) for ``max_steps`` to be reached.
+    n_train, _ = source_shape(config.data.source, "train")
+    per_epoch = steps_per_epoch(n_train, d.train.batch_size)
+    section = override(
+        config.train, **d.train, epochs=math.ceil(d.steps / per_epoch), max_steps=d.steps
+    )
+    student_vars = None
+    for method in d.methods:
+        reg = make_regularizer(method, teacher_fn, teacher_vars, d)
+        student_vars = plan_training(
+            dry,
+            f"student, {method}",
+            student_model,
+            classifier_loss(student_model, regularizer=reg),
+            config.data,
+            section,
+            mesh,
+            repeats=students,
+        )
+    _, shape = source_shape(config.data.source, "test")
+    x, y = abstract_images(config.evaluation.gradient_images, shape)
+    penalty = jax.jit(
+        lambda sv, tv, xx, yy: jacobian_matching_loss(
+            linen_logit_fn(student_model), sv, teacher_fn, tv, xx, yy
+        )
+    )
+    dry.add(
+        f"Jacobian distance ({config.evaluation.gradient_images} images)",
+        penalty,
+        student_vars,
+        teacher_vars,
+        x,
+        y,
+        calls=students * len(d.methods),
+    )
+
+
 if __name__ == "__main__":
-    launch(run, "jacobian_matching", "Jacobian-matching config.")
+    launch(run, "jacobian_matching", "Jacobian-matching config.", plan)

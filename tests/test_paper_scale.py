@@ -123,6 +123,19 @@ def test_sanity_checks_mnist_variant_runs_on_mock_data_and_resumes(tmp_path):
         ("diff_roar", "cifar10", ("standard", "linf_8/255", "l2_0.25", "l2_0.5")),
         ("diff_roar", "svhn", ("standard", "linf_8/255", "l2_0.25", "l2_0.5")),
         ("diff_roar", "fashion_mnist", ("standard", "l2_1.0", "linf_0.1")),
+        pytest.param(
+            "jacobian_matching",
+            "cifar100",
+            (
+                "teacher",
+                "student, cross_entropy",
+                "student, distillation",
+                "student, jacobian_matching",
+                "student, noisy_distillation",
+            ),
+            marks=pytest.mark.slow,
+        ),
+        pytest.param("fullgrad", "cifar100", ("model", "ROAR retraining"), marks=pytest.mark.slow),
     ],
 )
 def test_dry_run_compiles_the_full_size_programs_and_writes_their_costs(
@@ -161,6 +174,21 @@ def test_dry_run_compiles_the_full_size_programs_and_writes_their_costs(
         masking = programs["DiffROAR masking (train split, 50000 images)"]
         assert masking["calls"] == 2 * 8 * (4 + 2)  # per mask of each model; per run: control
     assert d["experiment"] == f"{name}:{variant}"
+    if name == "jacobian_matching":
+        # 9 students (3 sizes x 3 repeats) per method, 10,000 steps each.
+        assert programs["train step: student, cross_entropy"]["calls"] == 9 * 10_000
+        # Jacobian matching differentiates two input-gradients: double backprop.
+        ratio = (
+            programs["train step: student, jacobian_matching"]["flops_per_call"]
+            / programs["train step: student, distillation"]["flops_per_call"]
+        )
+        assert ratio > 1.5
+    if name == "fullgrad":
+        # (6 methods + random) x 5 fractions masks and the unmasked reference, 3 seeds each,
+        # 60 epochs of 391 steps.
+        assert programs["train step: ROAR retraining"]["calls"] == (7 * 5 + 1) * 3 * 60 * 391
+        sg = programs["attribution smoothgrad (500 images)"]
+        assert sg["flops_exact"] and sg["memory_per_device"]["peak_bytes"] < 16 * 2**30
     if name == "score_matching":
         # 200 epochs of 391 steps of batch 128 (50,000 images).
         assert programs["train step: none"]["calls"] == 200 * 391

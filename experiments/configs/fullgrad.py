@@ -65,6 +65,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             ig_chunk_size=8,
             smoothgrad_samples=50,
             smoothgrad_noise=0.15,  # of each image's value range (FullGrad's code: 0.15)
+            smoothgrad_chunk_size=0,  # noise samples evaluated together (0: all at once)
             attribution_batch=256,  # images per attribution call
             perturbation=dict(
                 num_images=2000,  # the first test images (all of the offline split)
@@ -88,6 +89,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.evaluation.perturbation.num_images = 10_000
         c.evaluation.perturbation.batch = 1000
         c.evaluation.attribution_batch = 500
+        c.evaluation.smoothgrad_chunk_size = 10  # 50 samples x 500 images at once: 40 GiB
         c.evaluation.roar.seeds = 3
         c.evaluation.roar.train = dict(epochs=60, milestones=(20, 40))
     elif arg == "smoke":
