@@ -35,6 +35,7 @@ from jaxgrad.data import Dataset, get_augmentation, load_dataset, source_shape, 
 from jaxgrad.drivers import make_retrainer
 from jaxgrad.models import get_model, linen_logit_fn
 from jaxgrad.training import (
+    Diverged,
     Preempted,
     TrainState,
     abstract_train_state,
@@ -436,9 +437,12 @@ def launch(
             return
         try:
             run(config, workdir)
-        except Preempted as e:  # SIGTERM: a checkpoint is saved; the same command resumes
+        except Preempted as e:  # SIGTERM/SIGINT: a checkpoint is saved; the command resumes
             print(f"{e}", flush=True)
-            sys.exit(143)  # 128 + SIGTERM, as if the signal had ended the process
+            sys.exit(128 + e.signum)  # 143 or 130, as if the signal had ended the process
+        except Diverged as e:  # a non-finite loss: nothing poisoned was saved
+            print(f"error: {e}", file=sys.stderr, flush=True)
+            sys.exit(1)
         except FileNotFoundError as e:  # data not prepared: the message says what to do
             print(f"error: {e}", file=sys.stderr, flush=True)
             sys.exit(2)

@@ -222,3 +222,172 @@ def test_checkpoints_of_a_gs_workdir_are_handed_to_orbax_as_gs_paths():
     with mock.patch.object(ocp, "CheckpointManager") as manager:
         Checkpointer("relative/checkpoints")  # local paths are made absolute for orbax
     assert os.fspath(manager.call_args.args[0]) == os.path.abspath("relative/checkpoints")
+
+
+def _nan_after(step_count: int) -> optax.GradientTransformation:
+    """SGD whose update at step ``step_count`` (1-based) turns every parameter into NaN."""
+
+    def init(params):
+        return {"count": jax.numpy.zeros((), jax.numpy.int32)}
+
+    def update(updates, state, params=None):
+        poison = state["count"] == step_count - 1
+        updates = jax.tree.map(lambda u: jax.numpy.where(poison, jax.numpy.nan, -0.05 * u), updates)
+        return updates, {"count": state["count"] + 1}
+
+    return optax.GradientTransformation(init, update)
+
+
+def _diverging(key, nan_at):
+    model = get_model("mlp", hidden=(16,))
+    rng = np.random.default_rng(0)
+    data = {
+        "image": rng.random((48, 4, 4, 1), np.float32),
+        "label": rng.integers(0, 10, 48).astype(np.int32),
+    }
+    tx = _nan_after(nan_at)
+    return (
+        create_train_state(model, tx, key, data["image"][:1]),
+        make_train_step(classifier_loss(model), tx),
+        data,
+    )
+
+
+def _all_finite(tree) -> bool:
+    return all(bool(np.all(np.isfinite(np.asarray(x)))) for x in jax.tree.leaves(tree))
+
+
+def test_a_nan_loss_stops_fit_naming_the_step_and_no_checkpoint_holds_it(tmp_path, key):
+    from jaxgrad.training import Diverged
+
+    # The update of step 7 poisons the parameters; step 8's loss is the first NaN metric.
+    state, step, data = _diverging(key, nan_at=7)
+    ckpt = tmp_path / "ckpt"
+    with pytest.raises(Diverged, match="step 8: non-finite grad_norm, loss") as e:
+        fit(
+            state,
+            step,
+            data,
+            key=key,
+            batch_size=8,
+            num_steps=60,
+            progress=False,
+            log_every=4,
+            checkpoint_dir=ckpt,
+            checkpoint_every=5,
+            keep_checkpoints=1,  # a NaN save would have deleted the only finite one
+        )
+    assert e.value.step == 8 and not np.isfinite(e.value.metrics["loss"])
+    c = Checkpointer(ckpt)
+    assert c.all_steps() and max(c.all_steps()) <= 7
+    assert e.value.last_checkpoint == c.latest_step()
+    restored = c.restore_latest(state)
+    assert _all_finite(restored.params)
+
+
+def test_non_finite_parameters_are_never_saved_even_when_the_metrics_were_finite(tmp_path, key):
+    from jaxgrad.training import Diverged
+
+    # Step 10's update poisons the parameters; its own loss and gradient were finite, and a
+    # checkpoint is due at step 10 before any log row sees the NaN.
+    state, step, data = _diverging(key, nan_at=10)
+    ckpt = tmp_path / "ckpt"
+    with pytest.raises(Diverged, match="step 10: the parameters became non-finite"):
+        fit(
+            state,
+            step,
+            data,
+            key=key,
+            batch_size=8,
+            num_steps=30,
+            progress=False,
+            log_every=100,
+            checkpoint_dir=ckpt,
+            checkpoint_every=5,
+        )
+    c = Checkpointer(ckpt)
+    assert 5 in c.all_steps() and 10 not in c.all_steps()
+    for s in c.all_steps():
+        assert _all_finite(c.restore(s, state).params)
+
+
+def test_a_nan_loss_without_checkpoints_still_stops_at_the_next_log_row(key):
+    from jaxgrad.training import Diverged
+
+    state, step, data = _diverging(key, nan_at=3)
+    seen = []
+    with pytest.raises(Diverged, match="step 4:.*no checkpoint was written"):
+        fit(
+            state,
+            step,
+            data,
+            key=key,
+            batch_size=8,
+            num_steps=50,
+            progress=False,
+            log_every=5,
+            on_step=lambda s, _: seen.append(s),
+        )
+    assert max(seen) == 5  # stopped at the first log row after the NaN
+
+
+def test_sigint_saves_and_raises_preempted_like_sigterm(tmp_path, key):
+    fresh, step, data = _problem(key)
+
+    def interrupt_at_3(s, _):
+        if s == 3:
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C
+
+    ckpt = tmp_path / "ckpt"
+    with pytest.raises(Preempted, match=r"\(SIGINT\) at step 3") as e:
+        fit(
+            fresh(),
+            step,
+            data,
+            key=key,
+            batch_size=8,
+            num_steps=10,
+            progress=False,
+            checkpoint_dir=ckpt,
+            checkpoint_every=100,
+            on_step=interrupt_at_3,
+        )
+    assert e.value.signum == signal.SIGINT
+    assert Checkpointer(ckpt).latest_step() == 3
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_checkpoint_dir_that_is_a_file_is_refused_before_training(tmp_path, key):
+    fresh, step, data = _problem(key)
+    path = tmp_path / "not_a_folder"
+    path.write_text("x")
+    seen = []
+    with pytest.raises(ValueError, match="checkpoint_dir .* is a file"):
+        fit(
+            fresh(),
+            step,
+            data,
+            key=key,
+            batch_size=8,
+            num_steps=4,
+            progress=False,
+            checkpoint_dir=path,
+            on_step=lambda s, _: seen.append(s),
+        )
+    assert not seen and path.read_text() == "x"
+
+
+def test_a_diverging_experiment_exits_non_zero_naming_the_step(tmp_path):
+    cmd = [
+        sys.executable,
+        "-m",
+        "experiments.demo",
+        "--config=experiments/configs/demo.py",
+        f"--workdir={tmp_path}",
+        "--config.train.learning_rate=1e30",
+    ]
+    env = {**os.environ, "XLA_FLAGS": ""}
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "training diverged at step" in proc.stderr
+    assert not (tmp_path / "report.md").exists()

@@ -3,7 +3,7 @@
 from jaxgrad.training.checkpoint import Checkpointer
 from jaxgrad.training.cost import abstract_train_state, compiled_cost
 from jaxgrad.training.logging import MetricWriter, Progress, read_metrics
-from jaxgrad.training.loop import Preempted, epoch_steps, fit, train_for_epochs
+from jaxgrad.training.loop import Diverged, Preempted, epoch_steps, fit, train_for_epochs
 from jaxgrad.training.losses import (
     LossFn,
     classifier_loss,
@@ -27,6 +27,7 @@ __all__ = [
     "Checkpointer",
     "LossFn",
     "MetricWriter",
+    "Diverged",
     "Preempted",
     "Progress",
     "TrainState",

@@ -48,6 +48,12 @@ class Checkpointer:
         if keep < 1:
             raise ValueError(f"keep must be >= 1, got {keep}")
         self.directory = as_path(directory)
+        local = "://" not in str(self.directory)  # an object store has no files-as-folders
+        if local and self.directory.exists() and not self.directory.is_dir():
+            raise ValueError(
+                f"checkpoint_dir {str(self.directory)!r} is a file, not a folder: choose "
+                "another path or remove the file"
+            )
         self.save_every = save_every
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep,
@@ -60,6 +66,10 @@ class Checkpointer:
     def save(self, step: int, state: Any, *, force: bool = False) -> bool:
         """Saves ``state`` as step ``step`` if it is due (or ``force``); returns whether it did."""
         return self._manager.save(int(step), args=ocp.args.StandardSave(state), force=force)
+
+    def due(self, step: int) -> bool:
+        """Whether :meth:`save` would write ``step`` without ``force``."""
+        return bool(self._manager.should_save(int(step)))
 
     def latest_step(self) -> int | None:
         """The step of the newest complete checkpoint, or None."""

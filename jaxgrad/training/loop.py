@@ -6,10 +6,17 @@ interrupted and resumed run is bit-for-bit the uninterrupted one. Metrics are re
 the device every ``log_every`` steps only, with the throughput since the last row.
 
 Preemption: with a ``checkpoint_dir``, SIGTERM (what a preemptible TPU VM or a cluster
-scheduler sends before it stops a job) is caught; ``fit`` finishes the step in flight (with
-several processes: until the next log row, where they agree on one step), saves a
-checkpoint, waits for it to be written and raises :class:`Preempted`. Running the same
-command again resumes from that step.
+scheduler sends before it stops a job) and SIGINT (Ctrl-C) are caught; ``fit`` finishes the
+step in flight (with several processes: until the next log row, where they agree on one
+step), saves a checkpoint, waits for it to be written and raises :class:`Preempted`. Running
+the same command again resumes from that step.
+
+Divergence: every step's metrics (the loss, its terms and the gradient norm) are checked for
+non-finite values on the device, in the same dispatch that sums them for the log rows, and
+the first non-finite step is kept there. It is read back at each log row and before each
+checkpoint, together with a check of the parameters about to be saved: ``fit`` then raises
+:class:`Diverged`, naming the step and its metrics, and saves nothing, so a checkpoint never
+holds a non-finite state and the retention policy never deletes the last finite one.
 """
 
 from __future__ import annotations
@@ -42,47 +49,122 @@ from jaxgrad.training.state import (
 
 
 class Preempted(Exception):  # noqa: N818 - an event, not an error
-    """SIGTERM stopped :func:`fit`; the state of ``step`` is saved in ``checkpoint_dir``."""
+    """A signal stopped :func:`fit`; the state of ``step`` is saved in ``checkpoint_dir``.
 
-    def __init__(self, step: int, checkpoint_dir: str | Path):
+    Attributes:
+      step: the saved step.
+      checkpoint_dir: where it is saved.
+      signum: the signal (``signal.SIGTERM`` or ``signal.SIGINT``).
+    """
+
+    def __init__(self, step: int, checkpoint_dir: str | Path, signum: int = signal.SIGTERM):
+        name = signal.Signals(signum).name
         super().__init__(
-            f"preempted (SIGTERM) at step {step}: checkpoint saved in {checkpoint_dir}; "
+            f"preempted ({name}) at step {step}: checkpoint saved in {checkpoint_dir}; "
             "run the same command again to resume"
         )
         self.step = step
         self.checkpoint_dir = checkpoint_dir
+        self.signum = int(signum)
+
+
+class Diverged(FloatingPointError):
+    """Training produced a non-finite loss, gradient norm or parameter; nothing was saved.
+
+    Attributes:
+      step: the first step whose metrics (or, at a save, whose parameters) were not finite.
+      metrics: that step's metrics (host floats), or None where the parameters were the
+        first sign.
+      last_checkpoint: the newest checkpoint step on disk (all finite), or None.
+    """
+
+    def __init__(self, step: int, metrics: dict | None, last_checkpoint: int | None, where):
+        if metrics is None:
+            what = "the parameters became non-finite (the metrics were finite)"
+        else:
+            bad = sorted(k for k, v in metrics.items() if not np.all(np.isfinite(v)))
+            terms = ", ".join(f"{k}={float(np.mean(v)):.6g}" for k, v in sorted(metrics.items()))
+            what = f"non-finite {', '.join(bad)} ({terms})"
+        saved = (
+            "no checkpoint was written"
+            if last_checkpoint is None
+            else f"the last checkpoint, all finite, is step {last_checkpoint} in {where}"
+        )
+        super().__init__(
+            f"training diverged at step {step}: {what}; nothing after it was saved and "
+            f"{saved}. Lower the learning rate or check the data and loss for NaN"
+        )
+        self.step = step
+        self.metrics = metrics
+        self.last_checkpoint = last_checkpoint
 
 
 @contextlib.contextmanager
-def _sigterm_flag(enabled: bool) -> Iterator[threading.Event]:
-    """An event set by SIGTERM while the block runs (the previous handler restored after).
+def _stop_flag(enabled: bool) -> Iterator[dict]:
+    """``{"signum": None}``, set to SIGTERM or SIGINT's number when one arrives in the block.
 
-    Signal handlers can only be installed from the main thread; elsewhere (or when not
-    ``enabled``) SIGTERM keeps its usual effect.
+    The previous handlers are restored after. Signal handlers can only be installed from
+    the main thread; elsewhere (or when not ``enabled``) the signals keep their usual effect.
     """
-    flag = threading.Event()
+    flag = {"signum": None}
     if not enabled or threading.current_thread() is not threading.main_thread():
         yield flag
         return
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: flag.set())
+
+    def handler(signum, frame):
+        flag["signum"] = flag["signum"] or signum
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield flag
     finally:
-        # None: a handler installed outside Python, which cannot be put back from here.
-        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+        for s, p in previous.items():
+            # None: a handler installed outside Python, which cannot be put back from here.
+            signal.signal(s, signal.SIG_DFL if p is None else p)
 
 
-def _agreed(flag: threading.Event) -> bool:
-    """Whether any process has seen SIGTERM (every process gets the same answer).
+@jax.jit
+def _accumulate(summed, first_bad, bad_metrics, metrics, step):
+    """Adds a step's metrics to the sums and keeps the first non-finite step and its metrics."""
+    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in jax.tree.leaves(metrics)]))
+    new = (first_bad < 0) & ~finite
+    first_bad = jnp.where(new, step, first_bad)
+    bad_metrics = jax.tree.map(lambda b, m: jnp.where(new, m, b), bad_metrics, metrics)
+    return jax.tree.map(jnp.add, summed, metrics), first_bad, bad_metrics
+
+
+@jax.jit
+def _params_finite(params) -> jax.Array:
+    leaves = [
+        jnp.all(jnp.isfinite(p))
+        for p in jax.tree.leaves(params)
+        if jnp.issubdtype(p.dtype, jnp.inexact)
+    ]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
+
+
+def _agreed(flag: dict) -> int:
+    """The signal any process has seen, or 0 (every process gets the same answer).
 
     Several hosts receive the signal at slightly different moments; deciding on one step
     together keeps them in the same collectives (a host saving while another steps would
     block both). A host sync: called at log rows only when there are several processes.
     """
     if jax.process_count() == 1:
-        return flag.is_set()
-    seen = multihost_utils.process_allgather(np.asarray(flag.is_set(), np.int32))
-    return bool(np.asarray(seen).any())
+        return int(flag["signum"] or 0)
+    seen = multihost_utils.process_allgather(np.asarray(flag["signum"] or 0, np.int32))
+    return int(np.max(np.asarray(seen)))
+
+
+def _last(ckpt: Checkpointer | None) -> int | None:
+    if ckpt is None:
+        return None
+    ckpt.wait()
+    return ckpt.latest_step()
+
+
+def _where(ckpt: Checkpointer | None) -> str:
+    return "" if ckpt is None else str(ckpt.directory)
 
 
 def fit(
@@ -142,7 +224,10 @@ def fit(
       The final train state.
 
     Raises:
-      Preempted: SIGTERM arrived (with ``checkpoint_dir``); the state is saved.
+      Preempted: SIGTERM or SIGINT arrived (with ``checkpoint_dir``); the state is saved.
+      Diverged: a step's loss, a loss term or the gradient norm, or the parameters about to
+        be saved, were not finite (found at the next log row or checkpoint, at most
+        ``log_every`` steps later; the step named is the first). Nothing was saved after it.
     """
     if num_steps < 0:
         raise ValueError(f"num_steps must be >= 0, got {num_steps}")
@@ -189,6 +274,8 @@ def fit(
     bar = Progress(num_steps, start=start, examples_per_step=batch_size) if progress else None
     summed: dict[str, Any] | None = None  # metrics summed on device since the last log
     count = 0
+    # The first step whose metrics were not finite (-1: none yet) and those metrics, on device.
+    first_bad, bad_metrics = None, None
     it = batches(
         data,
         key=data_key,
@@ -200,19 +287,38 @@ def fit(
     )
     step = saved_step = start
     last_time, last_step = time.perf_counter(), start
+
+    def check(state):
+        """Raises :class:`Diverged` if a step so far or ``state``'s parameters were not finite."""
+        if first_bad is None:
+            return
+        bad = int(shd.to_host(first_bad))
+        if bad >= 0:
+            raise Diverged(bad, shd.to_host(bad_metrics), _last(ckpt), _where(ckpt))
+        if not bool(shd.to_host(_params_finite(state.params))):
+            raise Diverged(step, None, _last(ckpt), _where(ckpt))
+
     with stack:
-        stop = stack.enter_context(_sigterm_flag(ckpt is not None))
+        stop = stack.enter_context(_stop_flag(ckpt is not None))
         for batch in it:
             if mesh is not None:
                 batch = shd.shard_batch(batch, mesh)
             state, metrics = train_step(state, batch, step_key)
             step += 1
-            summed = metrics if summed is None else jax.tree.map(jnp.add, summed, metrics)
+            if summed is None:
+                summed = jax.tree.map(jnp.zeros_like, metrics)
+            if first_bad is None:
+                first_bad = jnp.asarray(-1, jnp.int32)
+                bad_metrics = jax.tree.map(jnp.zeros_like, metrics)
+            summed, first_bad, bad_metrics = _accumulate(
+                summed, first_bad, bad_metrics, metrics, jnp.asarray(step, jnp.int32)
+            )
             count += 1
             if on_step is not None:
                 on_step(step, state)
             log_row = step % log_every == 0 or step == num_steps
             if log_row:
+                check(state)
                 mean = {k: v / count for k, v in shd.to_host(summed).items()}
                 now = time.perf_counter()  # after the read-back: the steps have run
                 rate = (step - last_step) * batch_size / max(now - last_time, 1e-9)
@@ -229,21 +335,28 @@ def fit(
                     bar.update(step, mean)
             if eval_fn is not None and eval_every and step % eval_every == 0 and step != num_steps:
                 writer.write(step, eval_fn(state), split="eval")
-            if ckpt is not None and ckpt.save(step, state):
-                saved_step = step
+            if ckpt is not None and ckpt.due(step):
+                check(state)  # a non-finite state is never saved
+                if ckpt.save(step, state):
+                    saved_step = step
             # One process: at every step; several: at log rows, where they agree.
-            if ckpt is not None and (jax.process_count() == 1 or log_row) and _agreed(stop):
-                if saved_step != step:
-                    ckpt.save(step, state, force=True)
-                ckpt.wait()
-                raise Preempted(step, ckpt.directory)
+            if ckpt is not None and (jax.process_count() == 1 or log_row):
+                signum = _agreed(stop)
+                if signum:
+                    check(state)
+                    if saved_step != step:
+                        ckpt.save(step, state, force=True)
+                    ckpt.wait()
+                    raise Preempted(step, ckpt.directory, signum)
+        check(state)
         if eval_fn is not None:
             writer.write(step, eval_fn(state), split="eval")
         if ckpt is not None and saved_step != step and step > start:
             ckpt.save(step, state, force=True)
-        if ckpt is not None and _agreed(stop):  # SIGTERM during the final evaluation or save
+        signum = _agreed(stop) if ckpt is not None else 0
+        if signum:  # a signal during the final evaluation or save
             ckpt.wait()
-            raise Preempted(step, ckpt.directory)
+            raise Preempted(step, ckpt.directory, signum)
     return state
 
 
