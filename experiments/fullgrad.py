@@ -22,6 +22,7 @@ retrainings to ``roar/<method>.json`` (a rerun resumes both).
 from __future__ import annotations
 
 import functools
+import json
 import time
 from pathlib import Path
 
@@ -55,7 +56,7 @@ from jaxgrad.attribution import (
 from jaxgrad.data import eval_batches, source_shape
 from jaxgrad.drivers import attribute_dataset, keep_ranked, roar
 from jaxgrad.evaluation import pixel_perturbation
-from jaxgrad.models import linen_logit_fn
+from jaxgrad.models import init_variables, linen_logit_fn, tap_shapes
 from jaxgrad.training import classifier_loss
 
 RANDOM = "random"
@@ -88,6 +89,30 @@ def attribution_methods(e) -> dict:
     return {m: available[m] for m in e.methods}
 
 
+def check_evaluation(config, sample: np.ndarray) -> None:
+    """Refuses an ``evaluation`` section the run would fail on late, naming the key.
+
+    The method names, ``ties``, and Grad-CAM's ``gradcam_layer`` (a spatial tap of the
+    model, found abstractly: nothing is trained or run).
+    """
+    e = config.evaluation
+    attribution_methods(e)
+    if e.ties not in ("stable", "random"):
+        raise ValueError(f"evaluation.ties must be 'stable' or 'random', got {e.ties!r}")
+    if "gradcam" in e.methods:
+        model = make_model(config.model, config.data.num_classes)
+        variables = jax.eval_shape(
+            lambda x: init_variables(model, jax.random.key(0), x), jnp.asarray(sample)
+        )
+        shapes = tap_shapes(linen_logit_fn(model), variables, jnp.asarray(sample))
+        spatial = sorted(k for k, v in shapes.items() if len(v) == 4)
+        if e.gradcam_layer not in spatial:
+            raise ValueError(
+                f"evaluation.gradcam_layer {e.gradcam_layer!r} is not a spatial tap of the "
+                f"model; available: {spatial}"
+            )
+
+
 def salience(attribution: np.ndarray) -> np.ndarray:
     """``sum_c abs(a)``, ``[N, H, W, 1]`` float32: how every method's pixels are ranked."""
     return np.sum(np.abs(attribution), axis=-1, keepdims=True, dtype=np.float32)
@@ -117,17 +142,21 @@ def attribute_splits(config, trained, variables, splits, mesh) -> dict[str, list
 
 
 def random_salience(key: jax.Array, split: int, shape: tuple[int, ...]):
-    """``seed -> [N, H, W, C]``: a uniform per-pixel salience, redrawn per seed and split."""
+    """``seed -> [N, H, W, C]``: a uniform per-pixel salience, redrawn per seed and split.
+
+    With several processes each host folds in its index: its shard holds other images.
+    """
 
     def draw(seed: int) -> np.ndarray:
         k = jax.random.fold_in(jax.random.fold_in(key, split), seed)
+        k = jax.random.fold_in(k, jax.process_index())
         return np.broadcast_to(np.asarray(jax.random.uniform(k, (*shape[:-1], 1))), shape)
 
     return draw
 
 
-@functools.partial(jax.jit, static_argnums=0, static_argnames=("fractions", "order"))
-def _perturb(lf, variables, x, sal, fill, key, *, fractions, order):
+@functools.partial(jax.jit, static_argnums=0, static_argnames=("fractions", "order", "ties"))
+def _perturb(lf, variables, x, sal, fill, key, *, fractions, order, ties="stable"):
     """Fractional change of the predicted logit ``[F, B]`` and the prediction kept ``[F, B]``."""
     target = jnp.argmax(lf(variables, x), axis=-1)
     r = pixel_perturbation(
@@ -141,6 +170,7 @@ def _perturb(lf, variables, x, sal, fill, key, *, fractions, order):
         fill="constant",
         fill_value=fill,
         key=key,
+        ties=ties,
     )
     return r["fractional_change"], r["correct"]
 
@@ -172,6 +202,7 @@ def perturbation(config, lf, variables, test, sal: dict) -> dict:
                     key,
                     fractions=fractions,
                     order=RANDOM if name == RANDOM else "least",
+                    ties=config.evaluation.ties,
                 )
                 change.append(np.asarray(c))
                 kept.append(np.asarray(k))
@@ -187,6 +218,24 @@ def perturbation(config, lf, variables, test, sal: dict) -> dict:
     return {"fractions": list(fractions), "num_images": n, "fills": out}
 
 
+def unmasked_reference(retrain, train, test, key, seeds: int, folder) -> list[float]:
+    """The retrained accuracy on the unmasked splits per seed, kept in ``unmasked.json``.
+
+    Seed ``s`` retrains with ``fold_in(key, s)``, as ``roar`` does for every mask; a rerun
+    reads the seeds already done (the file is tied to the split sizes and the seed count).
+    """
+    path = folder / "unmasked.json"
+    tag = [len(train["label"]), len(test["label"]), seeds]
+    done = json.loads(path.read_text()) if path.exists() else {}
+    accuracy = done.get("accuracy", []) if done.get("tag") == tag else []
+    for s in range(len(accuracy), seeds):
+        accuracy.append(float(retrain(train, test, jax.random.fold_in(key, s))))
+        if jax.process_index() == 0:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({"tag": tag, "accuracy": accuracy}))
+    return accuracy
+
+
 def run(config, workdir: str | Path) -> dict:
     """Runs the experiment into ``workdir``; returns the results."""
     t0 = time.perf_counter()
@@ -194,7 +243,7 @@ def run(config, workdir: str | Path) -> dict:
     report.write_config(workdir, config)
     train, test = load_splits(config.data)
     e = config.evaluation
-    attribution_methods(e)  # names checked before any training
+    check_evaluation(config, train["image"][:1])  # before any training
     mesh = make_mesh(config.num_devices)
     trained = train_classifier(config, train, test, workdir)
     variables = jax.device_get(trained.variables)
@@ -208,11 +257,11 @@ def run(config, workdir: str | Path) -> dict:
     model = make_model(config.model, config.data.num_classes)
     retrain = retrainer(model, override(config.train, **dict(r.train)), mesh=mesh)
     options = dict(retrain=retrain, fractions=tuple(r.fractions), protocol="roar")
-    options.update(fill_value=fill, seeds=r.seeds)
+    options.update(fill_value=fill, seeds=r.seeds, ties=e.ties)
     # Every retraining of seed s, masked or not, uses fold_in(key, s) (as roar does): the
     # masks are the only difference between methods and from the unmasked reference.
     key = purpose_key(config.seed, Purpose.ROAR_RETRAIN)
-    reference = [float(retrain(train, test, jax.random.fold_in(key, s))) for s in range(r.seeds)]
+    reference = unmasked_reference(retrain, train, test, key, r.seeds, workdir / "roar")
     curves = {}
     for name in [*sal, RANDOM]:
         print(f"ROAR of {name}", flush=True)
@@ -267,6 +316,7 @@ def plan(config, dry: DryRun) -> None:
     lf = linen_logit_fn(model)
     e, r, p = config.evaluation, config.evaluation.roar, config.evaluation.perturbation
     n_train, shape = source_shape(config.data.source, "train")
+    check_evaluation(config, np.zeros((1, *shape), np.float32))
     n_test, _ = source_shape(config.data.source, "test")
     variables = plan_training(
         dry, "model", model, classifier_loss(model), config.data, config.train, mesh
@@ -313,11 +363,11 @@ def plan(config, dry: DryRun) -> None:
             unlooped=unlooped,
             **options,
         )
-    xp, _ = abstract_images(p.batch, shape)
-    salp, _ = abstract_images(p.batch, shape[:-1] + (1,))
     n = min(p.num_images, n_test)
+    xp, _ = abstract_images(min(p.batch, n), shape)
+    salp, _ = abstract_images(min(p.batch, n), shape[:-1] + (1,))
     dry.add(
-        f"pixel perturbation ({p.batch} images, {len(p.fractions)} fractions)",
+        f"pixel perturbation ({min(p.batch, n)} images, {len(p.fractions)} fractions)",
         _perturb,
         lf,
         variables,
@@ -328,6 +378,8 @@ def plan(config, dry: DryRun) -> None:
         fractions=tuple(float(f) for f in p.fractions),
         order="least",
         calls=len(p.fills) * (len(e.methods) + 1) * -(-n // p.batch),
+        ties=e.ties,
+        note="the random control's program (order='random') costs the same",
     )
     masks = (len(e.methods) + 1) * len(r.fractions)
     for split, count in (("train", n_train), ("test", n_test)):
@@ -340,7 +392,8 @@ def plan(config, dry: DryRun) -> None:
             jax.ShapeDtypeStruct((), jnp.float32),
             count=int(np.prod(shape[:2])) // 2,  # the cost does not depend on the count
             order="least",
-            calls=masks + r.seeds * len(r.fractions),  # the random masks are redrawn per seed
+            # once per fraction for each method's fixed maps; per seed for the random control
+            calls=len(e.methods) * len(r.fractions) + r.seeds * len(r.fractions),
         )
     plan_training(
         dry,

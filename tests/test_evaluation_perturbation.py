@@ -100,3 +100,47 @@ def test_bad_input_is_named():
         pixel_perturbation(lf, None, x, t, x, aggregate="l2")
     with pytest.raises(ValueError, match="fill must be one of"):
         pixel_perturbation(lf, None, x, t, x, fill="noise")
+
+
+def test_random_ties_permute_equal_pixels_and_keep_the_order_of_distinct_ones(key):
+    from jaxgrad.evaluation import removal_ranks
+
+    # Half the pixels tie at 0, the others are distinct.
+    s = jnp.concatenate([jnp.zeros((2, 4, 8)), jnp.arange(1.0, 65.0).reshape(2, 4, 8)], axis=1)
+    for order in ("least", "most"):
+        stable = removal_ranks(s, order)
+        r1 = removal_ranks(s, order, jax.random.key(1), ties="random")
+        r2 = removal_ranks(s, order, jax.random.key(2), ties="random")
+        for r in (r1, r2):  # a permutation of the positions, per image
+            np.testing.assert_array_equal(
+                np.sort(r.reshape(2, -1), 1), np.tile(np.arange(64), (2, 1))
+            )
+        # Distinct pixels keep their ranks; tied ones take the same set of ranks, reshuffled.
+        np.testing.assert_array_equal(r1[:, 4:], stable[:, 4:])
+        np.testing.assert_array_equal(
+            np.sort(r1[:, :4].reshape(2, -1)), np.sort(stable[:, :4].reshape(2, -1))
+        )
+        assert not np.array_equal(r1[:, :4], stable[:, :4])
+        assert not np.array_equal(r1[:, :4], r2[:, :4])
+    with pytest.raises(ValueError, match="ties='random' needs key"):
+        removal_ranks(s, "least", ties="random")
+    with pytest.raises(ValueError, match="ties"):
+        removal_ranks(s, "least", key, ties="shuffle")
+
+
+def test_random_ties_in_pixel_perturbation_and_roar_masks_stay_within_the_tied_pixels(key):
+    from jaxgrad.drivers import keep_ranked
+
+    x = jax.random.uniform(key, (3, 6, 6, 1)) + 0.5
+    a = jnp.where(jnp.arange(36).reshape(1, 6, 6, 1) % 2 == 0, 0.0, x)  # 0 on half the pixels
+    lf = lambda p, xx: jnp.stack([jnp.sum(xx * (a != 0), (1, 2, 3)), jnp.zeros(3)], -1)  # noqa: E731
+    r = pixel_perturbation(
+        lf, None, x, jnp.zeros(3, jnp.int32), a, fractions=(0.25, 0.5), key=key, ties="random"
+    )
+    # Only pixels where the map is 0 are removed first, and the logit ignores them.
+    np.testing.assert_allclose(r["fractional_change"], 0.0, atol=1e-6)
+    kept = keep_ranked(x, a, jnp.float32(-1.0), key, count=18, order="most", ties="random")
+    np.testing.assert_array_equal(kept == -1.0, jnp.broadcast_to(a == 0, x.shape))
+    kept = keep_ranked(x, a, jnp.float32(-1.0), key, count=9, order="least", ties="random")
+    assert np.all(np.sum(kept != -1.0, axis=(1, 2, 3)) == 9)
+    assert np.all(np.where(kept != -1.0, a == 0, True))

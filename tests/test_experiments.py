@@ -330,3 +330,58 @@ def test_fullgrad_smoke(tmp_path):
     assert sorted(v["roar"]["ranked"]) == sorted(methods)
     text = (tmp_path / "report.md").read_text()
     assert f"{r['test_accuracy']:.4f}" in text and "Fill 0.5" in text
+
+
+def test_fullgrad_verdicts_follow_the_numbers():
+    from experiments.reports.fullgrad import verdicts
+
+    def row(changes):
+        return {"fractional_change": changes, "unchanged_share": [1.0] * len(changes)}
+
+    results = {
+        "perturbation": {
+            "fills": {
+                "0": {
+                    "fullgrad": row([0.1, 0.2]),
+                    "gradient_x_input": row([0.0, 1e-7]),
+                    "random": row([0.3, 0.6]),
+                },
+                "0.5": {
+                    "fullgrad": row([0.1, 0.2]),
+                    "gradcam": row([0.2, 0.1]),
+                    "random": row([0.3, 0.6]),
+                },
+            }
+        },
+        "roar": {
+            "curves": {
+                "fullgrad": {"accuracy": [0.5, 0.3]},
+                "gradcam": {"accuracy": [0.6, 0.5]},
+                "random": {"accuracy": [0.9, 0.3]},
+            }
+        },
+    }
+    v = verdicts(results)
+    black, grey = v["perturbation"]["0"], v["perturbation"]["0.5"]
+    assert black["ranked"] == ["gradient_x_input", "fullgrad", "random"]
+    assert black["untouched"] == ["gradient_x_input"]  # within float noise at every k
+    assert not black["fullgrad_lowest_at_every_k"]
+    assert grey["untouched"] == [] and not grey["fullgrad_lowest_at_every_k"]
+    assert grey["ranked"][:2] == ["fullgrad", "gradcam"]  # equal means keep their order
+    assert v["roar"]["ranked"] == ["fullgrad", "gradcam", "random"]
+    assert v["roar"]["fullgrad_in_best_two"]
+
+
+def test_fullgrad_refuses_a_grad_cam_layer_that_is_not_a_tap_before_training():
+    from experiments.configs.fullgrad import get_config
+    from experiments.fullgrad import check_evaluation
+
+    config = get_config("smoke")
+    check_evaluation(config, np.zeros((1, 8, 8, 1), np.float32))
+    config.evaluation.gradcam_layer = "conv9"
+    with pytest.raises(ValueError, match="gradcam_layer 'conv9' is not a spatial tap.*act2"):
+        check_evaluation(config, np.zeros((1, 8, 8, 1), np.float32))
+    config.evaluation.gradcam_layer = "act2"
+    config.evaluation.ties = "shuffle"
+    with pytest.raises(ValueError, match="evaluation.ties"):
+        check_evaluation(config, np.zeros((1, 8, 8, 1), np.float32))

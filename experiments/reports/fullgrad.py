@@ -28,6 +28,7 @@ NAMES = {
 # batch runs through a differently batched program than the reference logit and differs by
 # about 1e-5 on a few images even where the input is unchanged (on a CPU it is exactly 0).
 UNTOUCHED = 1e-6
+FILL_NAMES = {"0": " (black)", "0.5": " (grey)"}
 
 
 def _pct(k: float) -> str:
@@ -87,7 +88,7 @@ def write(workdir, config, results: dict, *, images, maps) -> Path:
             title=f"Pixel perturbation, fill {fill} (lower is better)",
             xlabel="k, % of pixels removed (least salient first)",
             ylabel="abs fractional change of the logit",
-            xscale="log",
+            xscale="log" if max(ks) >= 10 * min(ks) else "linear",
         )
         for fill, rows in p["fills"].items()
     ]
@@ -123,9 +124,25 @@ def write(workdir, config, results: dict, *, images, maps) -> Path:
     return report.write_report(workdir, _blocks(config, results))
 
 
+def _retrainings(n: int) -> str:
+    if n == 1:
+        return "one retraining per mask (no spread: a check of the flow, not of the claim)"
+    return f"mean ± SE over {n} retrainings per mask"
+
+
+def _mean_se(values: np.ndarray) -> str:
+    if len(values) < 2:
+        return f"{values.mean():.4f}"
+    return f"{values.mean():.4f} ± {values.std(ddof=1) / np.sqrt(len(values)):.4f}"
+
+
 def _perturbation_table(rows: dict, ks) -> str:
     return report.table(
-        ["method", *(f"k = {_pct(k)}" for k in ks), "logit unchanged at the largest k"],
+        [
+            "method",
+            *(f"k = {_pct(k)}" for k in ks),
+            "share of images with the logit exactly unchanged at the largest k",
+        ],
         [
             [NAMES.get(name, name)]
             + [
@@ -190,15 +207,17 @@ def _blocks(config, results) -> list[str]:
         report.paragraph(
             f"The k% least salient pixels of the first {p['num_images']} test images are "
             "replaced by the fill; mean ± SE over images of abs(f(x) - f(x~)) / abs(f(x)) for "
-            "the predicted logit f (lower is better). The paper (ImageNet, VGG-16, black fill) "
-            "finds FullGrad lowest, then the input-gradient, IG, SmoothGrad and Grad-CAM above "
-            "it, random highest; its results are figures only, so no number is quoted.",
+            "the predicted logit f (lower is better). Pixels of equal salience are removed "
+            + ("in random order." if e.get("ties", "stable") == "random" else "in raster order.")
+            + " The paper (ImageNet, VGG-16, black fill) finds FullGrad lowest among the "
+            "input-gradient, IG, SmoothGrad, Grad-CAM and random; its results are figures only, "
+            "so no number is quoted.",
         ),
     ]
     for fill, rows in p["fills"].items():
         verdict = v["perturbation"][fill]
         blocks += [
-            report.paragraph(f"**Fill {fill}.**"),
+            report.paragraph(f"**Fill {fill}{FILL_NAMES.get(fill, '')}.**"),
             _perturbation_table(rows, ks),
             report.paragraph(
                 f"Ranked by the mean over k (best first): {named(verdict['ranked'])}.",
@@ -221,10 +240,7 @@ def _blocks(config, results) -> list[str]:
                 "them with black removes nothing. At this size the black fill measures how "
                 "much of a method's map lies on the background, not how faithful it is; a "
                 f"fill off the background ({named_fills}) removes something from every pixel "
-                "and is the one that tests the paper's claim here. Where two maps are both 0 "
-                "on more pixels than are removed, the tie is broken in raster order (a stable "
-                "sort), so such methods remove the same background pixels, top rows first, and "
-                "score alike at either fill."
+                "and is the one that tests the paper's claim here."
             )
         )
     rs = r["fractions"]
@@ -235,10 +251,8 @@ def _blocks(config, results) -> list[str]:
         report.paragraph(
             f"The k% most salient pixels of every training and test image are replaced by the "
             f"training set's mean ({r['fill_value']:.4f}); a fresh model is trained on the "
-            "masked training set (the train section with "
-            + ", ".join(f"{k} {v}" for k, v in dict(e.roar.train).items())
-            + ") and tested on "
-            f"the masked test set; mean over {len(ref)} retrainings (a lower accuracy is "
+            f"masked training set for {e.roar.train.get('epochs', config.train.epochs)} epochs "
+            f"and tested on the masked test set; {_retrainings(len(ref))} (a lower accuracy is "
             f"better). The unmasked retraining reaches {np.mean(ref):.4f}. The paper (CIFAR-100, "
             "9-layer VGG) finds FullGrad and Grad-CAM best, above the input-gradient, IG, "
             "SmoothGrad and random (figures only).",
@@ -247,7 +261,7 @@ def _blocks(config, results) -> list[str]:
             ["method", *(f"k = {_pct(k)}" for k in rs), "mean"],
             [
                 [NAMES.get(name, name)]
-                + [f"{a:.4f}" for a in c["accuracy"]]
+                + [_mean_se(np.asarray(c["accuracy_per_seed"])[:, i]) for i in range(len(rs))]
                 + [f"{np.mean(c['accuracy']):.4f}"]
                 for name, c in r["curves"].items()
             ],

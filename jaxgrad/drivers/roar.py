@@ -33,7 +33,7 @@ import numpy as np
 
 from jaxgrad._validation import check_choice, check_fractions, check_positive_int
 from jaxgrad.data.base import Dataset
-from jaxgrad.evaluation.perturbation import pixel_salience, removal_ranks
+from jaxgrad.evaluation.perturbation import TIES, pixel_salience, removal_ranks
 from jaxgrad.models.adapters import linen_logit_fn
 from jaxgrad.paths import as_path
 from jaxgrad.training.logging import Progress
@@ -49,20 +49,33 @@ UNITS = ("pixel", "coordinate")
 
 
 # Compiled once per (count, order, aggregate, unit), reused for every data set and seed.
-@functools.partial(jax.jit, static_argnames=("count", "order", "aggregate", "unit"))
-def keep_ranked(x, attribution, fill_value, *, count, order, aggregate="abs_sum", unit="pixel"):
+@functools.partial(jax.jit, static_argnames=("count", "order", "aggregate", "unit", "ties"))
+def keep_ranked(
+    x,
+    attribution,
+    fill_value,
+    key=None,
+    *,
+    count,
+    order,
+    aggregate="abs_sum",
+    unit="pixel",
+    ties="stable",
+):
     """Keeps the first ``count`` pixels (or coordinates) of each image in ``order``.
 
     The masking of :func:`roar`: ``x, attribution: [B, H, W, C]``; the others are set to
     ``fill_value``. ``unit="coordinate"`` ranks each channel by ``|attribution|`` on its own
-    (``aggregate`` is then unused).
+    (``aggregate`` is then unused). ``ties="random"`` orders equal values at random with
+    ``key`` (``jaxgrad.evaluation.removal_ranks``).
     """
     if unit == "coordinate":  # every channel of every pixel ranked on its own: |a|
         b, h, w, c = x.shape
-        ranks = removal_ranks(jnp.abs(attribution).reshape(b, h, w * c), order)
+        ranks = removal_ranks(jnp.abs(attribution).reshape(b, h, w * c), order, key, ties=ties)
         ranks = ranks.reshape(b, h, w, c)
     else:
-        ranks = removal_ranks(pixel_salience(attribution, aggregate), order)[..., None]
+        salience = pixel_salience(attribution, aggregate)
+        ranks = removal_ranks(salience, order, key, ties=ties)[..., None]
     return jnp.where(ranks < count, x, fill_value.astype(x.dtype))
 
 
@@ -134,7 +147,15 @@ def make_retrainer(
 
 
 def _masked(
-    data: Dataset, attribution, k: float, order: str, fill_value, aggregate, unit="pixel"
+    data: Dataset,
+    attribution,
+    k: float,
+    order: str,
+    fill_value,
+    aggregate,
+    unit="pixel",
+    ties="stable",
+    key=None,
 ) -> Dataset:
     x, a = np.asarray(data["image"], np.float32), np.asarray(attribution)
     if a.shape != x.shape:
@@ -142,7 +163,15 @@ def _masked(
     units = x.shape[1] * x.shape[2] * (x.shape[3] if unit == "coordinate" else 1)
     count = int(np.rint(k * units))
     kept = keep_ranked(
-        x, a, jnp.float32(fill_value), count=count, order=order, aggregate=aggregate, unit=unit
+        x,
+        a,
+        jnp.float32(fill_value),
+        key,
+        count=count,
+        order=order,
+        aggregate=aggregate,
+        unit=unit,
+        ties=ties,
     )
     return {"image": np.asarray(kept), "label": data["label"]}
 
@@ -192,6 +221,7 @@ def roar(
     aggregate: str = "abs_sum",
     unit: str = "pixel",
     seeds: int = 1,
+    ties: str = "stable",
     progress: bool = True,
     record: str | os.PathLike | None = None,
 ) -> dict[str, np.ndarray]:
@@ -216,6 +246,10 @@ def roar(
         its own, as Shah et al.'s code does; ``k`` is then a share of the ``H * W * C``
         coordinates).
       seeds: retrainings per mask (Shah et al. use 1 to 3).
+      ties: how pixels of equal salience are ranked: ``stable`` (pixel order) or ``random``
+        (drawn from ``key``, per split, mask and, for per-seed attributions, seed); see
+        ``jaxgrad.evaluation.removal_ranks``. With several processes each host folds in
+        its index (its own images).
       progress: print a line per retraining with its accuracy, the rate and an ETA.
       record: a JSON file (local or ``gs://``) that keeps every finished retraining's
         accuracy as it comes; a rerun with the same file skips them, so a preempted curve
@@ -237,6 +271,7 @@ def roar(
     """
     check_choice(protocol, PROTOCOLS, "protocol")
     check_choice(unit, UNITS, "unit")
+    check_choice(ties, TIES, "ties")
     seeds = check_positive_int(seeds, "seeds")
     f = check_fractions(fractions)
     # (k, label, share of pixels kept, the order they are kept in).
@@ -248,11 +283,24 @@ def roar(
         ]
     per_seed = callable(train_attribution) or callable(test_attribution)
 
-    def masked_splits(i, attributions):
+    tie_key = jax.random.fold_in(jax.random.fold_in(key, 0x7469), jax.process_index())
+
+    def masked_splits(i, attributions, s):
         _, _, kept, order = masks[i]
+        mask_key = jax.random.fold_in(jax.random.fold_in(tie_key, i), s)
         return [
-            _masked(d, a, kept, order, fill_value, aggregate, unit)
-            for d, a in zip((train, test), attributions, strict=True)
+            _masked(
+                d,
+                a,
+                kept,
+                order,
+                fill_value,
+                aggregate,
+                unit,
+                ties,
+                jax.random.fold_in(mask_key, j),
+            )
+            for j, (d, a) in enumerate(zip((train, test), attributions, strict=True))
         ]
 
     # Fixed attributions: mask once, retrain every seed. Per-seed ones: new masks per seed.
@@ -274,6 +322,8 @@ def roar(
             protocol=protocol, fractions=f.tolist(), fill=float(fill_value), unit=unit,
             aggregate=aggregate, seeds=seeds, n=(len(train["label"]), len(test["label"])),
         )  # fmt: skip
+        if ties != "stable":  # records written before ``ties`` existed stay valid
+            settings["ties"] = ties
         fingerprint = _fingerprint(first, settings)
     finished = _read_record(record, fingerprint)
     for done, (i, s) in enumerate(schedule, start=1):
@@ -287,7 +337,7 @@ def roar(
             if drawn[0] != s:  # each seed's attributions are drawn once, for all its masks
                 pair = (train_attribution, test_attribution)
                 drawn = (s, [a(s) if callable(a) else a for a in pair])
-            cached_id, (tr, te) = mask_id, masked_splits(i, drawn[1])
+            cached_id, (tr, te) = mask_id, masked_splits(i, drawn[1], mask_id[1])
         acc[i, s] = float(retrain(tr, te, jax.random.fold_in(key, s)))
         if record is not None:
             finished[name] = acc[i, s]

@@ -52,18 +52,32 @@ def pixel_salience(attribution: ArrayLike, aggregate: str = "abs_sum") -> jax.Ar
     check_choice(aggregate, AGGREGATES, "aggregate")
 
 
-def removal_ranks(salience: jax.Array, order: str, key: jax.Array | None = None) -> jax.Array:
+TIES = ("stable", "random")
+
+
+def removal_ranks(
+    salience: jax.Array, order: str, key: jax.Array | None = None, *, ties: str = "stable"
+) -> jax.Array:
     """``[B, H, W]`` int: the position of each pixel in the removal order (0 goes first).
 
     ``order``: ``least`` salient first, ``most`` salient first, or ``random`` (needs ``key``).
-    Ties keep pixel order (a stable sort), so the result is deterministic.
+    ``ties``: how pixels of equal salience are ordered among themselves: ``stable`` keeps
+    pixel (raster) order, so the result is deterministic; ``random`` draws their order
+    with ``key``, as a ranking that cannot tell them apart implies. It matters where a map
+    is exactly 0 on many pixels (gradient x input and IG on a black background): a stable
+    order then removes the top rows first.
     """
+    check_choice(ties, TIES, "ties")
     b = salience.shape[0]
     flat = salience.reshape(b, -1)
-    if order == "least":
-        idx = jnp.argsort(flat, axis=1, stable=True)
-    elif order == "most":
-        idx = jnp.argsort(-flat, axis=1, stable=True)
+    if order in ("least", "most"):
+        score = flat if order == "least" else -flat
+        if ties == "random":
+            if key is None:
+                raise ValueError("ties='random' needs key=")
+            idx = jnp.lexsort((jax.random.uniform(key, flat.shape), score), axis=1)
+        else:
+            idx = jnp.argsort(score, axis=1, stable=True)
     elif order == "random":
         if key is None:
             raise ValueError("order='random' needs key=")
@@ -104,6 +118,7 @@ def pixel_perturbation(
     data_mean: ArrayLike | None = None,
     blur_sigma: float = 2.0,
     key: jax.Array | None = None,
+    ties: str = "stable",
     chunk_size: int | None = None,
 ) -> dict[str, jax.Array]:
     """The classifier's response as growing fractions of pixels are removed.
@@ -121,7 +136,8 @@ def pixel_perturbation(
       fill: ``constant`` (``fill_value``), ``image_mean`` (per image and channel),
         ``data_mean`` (``data_mean``), or ``blur`` (a Gaussian blur of the image with
         ``blur_sigma``, zero-padded).
-      key: PRNG key for ``order="random"``.
+      key: PRNG key for ``order="random"`` or ``ties="random"``.
+      ties: ``stable`` (pixel order) or ``random`` (needs ``key``), see :func:`removal_ranks`.
       chunk_size: fractions evaluated together (static); all at once when None.
 
     Returns:
@@ -137,7 +153,8 @@ def pixel_perturbation(
     f = check_fractions(fractions)
     num_pixels = x.shape[1] * x.shape[2]
     removed = np.rint(f * num_pixels).astype(np.int32)
-    ranks = removal_ranks(pixel_salience(attribution, aggregate), order, key)[..., None]
+    ranks = removal_ranks(pixel_salience(attribution, aggregate), order, key, ties=ties)
+    ranks = ranks[..., None]
     filler = _fill(x, fill, fill_value, data_mean, blur_sigma)
     f0 = select_logits(logit_fn(params, x), target)
 
@@ -169,6 +186,7 @@ def mask_images(
     aggregate: str = "abs_sum",
     fill_value: ArrayLike = 0.0,
     key: jax.Array | None = None,
+    ties: str = "stable",
 ) -> jax.Array:
     """Removes ``round(fraction * H * W)`` pixels of every image, ranked as pixel perturbation does.
 
@@ -182,7 +200,8 @@ def mask_images(
       order: ``most`` salient first, ``least`` salient first, or ``random`` (needs ``key``).
       aggregate: the per-pixel salience, see :func:`pixel_salience`.
       fill_value: the value of the removed pixels (traced).
-      key: PRNG key for ``order="random"``.
+      key: PRNG key for ``order="random"`` or ``ties="random"``.
+      ties: ``stable`` (pixel order) or ``random`` (needs ``key``), see :func:`removal_ranks`.
 
     Returns:
       ``[B, H, W, C]``.
@@ -194,8 +213,8 @@ def mask_images(
         raise ValueError(f"attribution must have x's shape {x.shape}, got {attribution.shape}")
     (f,) = check_fractions([fraction], "fraction")
     count = int(np.rint(f * x.shape[1] * x.shape[2]))
-    ranks = removal_ranks(pixel_salience(attribution, aggregate), order, key)[..., None]
-    return jnp.where(ranks < count, jnp.asarray(fill_value, x.dtype), x)
+    ranks = removal_ranks(pixel_salience(attribution, aggregate), order, key, ties=ties)
+    return jnp.where(ranks[..., None] < count, jnp.asarray(fill_value, x.dtype), x)
 
 
 def area_under_curve(fractions: ArrayLike, values: ArrayLike) -> jax.Array:
