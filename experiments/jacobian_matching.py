@@ -10,6 +10,7 @@ and distillation under input noise (``experiments/configs/jacobian_matching.py``
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
@@ -62,6 +63,21 @@ def make_regularizer(method: str, teacher_fn, teacher_variables, d):
     raise ValueError(f"unknown method {method!r}")
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _argmax(logit_fn, variables, x):
+    return jnp.argmax(logit_fn(variables, x), axis=-1)
+
+
+def predictions(logit_fn, variables, images: np.ndarray, chunk: int) -> np.ndarray:
+    """The predicted class of every image, ``chunk`` images per call."""
+    return np.concatenate(
+        [
+            np.asarray(_argmax(logit_fn, variables, jnp.asarray(images[i : i + chunk])))
+            for i in range(0, len(images), chunk)
+        ]
+    )
+
+
 def subset(train: dict, size: int, key: jax.Array) -> dict:
     """``size`` examples of ``train`` drawn without replacement."""
     idx = np.asarray(jax.random.choice(key, len(train["label"]), (size,), replace=False))
@@ -91,10 +107,16 @@ def run(config, workdir: str | Path) -> dict:
     teacher_fn, teacher_vars = teacher.logit_fn, teacher.variables
     d = config.distill
     student_model = make_model(config.model.student, k)
+    student_fn = linen_logit_fn(student_model)
     n_grad = min(config.evaluation.gradient_images, len(test["label"]))
     xg, yg = jnp.asarray(test["image"][:n_grad]), jnp.asarray(test["label"][:n_grad])
-    x_test = jnp.asarray(test["image"])
-    teacher_pred = np.asarray(jnp.argmax(jax.jit(teacher_fn)(teacher_vars, x_test), -1))
+    chunk = config.evaluation.gradient_images  # images per evaluation call
+    teacher_pred = predictions(teacher_fn, teacher_vars, test["image"], chunk)
+    penalty_fn = jax.jit(
+        lambda sv, tv, xx, yy: jnp.mean(
+            jacobian_matching_loss(student_fn, sv, teacher_fn, tv, xx, yy)
+        )
+    )
     runs = []
     total = len(d.sizes) * d.seeds * len(d.methods)
     for size in d.sizes:
@@ -125,11 +147,9 @@ def run(config, workdir: str | Path) -> dict:
                     mesh=mesh,
                     progress=False,
                 )
-                logits = jax.jit(student.logit_fn)(student.variables, x_test)
-                agreement = float(np.mean(np.asarray(jnp.argmax(logits, -1)) == teacher_pred))
-                penalty = jacobian_matching_loss(
-                    student.logit_fn, student.variables, teacher_fn, teacher_vars, xg, yg
-                )
+                pred = predictions(student_fn, student.variables, test["image"], chunk)
+                agreement = float(np.mean(pred == teacher_pred))
+                penalty = penalty_fn(student.variables, teacher_vars, xg, yg)
                 runs.append(
                     dict(
                         method=method,
@@ -137,7 +157,7 @@ def run(config, workdir: str | Path) -> dict:
                         repeat=rep,
                         accuracy=student.test_metrics["accuracy"],
                         teacher_agreement=agreement,
-                        jacobian_distance=float(jnp.mean(penalty)),
+                        jacobian_distance=float(penalty),
                     )
                 )
                 print(
@@ -237,9 +257,20 @@ def plan(config, dry: DryRun) -> None:
     _, shape = source_shape(config.data.source, "test")
     x, y = abstract_images(config.evaluation.gradient_images, shape)
     penalty = jax.jit(
-        lambda sv, tv, xx, yy: jacobian_matching_loss(
-            linen_logit_fn(student_model), sv, teacher_fn, tv, xx, yy
+        lambda sv, tv, xx, yy: jnp.mean(
+            jacobian_matching_loss(linen_logit_fn(student_model), sv, teacher_fn, tv, xx, yy)
         )
+    )
+    n_test, _ = source_shape(config.data.source, "test")
+    chunk = config.evaluation.gradient_images
+    dry.add(
+        f"predictions ({chunk} images)",
+        _argmax,
+        teacher_fn,
+        teacher_vars,
+        x,
+        calls=(1 + students * len(d.methods)) * -(-n_test // chunk),
+        note="the teacher's; the students' cost less",
     )
     dry.add(
         f"Jacobian distance ({config.evaluation.gradient_images} images)",
