@@ -391,3 +391,81 @@ def test_a_diverging_experiment_exits_non_zero_naming_the_step(tmp_path):
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "training diverged at step" in proc.stderr
     assert not (tmp_path / "report.md").exists()
+
+
+def _three_checkpoints(directory, keep=3):
+    import jax.numpy as jnp
+
+    c = Checkpointer(directory, save_every=1, keep=keep)
+    for s in (1, 2, 3, 4):
+        c.save(s, {"w": jnp.full((256,), float(s)), "b": jnp.arange(5) * s})
+    c.close()
+    return {"w": jnp.zeros((256,)), "b": jnp.zeros(5, jnp.int32)}
+
+
+def _files(step_dir):
+    return sorted(p for p in step_dir.rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize("damage", ["flip_one_byte", "truncate", "garble"])
+def test_a_damaged_newest_checkpoint_is_reported_and_the_one_before_is_restored(tmp_path, damage):
+    target = _three_checkpoints(tmp_path / "ckpt")
+    c = Checkpointer(tmp_path / "ckpt")
+    assert c.all_steps() == [2, 3, 4]  # keep=3: step 1 and its hash file are gone
+    assert sorted(p.name for p in (tmp_path / "ckpt").glob("*.sha256.json")) == [
+        "2.sha256.json",
+        "3.sha256.json",
+        "4.sha256.json",
+    ]
+    assert c.verify(4) == []
+    victim = max(_files(tmp_path / "ckpt" / "4"), key=lambda p: p.stat().st_size)
+    data = bytearray(victim.read_bytes())
+    if damage == "flip_one_byte":
+        data[len(data) // 2] ^= 0x01
+    elif damage == "truncate":
+        data = data[: len(data) // 2]
+    else:
+        data = bytearray(np.random.default_rng(0).integers(0, 256, len(data), np.uint8))
+    victim.write_bytes(bytes(data))
+    rel = str(victim.relative_to(tmp_path / "ckpt" / "4"))
+    assert c.verify(4) == [rel]
+    with pytest.warns(UserWarning, match=r"checkpoint step 4: files differ from their hashes"):
+        restored = c.restore_latest(target)
+    np.testing.assert_array_equal(restored["w"], np.full(256, 3.0))
+    np.testing.assert_array_equal(restored["b"], np.arange(5) * 3)
+    # The bad one is kept aside, out of the step list, with its hash file.
+    assert c.all_steps() == [2, 3]
+    assert (tmp_path / "ckpt" / "4.corrupt").is_dir()
+    assert (tmp_path / "ckpt" / "4.corrupt.sha256.json").is_file()
+
+
+def test_when_no_checkpoint_restores_the_error_names_each_step(tmp_path):
+    target = _three_checkpoints(tmp_path / "ckpt", keep=2)
+    for step in (3, 4):
+        victim = _files(tmp_path / "ckpt" / str(step))[0]
+        victim.write_bytes(victim.read_bytes() + b"x")
+    c = Checkpointer(tmp_path / "ckpt")
+    with pytest.warns(UserWarning), pytest.raises(RuntimeError, match="step 4: .*step 3: "):
+        c.restore_latest(target)
+
+
+def test_fit_resumes_from_the_last_good_checkpoint_after_corruption(tmp_path, key):
+    fresh, step, data = _problem(key)
+    kw = dict(key=key, batch_size=8, num_steps=12, progress=False, log_every=4)
+    uninterrupted = fit(fresh(), step, data, **kw)
+    ckpt = tmp_path / "ckpt"
+    fit(fresh(), step, data, checkpoint_dir=ckpt, checkpoint_every=4, **{**kw, "num_steps": 8})
+    assert Checkpointer(ckpt).all_steps()[-2:] == [4, 8]
+    victim = max(_files(ckpt / "8"), key=lambda p: p.stat().st_size)
+    raw = bytearray(victim.read_bytes())
+    raw[len(raw) // 3] ^= 0x80
+    victim.write_bytes(bytes(raw))
+    with pytest.warns(UserWarning, match="checkpoint step 8"):
+        resumed = fit(fresh(), step, data, checkpoint_dir=ckpt, checkpoint_every=4, **kw)
+    # Resumed from step 4 (batches and keys are functions of the step): the same run, and
+    # step 8 was saved again beside the corrupt one kept aside.
+    assert Checkpointer(ckpt).all_steps()[-2:] == [8, 12] and (ckpt / "8.corrupt").is_dir()
+    for a, b in zip(
+        jax.tree.leaves(resumed.params), jax.tree.leaves(uninterrupted.params), strict=True
+    ):
+        np.testing.assert_array_equal(a, b)
