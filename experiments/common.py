@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import hashlib
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -158,6 +160,17 @@ def make_model(model: ml_collections.ConfigDict, num_classes: int) -> nn.Module:
     return get_model(model.name, num_classes=num_classes, **fields)
 
 
+# Train fields a resumed run may change: the length of the run and its bookkeeping.
+RESUMABLE_CHANGES = ("epochs", "max_steps", "log_every", "checkpoint_every", "keep_checkpoints")
+
+
+def run_identity(section: ml_collections.ConfigDict) -> str:
+    """A digest of a train section, less :data:`RESUMABLE_CHANGES` (``fit``'s ``run_id``)."""
+    fields = {k: v for k, v in section.to_dict().items() if k not in RESUMABLE_CHANGES}
+    text = json.dumps(fields, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def train_model(
     model: nn.Module,
     loss_fn: Callable,
@@ -246,6 +259,7 @@ def train_model(
         progress=progress,
         log_every=config.log_every,
         checkpoint_dir=checkpoint_dir,
+        run_id=run_identity(config) if checkpoint_dir is not None else None,
         checkpoint_every=config.checkpoint_every,
         keep_checkpoints=config.keep_checkpoints,
         metrics_path=metrics_path,

@@ -469,3 +469,69 @@ def test_fit_resumes_from_the_last_good_checkpoint_after_corruption(tmp_path, ke
         jax.tree.leaves(resumed.params), jax.tree.leaves(uninterrupted.params), strict=True
     ):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_second_writer_on_a_checkpoint_dir_is_refused_at_once(tmp_path, key):
+    fresh, step, data = _problem(key)
+    ckpt = tmp_path / "ckpt"
+    holder = Checkpointer(ckpt, lock=True)  # another run, still going
+    seen = []
+    with pytest.raises(RuntimeError, match=r"is in use by process \d+ on .*interleave"):
+        fit(
+            fresh(),
+            step,
+            data,
+            key=key,
+            batch_size=8,
+            num_steps=4,
+            progress=False,
+            checkpoint_dir=ckpt,
+            on_step=lambda s, _: seen.append(s),
+        )
+    assert not seen and holder.all_steps() == []
+    holder.close()  # released: the same fit now runs, and releases the lock in turn
+    fit(
+        fresh(), step, data, key=key, batch_size=8, num_steps=4, progress=False, checkpoint_dir=ckpt
+    )
+    assert not (ckpt / "LOCK").exists()
+
+
+def test_a_lock_left_by_a_killed_process_is_taken_over_with_a_warning(tmp_path, key):
+    import json
+    import socket
+
+    fresh, step, data = _problem(key)
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # its pid now names no process
+    lock = {"pid": gone.pid, "host": socket.gethostname(), "time": 0, "token": "x"}
+    (ckpt / "LOCK").write_text(json.dumps(lock))
+    with pytest.warns(UserWarning, match="taking over the lock"):
+        fit(
+            fresh(),
+            step,
+            data,
+            key=key,
+            batch_size=8,
+            num_steps=4,
+            progress=False,
+            checkpoint_dir=ckpt,
+        )
+    assert Checkpointer(ckpt).latest_step() == 4
+
+
+def test_resuming_another_runs_checkpoints_is_refused_naming_the_difference(tmp_path, key):
+    fresh, step, data = _problem(key)
+    ckpt = tmp_path / "ckpt"
+    kw = dict(batch_size=8, num_steps=4, progress=False, checkpoint_dir=ckpt)
+    fit(fresh(), step, data, key=key, run_id="lr=0.05", **kw)
+    with pytest.raises(ValueError, match="another run .*run_id: 'lr=0.05' there, 'lr=0.1' here"):
+        fit(fresh(), step, data, key=key, run_id="lr=0.1", **{**kw, "num_steps": 8})
+    with pytest.raises(ValueError, match="another run .*key: "):
+        fit(fresh(), step, data, key=jax.random.key(7), run_id="lr=0.05", **kw)
+    with pytest.raises(ValueError, match="another run .*batch_size: 8 there, 16 here"):
+        fit(fresh(), step, data, key=key, run_id="lr=0.05", **{**kw, "batch_size": 16})
+    # The same run, longer, resumes.
+    state = fit(fresh(), step, data, key=key, run_id="lr=0.05", **{**kw, "num_steps": 8})
+    assert int(state.step) == 8

@@ -16,6 +16,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import socket
+import time
+import uuid
 import warnings
 from pathlib import Path
 from typing import Any
@@ -36,6 +40,12 @@ class Checkpointer:
       save_every: save when ``step % save_every == 0`` (and whenever ``force=True``).
       keep: how many of the most recent checkpoints to keep.
       async_save: write in a background thread while training goes on.
+      lock: hold ``<directory>/LOCK`` until :meth:`close`, so that a second writer (another
+        run, or a second :func:`jaxgrad.training.fit` on the same folder) is refused at once
+        instead of interleaving checkpoints. A lock left by a killed process is taken over
+        (with a warning) when its process is gone (same host) or it has not been refreshed
+        (every save) for ``stale_after`` seconds (another host). Readers need no lock.
+      stale_after: see ``lock``.
 
     Example (with ``state`` a train state)::
 
@@ -50,6 +60,8 @@ class Checkpointer:
         save_every: int = 1000,
         keep: int = 3,
         async_save: bool = True,
+        lock: bool = False,
+        stale_after: float = 900.0,
     ):
         if save_every < 1:
             raise ValueError(f"save_every must be >= 1, got {save_every}")
@@ -70,6 +82,64 @@ class Checkpointer:
             enable_async_checkpointing=async_save,
         )
         self._manager = ocp.CheckpointManager(self.directory, options=options)
+        self._token = None
+        if lock:
+            self._acquire(stale_after)
+
+    def _lock_path(self):
+        return self.directory / "LOCK"
+
+    def _acquire(self, stale_after: float) -> None:
+        """Takes ``LOCK`` (process 0), refusing a live holder; see the class's ``lock``."""
+        if jax.process_index() != 0:
+            return
+        path, host = self._lock_path(), socket.gethostname()
+        if path.exists():
+            try:
+                holder = json.loads(path.read_text())
+            except (OSError, ValueError):
+                holder = {}
+            alive = True
+            if holder.get("host") == host:
+                try:
+                    os.kill(int(holder.get("pid", -1)), 0)
+                except (ProcessLookupError, ValueError, OverflowError):
+                    alive = False
+                except PermissionError:
+                    pass
+            else:
+                alive = time.time() - float(holder.get("time", 0)) < stale_after
+            if alive:
+                raise RuntimeError(
+                    f"checkpoint_dir {str(self.directory)!r} is in use by process "
+                    f"{holder.get('pid')} on {holder.get('host')} (lock refreshed "
+                    f"{time.time() - float(holder.get('time', 0)):.0f} s ago): two writers "
+                    "would interleave their checkpoints. Wait for it, use another folder, or "
+                    f"delete {str(path)!r} if that run is gone"
+                )
+            warnings.warn(
+                f"taking over the lock of {str(self.directory)!r} left by process "
+                f"{holder.get('pid')} on {holder.get('host')}, which is gone",
+                stacklevel=3,
+            )
+        self._token = uuid.uuid4().hex
+        self._touch()
+
+    def _touch(self) -> None:
+        if self._token is not None:
+            record = {"pid": os.getpid(), "host": socket.gethostname(), "time": time.time()}
+            self._lock_path().write_text(json.dumps({**record, "token": self._token}))
+
+    def _release(self) -> None:
+        if self._token is None:
+            return
+        path = self._lock_path()
+        try:
+            if json.loads(path.read_text()).get("token") == self._token:
+                path.unlink()
+        except (OSError, ValueError):
+            pass
+        self._token = None
 
     def save(self, step: int, state: Any, *, force: bool = False) -> bool:
         """Saves ``state`` as step ``step`` if it is due (or ``force``); returns whether it did.
@@ -80,6 +150,7 @@ class Checkpointer:
         if force or self.due(step):
             self._manager.wait_until_finished()
             self._hash_completed()
+            self._touch()
         return self._manager.save(int(step), args=ocp.args.StandardSave(state), force=force)
 
     def _hash_file(self, step: int):
@@ -202,10 +273,13 @@ class Checkpointer:
         self._hash_completed()
 
     def close(self) -> None:
-        """Waits for pending saves, hashes them and releases the manager."""
-        self._manager.wait_until_finished()
-        self._hash_completed()
-        self._manager.close()
+        """Waits for pending saves, hashes them, releases the manager and the lock."""
+        try:
+            self._manager.wait_until_finished()
+            self._hash_completed()
+            self._manager.close()
+        finally:
+            self._release()
 
     def __enter__(self) -> Checkpointer:
         return self

@@ -22,6 +22,8 @@ holds a non-finite state and the retention policy never deletes the last finite 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import signal
 import threading
 import time
@@ -156,6 +158,26 @@ def _agreed(flag: dict) -> int:
     return int(np.max(np.asarray(seen)))
 
 
+def _check_identity(ckpt: Checkpointer, identity: dict) -> None:
+    """Refuses checkpoints of another run; records this run's identity in ``run.json``."""
+    path = ckpt.directory / "run.json"
+    if ckpt.all_steps() and path.exists():
+        saved = json.loads(path.read_text())
+        differ = sorted(
+            k for k in identity.keys() | saved.keys() if identity.get(k) != saved.get(k)
+        )
+        if differ:
+            detail = "; ".join(
+                f"{k}: {saved.get(k)!r} there, {identity.get(k)!r} here" for k in differ
+            )
+            raise ValueError(
+                f"checkpoint_dir {str(ckpt.directory)!r} holds checkpoints of another run "
+                f"({detail}); resume with the same settings, or use another folder"
+            )
+    if jax.process_index() == 0:
+        path.write_text(json.dumps(identity))
+
+
 def _last(ckpt: Checkpointer | None) -> int | None:
     if ckpt is None:
         return None
@@ -187,6 +209,7 @@ def fit(
     progress: bool = True,
     on_step: Callable[[int, TrainState], None] | None = None,
     host_local: bool = False,
+    run_id: str | None = None,
 ) -> TrainState:
     """Trains ``state`` for ``num_steps`` total steps (counting steps already done).
 
@@ -219,6 +242,12 @@ def fit(
         batch from its own shard, shuffled with the data key folded with its index, instead
         of slicing one global order of the whole split that every host holds. With one
         process it changes nothing.
+      run_id: any string that identifies the run's settings (e.g. a hash of its config);
+        kept with the checkpoints (``run.json``) with what ``fit`` knows of the run (the
+        key, the batch size, the number of examples, the parameters' shapes). Resuming
+        from checkpoints written under another identity is refused with the differences,
+        instead of silently continuing another run's state. The checkpoint folder is
+        locked while ``fit`` runs (:class:`Checkpointer`'s ``lock``).
 
     Returns:
       The final train state.
@@ -259,8 +288,20 @@ def fit(
         stack.callback(writer.close)
         ckpt = None
         if checkpoint_dir is not None:
-            ckpt = Checkpointer(checkpoint_dir, save_every=checkpoint_every, keep=keep_checkpoints)
+            ckpt = Checkpointer(
+                checkpoint_dir, save_every=checkpoint_every, keep=keep_checkpoints, lock=True
+            )
             stack.callback(ckpt.close)
+            identity = {
+                "run_id": run_id,
+                "key": np.asarray(jax.random.key_data(key)).ravel().tolist(),
+                "batch_size": int(batch_size),
+                "examples": int(len(data["label"])) * (jax.process_count() if host_local else 1),
+                "params": hashlib.sha256(
+                    str(jax.tree.map(lambda a: (a.shape, str(a.dtype)), state.params)).encode()
+                ).hexdigest()[:16],
+            }
+            _check_identity(ckpt, identity)
             restored = ckpt.restore_latest(state)
             if restored is not None:
                 state = restored
