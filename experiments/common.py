@@ -136,7 +136,37 @@ def load_splits(data: ml_collections.ConfigDict) -> tuple[Dataset, Dataset]:
     the test split is read whole on every host.
     """
     shard = (jax.process_index(), jax.process_count()) if host_local() else None
-    return load_dataset(data.source, "train", shard=shard), load_dataset(data.source, "test")
+    splits = load_dataset(data.source, "train", shard=shard), load_dataset(data.source, "test")
+    k = data.num_classes
+    for name, split in zip(("train", "test"), splits, strict=True):
+        labels = np.asarray(split["label"])
+        if len(labels) and (labels.min() < 0 or labels.max() >= k):
+            raise ValueError(
+                f"config.data.num_classes is {k}, but the {name} labels of {data.source!r} "
+                f"range over [{labels.min()}, {labels.max()}]: set it to {labels.max() + 1}"
+            )
+    return splits
+
+
+def check_train_section(section: ml_collections.ConfigDict, name: str = "train") -> None:
+    """Refuses a train section that cannot train, naming the config key (before any work)."""
+
+    def integer(field, low):
+        v = section[field]
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
+            raise ValueError(f"config.{name}.{field} must be an integer >= {low}, got {v!r}")
+
+    integer("epochs", 1)
+    integer("batch_size", 1)
+    integer("max_steps", 0)
+    integer("log_every", 1)
+    integer("checkpoint_every", 1)
+    integer("keep_checkpoints", 1)
+    lr = section.learning_rate
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < float("inf"):
+        raise ValueError(f"config.{name}.learning_rate must be a finite number > 0, got {lr!r}")
+    if section.weight_decay < 0 or section.weight_decay != section.weight_decay:
+        raise ValueError(f"config.{name}.weight_decay must be >= 0, got {section.weight_decay!r}")
 
 
 def global_mean(images: np.ndarray) -> float:
@@ -215,6 +245,7 @@ def train_model(
     Returns:
       The :class:`Trained` model.
     """
+    check_train_section(config)
     data = {"image": data["image"], "label": data["label"]}
     loss_fn = with_augmentation(loss_fn, augmentation(config))
     if test is not None:
@@ -449,6 +480,10 @@ def launch(
             plan(config, dry)
             print(f"dry run: {dry.write(workdir, config)}", flush=True)
             return
+        if "train" in config and all(
+            f in config.train for f in ("epochs", "batch_size", "learning_rate", "max_steps")
+        ):
+            check_train_section(config.train)  # before any data is read
         try:
             run(config, workdir)
         except Preempted as e:  # SIGTERM/SIGINT: a checkpoint is saved; the command resumes

@@ -385,3 +385,56 @@ def test_fullgrad_refuses_a_grad_cam_layer_that_is_not_a_tap_before_training():
     config.evaluation.ties = "shuffle"
     with pytest.raises(ValueError, match="evaluation.ties"):
         check_evaluation(config, np.zeros((1, 8, 8, 1), np.float32))
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("epochs", 0, "config.train.epochs must be an integer >= 1, got 0"),
+        ("batch_size", 0, "config.train.batch_size must be an integer >= 1"),
+        ("learning_rate", -1e-3, "config.train.learning_rate must be a finite number > 0"),
+        ("learning_rate", float("nan"), "config.train.learning_rate must be a finite number"),
+        ("epochs", True, "config.train.epochs must be an integer"),
+    ],
+)
+def test_a_train_section_that_cannot_train_is_refused_naming_the_key(field, value, message):
+    from experiments.common import check_train_section
+    from experiments.configs import base
+
+    section = base.train()
+    check_train_section(section)
+    section[field] = value
+    with pytest.raises(ValueError, match=message.replace(".", r"\.")):
+        check_train_section(section)
+
+
+def test_num_classes_below_the_labels_is_refused_with_the_value_to_use():
+    import ml_collections
+
+    from experiments.common import load_splits
+
+    data = ml_collections.ConfigDict(dict(source="digits", num_classes=3))
+    with pytest.raises(ValueError, match=r"num_classes is 3, but the train labels .* set it to 10"):
+        load_splits(data)
+
+
+def test_an_experiment_with_zero_epochs_fails_in_seconds_naming_the_key(tmp_path):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    cmd = [sys.executable, "-m", "experiments.demo", f"--workdir={tmp_path}"]
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [*cmd, "--config.train.epochs=0"],
+        cwd=repo,
+        env={**os.environ, "XLA_FLAGS": ""},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode != 0 and "config.train.epochs must be an integer >= 1" in proc.stderr
+    assert time.perf_counter() - t0 < 60
+    assert not (tmp_path / "checkpoints").exists()
