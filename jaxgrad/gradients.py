@@ -18,7 +18,8 @@ def select_logits(logits: ArrayLike, target: ArrayLike) -> jax.Array:
 
     Args:
       logits: ``[B, K]`` float.
-      target: ``[B]`` int in ``[0, K)``.
+      target: ``[B]`` int in ``[0, K)``: checked when concrete; under ``jit`` a target
+        out of range gives NaN for its row (and a NaN gradient), not a plausible value.
 
     Returns:
       ``[B]``.
@@ -30,8 +31,14 @@ def select_logits(logits: ArrayLike, target: ArrayLike) -> jax.Array:
     logits = jnp.asarray(logits)
     if logits.ndim != 2:
         raise ValueError(f"logits must have shape [B, K], got {logits.shape}")
-    target = check_target(target, logits.shape[0], logits.shape[1])
-    return jnp.take_along_axis(logits, target[:, None], axis=1)[:, 0]
+    k = logits.shape[1]
+    target = check_target(target, logits.shape[0], k)
+    # A concrete target out of [0, K) was refused above; a traced one (under jit) cannot
+    # be, so its row becomes NaN, value and gradient alike, never a plausible number.
+    valid = (target >= 0) & (target < k)
+    selected = jnp.take_along_axis(logits, jnp.clip(target, 0, k - 1)[:, None], axis=1)[:, 0]
+    # (a product, not jnp.where: where's gradient would be 0 * NaN = NaN on valid rows too)
+    return selected * jnp.where(valid, 1.0, jnp.nan).astype(selected.dtype)
 
 
 def input_gradients(

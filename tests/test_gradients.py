@@ -141,3 +141,20 @@ def test_flat_draws_equal_shaped_draws(key):
 def test_hvp_rejects_directions_of_another_shape():
     with pytest.raises(ValueError, match="v must have"):
         hvp(lambda z: jnp.sum(z**2, axis=-1), jnp.ones((2, 3)), jnp.ones(3))
+
+
+def test_an_out_of_range_target_under_jit_gives_nan_never_a_plausible_map():
+    from jaxgrad.attribution import gradient, integrated_gradients
+
+    w = jnp.arange(12.0).reshape(4, 3)
+    lf = lambda p, x: x.reshape(len(x), -1) @ p  # noqa: E731
+    x = jnp.ones((2, 2, 2, 1))
+    for method in (gradient, integrated_gradients):
+        fn = jax.jit(lambda t, m=method: m(lf, w, x, t))
+        good = fn(jnp.array([0, 2]))
+        assert np.isfinite(np.asarray(good)).all()
+        bad = np.asarray(fn(jnp.array([0, 3])))  # class 3 of 3 logits
+        assert np.isfinite(bad[0]).all() and np.isnan(bad[1]).all()
+        np.testing.assert_array_equal(bad[0], np.asarray(good)[0])
+    with pytest.raises(ValueError, match=r"target must lie in \[0, 3\), got values in \[0, 3\]"):
+        gradient(lf, w, x, jnp.array([0, 3]))  # concrete: refused before tracing
