@@ -380,3 +380,22 @@ def test_initialize_distributed_is_a_noop_on_one_host(monkeypatch):
         monkeypatch.delenv(var, raising=False)
     assert shd.initialize_distributed() is False
     assert shd.is_main_process()
+
+
+def test_metric_rows_with_nan_are_strict_json_and_read_back_as_floats(tmp_path):
+    import json
+    import math
+
+    from jaxgrad.training import MetricWriter, read_metrics
+
+    path = tmp_path / "m.jsonl"
+    w = MetricWriter(path)
+    w.write(3, {"loss": float("nan"), "grad_norm": np.float32(np.inf), "acc": 0.5})
+    w.write(4, {"loss": -np.inf, "per_class": [1.0, float("nan")]})
+    w.close()
+    for line in path.read_text().splitlines():  # strict JSON: no bare NaN / Infinity
+        json.loads(line, parse_constant=lambda c: pytest.fail(f"non-standard JSON {c}"))
+    rows = read_metrics(path)
+    assert math.isnan(rows[0]["loss"]) and rows[0]["grad_norm"] == math.inf
+    assert rows[0]["acc"] == 0.5 and rows[1]["loss"] == -math.inf
+    assert rows[1]["per_class"][0] == 1.0 and math.isnan(rows[1]["per_class"][1])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -69,7 +70,9 @@ class MetricWriter:
                     self._tb.add_scalar(f"{split}/{k}", v, int(step))
         if self.path is None:
             return
-        line = json.dumps(row)
+        # Strict JSON: a non-finite number is written as the string "NaN", "Infinity" or
+        # "-Infinity" (read_metrics turns it back into a float).
+        line = json.dumps({k: _strict(v) for k, v in row.items()}, allow_nan=False)
         if self._lines is None:
             with self.path.open("a") as f:
                 f.write(line + "\n")
@@ -84,10 +87,28 @@ class MetricWriter:
             self._tb = None
 
 
+_NON_FINITE = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
+
+
+def _strict(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_strict(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    return value
+
+
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """Reads a JSON-lines metrics file (local or remote) back as a list of dicts."""
+    """Reads a JSON-lines metrics file (local or remote) back as a list of dicts.
+
+    The strings ``"NaN"``, ``"Infinity"`` and ``"-Infinity"`` that :class:`MetricWriter`
+    writes for non-finite numbers come back as floats.
+    """
     with as_path(path).open() as f:
-        return [json.loads(line) for line in f if line.strip()]
+        rows = [json.loads(line) for line in f if line.strip()]
+    return [
+        {k: _NON_FINITE.get(v, v) if isinstance(v, str) else v for k, v in r.items()} for r in rows
+    ]
 
 
 class Progress:
