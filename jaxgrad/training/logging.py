@@ -106,9 +106,13 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     """
     with as_path(path).open() as f:
         rows = [json.loads(line) for line in f if line.strip()]
-    return [
-        {k: _NON_FINITE.get(v, v) if isinstance(v, str) else v for k, v in r.items()} for r in rows
-    ]
+    return [{k: _loose(v) for k, v in r.items()} for r in rows]
+
+
+def _loose(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_loose(v) for v in value]
+    return _NON_FINITE.get(value, value) if isinstance(value, str) else value
 
 
 class Progress:
