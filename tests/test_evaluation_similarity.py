@@ -116,3 +116,31 @@ def test_hog_similarity_is_spearman_of_hog_features():
         want = stats.spearmanr(feats(a[i]), feats(b[i])).statistic
         np.testing.assert_allclose(ours[i], want, atol=1e-6)
     np.testing.assert_allclose(hog_similarity(a, a), 1.0, atol=1e-6)
+
+
+def test_ssim_refuses_images_smaller_than_its_window_and_suggests_a_sigma_that_fits():
+    import re
+
+    from jaxgrad.evaluation import ssim
+
+    a = jnp.ones((2, 8, 8, 1))
+    with pytest.raises(
+        ValueError, match=r"window \(11 x 11 pixels.*exceeds the images \(8 x 8\)"
+    ) as e:
+        ssim(a, a, data_range=1.0)
+    sigma = float(re.search(r"at most ([0-9.]+) fits", str(e.value)).group(1))
+    assert np.isfinite(np.asarray(ssim(a, a, data_range=1.0, sigma=sigma))).all()
+    with pytest.raises(ValueError, match="data_range must be > 0"):
+        ssim(jnp.ones((1, 16, 16, 1)), jnp.ones((1, 16, 16, 1)), data_range=0.0)
+
+
+def test_spearman_of_maps_holding_nan_is_nan_not_a_finite_number():
+    from jaxgrad.evaluation import spearman
+
+    a = jnp.arange(12.0).reshape(2, 6)
+    b = a.at[1, 2].set(jnp.nan)
+    r = np.asarray(spearman(a, b))
+    assert r[0] == pytest.approx(1.0) and np.isnan(r[1])
+    # A NaN outside the mask is not compared.
+    mask = jnp.ones((2, 6), bool).at[1, 2].set(False)
+    assert np.asarray(spearman(a, b, mask=mask))[1] == pytest.approx(1.0)

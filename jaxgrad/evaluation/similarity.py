@@ -12,6 +12,8 @@ leading axis, jit-compatible (masks are weights, not boolean indexing) and retur
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -60,7 +62,7 @@ def spearman(a: ArrayLike, b: ArrayLike, *, mask: ArrayLike | None = None) -> ja
       mask: optional ``[B, *S]`` booleans; only entries where it is True are compared.
 
     Returns:
-      ``[B]``; NaN where one side is constant (as scipy).
+      ``[B]``; NaN where one side is constant or holds a NaN (as scipy).
     """
     a, b = _flat_pair(a, b)
     m = jnp.ones(a.shape, a.dtype) if mask is None else jnp.asarray(mask, bool).reshape(a.shape)
@@ -70,7 +72,10 @@ def spearman(a: ArrayLike, b: ArrayLike, *, mask: ArrayLike | None = None) -> ja
     n = jnp.sum(m, axis=1, keepdims=True)
     ca = jnp.where(m > 0, ra - jnp.sum(ra * m, axis=1, keepdims=True) / n, 0.0)
     cb = jnp.where(m > 0, rb - jnp.sum(rb * m, axis=1, keepdims=True) / n, 0.0)
-    return jnp.sum(ca * cb, axis=1) / jnp.sqrt(jnp.sum(ca * ca, axis=1) * jnp.sum(cb * cb, axis=1))
+    rho = jnp.sum(ca * cb, axis=1) / jnp.sqrt(jnp.sum(ca * ca, axis=1) * jnp.sum(cb * cb, axis=1))
+    # A NaN among the compared entries has no rank: the correlation is NaN (as scipy's).
+    nan = jnp.any((jnp.isnan(a) | jnp.isnan(b)) & (m > 0), axis=1)
+    return jnp.where(nan, jnp.nan, rho)
 
 
 def spearman_abs(a: ArrayLike, b: ArrayLike, *, mask: ArrayLike | None = None) -> jax.Array:
@@ -121,6 +126,18 @@ def ssim(
     dt = jnp.promote_types(jnp.result_type(a, b), jnp.float32)
     a, b = a.astype(dt), b.astype(dt)
     h, w = a.shape[1:3]
+    r = int(truncate * sigma + 0.5)
+    win = 2 * r + 1
+    if min(h, w) < win:
+        r_fit = (min(h, w) - 1) // 2
+        raise ValueError(
+            f"ssim's Gaussian window ({win} x {win} pixels for sigma={sigma}, truncate="
+            f"{truncate}) exceeds the images ({h} x {w}); scikit-image refuses it too. Use a "
+            f"smaller sigma (at most {math.floor((r_fit + 0.49) / truncate * 100) / 100:g} fits) "
+            "or larger images"
+        )
+    if not data_range > 0:
+        raise ValueError(f"data_range must be > 0, got {data_range!r}")
     kw = dict(truncate=truncate, mode="reflect")
     mh = jnp.asarray(gaussian_matrix(h, sigma, **kw), dt)
     mw = jnp.asarray(gaussian_matrix(w, sigma, **kw), dt)
@@ -128,8 +145,6 @@ def ssim(
     def filt(z):
         return separable(z, mh, mw)
 
-    r = int(truncate * sigma + 0.5)
-    win = 2 * r + 1
     cov_norm = win * win / (win * win - 1) if use_sample_covariance else 1.0
     ux, uy = filt(a), filt(b)
     vx = cov_norm * (filt(a * a) - ux * ux)
