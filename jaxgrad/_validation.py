@@ -17,6 +17,43 @@ def is_concrete(value) -> bool:
     return not isinstance(value, jax.core.Tracer)
 
 
+def check_number(
+    value,
+    name: str,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+):
+    """Checks a scalar argument whatever its type (int, float, numpy or 0-d JAX array).
+
+    A concrete value must be finite and within ``[low, high]`` (``low_open`` /
+    ``high_open``: strict); a traced one (inside ``jit``) cannot be checked and passes.
+    ``bool`` is refused. Returns ``value`` unchanged.
+    """
+    if isinstance(value, bool | np.bool_):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    if not is_concrete(value):
+        return value
+    try:
+        v = np.asarray(value)
+    except TypeError:
+        return value  # not an array-like (a schedule, say): the caller's business
+    if v.ndim != 0 or not np.issubdtype(v.dtype, np.number):
+        return value
+    v = float(v)
+    lo = "(" if low_open else "["
+    hi = ")" if high_open else "]"
+    span = f"{lo}{-np.inf if low is None else low:g}, {np.inf if high is None else high:g}{hi}"
+    bad = not np.isfinite(v)
+    bad |= low is not None and (v <= low if low_open else v < low)
+    bad |= high is not None and (v >= high if high_open else v > high)
+    if bad:
+        raise ValueError(f"{name} must be a finite number in {span}, got {v!r}")
+    return value
+
+
 def check_x(x, name: str = "x") -> jax.Array:
     """``x: [B, *S]`` floating point, returned as an array."""
     x = jnp.asarray(x)

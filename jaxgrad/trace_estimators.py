@@ -35,7 +35,13 @@ import jax.numpy as jnp
 
 from jaxgrad import _random
 from jaxgrad._chunking import chunked_vmap
-from jaxgrad._validation import check_choice, check_positive_int, check_target, check_x
+from jaxgrad._validation import (
+    check_choice,
+    check_number,
+    check_positive_int,
+    check_target,
+    check_x,
+)
 from jaxgrad.gradients import select_logits
 from jaxgrad.types import ArrayLike, LogitFn, Params
 
@@ -210,8 +216,7 @@ def hessian_trace_taylor(
     check_key(key, "hessian_trace_taylor")
     x = check_x(x)
     check_positive_int(num_samples, "num_samples")
-    if isinstance(sigma, (int, float)) and not sigma > 0:
-        raise ValueError(f"sigma must be > 0, got {sigma}")
+    check_number(sigma, "sigma", low=0.0, low_open=True)
     sigma = jnp.asarray(sigma, x.dtype)
     f0 = f(x) if f_x is None else f_x
 

@@ -267,7 +267,7 @@ def test_bad_training_arguments_are_named_before_any_step(key):
         with pytest.raises(ValueError, match=f"{name} must be an integer >= 1"):
             fit(state, step, data, key=key, batch_size=8, num_steps=2, progress=False, **bad)
     assert int(state.step) == 0 and not state.params["hidden1"]["kernel"].is_deleted()
-    with pytest.raises(ValueError, match="learning_rate must be > 0"):
+    with pytest.raises(ValueError, match="learning_rate must be a finite number in \\(0, inf\\]"):
         make_optimizer("sgd", -1.0)
 
 

@@ -90,5 +90,58 @@ def test_adversarial_training_step_runs_and_lowers_the_adversarial_loss():
         state, metrics = step(state, batch, jax.random.key(i))
         losses.append(float(metrics["loss"]))
     assert losses[-1] < 0.5 * losses[0]
-    with pytest.raises(ValueError, match="epsilon must be >= 0"):
+    with pytest.raises(ValueError, match=r"epsilon must be a finite number in \[0, inf\]"):
         adversarial_classifier_loss(model, epsilon=-1.0)
+
+
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        ({"epsilon": jnp.array(-0.1)}, "epsilon must be a finite number in"),
+        ({"epsilon": np.float32("nan")}, "epsilon must be a finite number"),
+        ({"step_size": jnp.array(-1.0)}, "step_size must be a finite number in"),
+        ({"steps": True}, "steps must be a non-negative integer"),
+    ],
+)
+def test_pgd_checks_its_numbers_whatever_their_type(kw, message):
+    from jaxgrad.training import pgd_attack
+
+    lf = lambda p, x: x.reshape(len(x), -1) @ p  # noqa: E731
+    w = jnp.ones((4, 3))
+    x, y = jnp.ones((2, 2, 2, 1)), jnp.array([0, 1])
+    args = {**dict(key=jax.random.key(0), epsilon=0.1, step_size=0.01, steps=2), **kw}
+    with pytest.raises(ValueError, match=message):
+        pgd_attack(lf, w, x, y, **args)
+    assert np.isfinite(np.asarray(pgd_attack(lf, w, x, y, key=jax.random.key(0)))).all()
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (
+            lambda: __import__("jaxgrad").training.make_optimizer("adam", jnp.array(-1e-3)),
+            "learning_rate",
+        ),
+        (
+            lambda: __import__("jaxgrad").training.make_optimizer("adam", float("nan")),
+            "learning_rate",
+        ),
+    ],
+)
+def test_a_negative_or_nan_learning_rate_is_refused_whatever_its_type(make, message):
+    with pytest.raises(ValueError, match=f"{message} must be a finite number"):
+        make()
+
+
+def test_smoothgrad_and_trace_sigma_refuse_zero_d_arrays_out_of_range():
+    from jaxgrad.attribution import smoothgrad
+    from jaxgrad.trace_estimators import hessian_trace_taylor
+
+    lf = lambda p, x: x.reshape(len(x), -1) @ p  # noqa: E731
+    w = jnp.ones((4, 3))
+    x, y = jnp.ones((2, 2, 2, 1)), jnp.array([0, 1])
+    with pytest.raises(ValueError, match="noise_level must be a finite number in"):
+        smoothgrad(lf, w, x, y, key=jax.random.key(0), noise_level=jnp.array(-0.1))
+    f = lambda z: jnp.sum(z**2, axis=(1, 2, 3))  # noqa: E731
+    with pytest.raises(ValueError, match="sigma must be a finite number in"):
+        hessian_trace_taylor(f, x, key=jax.random.key(0), sigma=jnp.array(0.0))

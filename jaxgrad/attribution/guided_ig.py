@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxgrad._validation import broadcast_baseline, check_inputs, check_positive_int
+from jaxgrad._validation import broadcast_baseline, check_inputs, check_number, check_positive_int
 from jaxgrad.attribution._common import multi_target
 from jaxgrad.gradients import input_gradients
 from jaxgrad.types import ArrayLike, LogitFn, Params
@@ -62,8 +62,7 @@ def guided_integrated_gradients(
     steps = check_positive_int(steps, "steps")
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction must lie in (0, 1], got {fraction}")
-    if isinstance(max_dist, (int, float)) and not 0 <= max_dist <= 1:
-        raise ValueError(f"max_dist must lie in [0, 1], got {max_dist}")
+    check_number(max_dist, "max_dist", low=0.0, high=1.0)
     x, target = check_inputs(x, target)
     dt = x.dtype
     base = broadcast_baseline(baseline, x)

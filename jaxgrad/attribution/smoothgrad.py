@@ -20,7 +20,7 @@ import jax.numpy as jnp
 
 from jaxgrad import _random
 from jaxgrad._chunking import chunked_sum
-from jaxgrad._validation import check_choice, check_inputs, check_positive_int
+from jaxgrad._validation import check_choice, check_inputs, check_number, check_positive_int
 from jaxgrad.attribution._common import multi_target
 from jaxgrad.attribution.gradient import gradient
 from jaxgrad.types import ArrayLike, LogitFn, Params
@@ -84,8 +84,7 @@ def smoothgrad(
     check_choice(statistic, STATISTICS, "statistic")
     _check_method_kwargs(method, method_kwargs)
     num_samples = check_positive_int(num_samples, "num_samples")
-    if isinstance(noise_level, (int, float)) and noise_level < 0:
-        raise ValueError(f"noise_level must be >= 0, got {noise_level}")
+    check_number(noise_level, "noise_level", low=0.0)
     x, target = check_inputs(x, target)
     axes = tuple(range(1, x.ndim))
     span = jnp.max(x, axis=axes, keepdims=True) - jnp.min(x, axis=axes, keepdims=True)

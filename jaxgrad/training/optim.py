@@ -13,6 +13,8 @@ from collections.abc import Sequence
 
 import optax
 
+from jaxgrad._validation import check_number
+
 
 def make_schedule(
     name: str,
@@ -69,8 +71,8 @@ def make_optimizer(
     """
     if weight_decay < 0:
         raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
-    if isinstance(learning_rate, int | float) and not learning_rate > 0:
-        raise ValueError(f"learning_rate must be > 0 (or an optax schedule), got {learning_rate}")
+    if not callable(learning_rate):  # an optax schedule is the caller's
+        check_number(learning_rate, "learning_rate", low=0.0, low_open=True)
     if name == "sgd":
         opt = optax.sgd(learning_rate, momentum=momentum or None, nesterov=nesterov)
     elif name == "adam":

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
-from jaxgrad._validation import check_target, check_x
+from jaxgrad._validation import check_number, check_target, check_x
 from jaxgrad.training.losses import classifier_loss
 from jaxgrad.types import ArrayLike, LogitFn, Params
 
@@ -32,13 +33,13 @@ def _project(delta, norm, epsilon):
     return delta * scale
 
 
-def _check_attack(norm="linf", epsilon=0.3, steps=40, **_):
+def _check_attack(norm="linf", epsilon=0.3, steps=40, step_size=0.01, **_):
     if norm not in NORMS:
         raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
-    if not isinstance(steps, int) or steps < 0:
+    if isinstance(steps, bool) or not isinstance(steps, int | np.integer) or steps < 0:
         raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
-    if isinstance(epsilon, (int, float)) and epsilon < 0:
-        raise ValueError(f"epsilon must be >= 0, got {epsilon}")
+    check_number(epsilon, "epsilon", low=0.0)
+    check_number(step_size, "step_size", low=0.0)
 
 
 def pgd_attack(
@@ -74,7 +75,7 @@ def pgd_attack(
         which XLA's cost analysis counts whole (a dry run's FLOPs) and which can be faster
         on accelerators at the price of a longer compilation.
     """
-    _check_attack(norm, epsilon, steps)
+    _check_attack(norm, epsilon, steps, step_size)
     x = check_x(x)
     target = check_target(target, x.shape[0])
     params = jax.lax.stop_gradient(params)
