@@ -140,10 +140,14 @@ def load_splits(data: ml_collections.ConfigDict) -> tuple[Dataset, Dataset]:
     k = data.num_classes
     for name, split in zip(("train", "test"), splits, strict=True):
         labels = np.asarray(split["label"])
-        if len(labels) and (labels.min() < 0 or labels.max() >= k):
+        lo_hi = np.asarray([labels.min(), -labels.max()] if len(labels) else [0, 0], np.int64)
+        if shard is not None:  # every host checks the whole split's range, and agrees
+            lo_hi = np.asarray(multihost_utils.process_allgather(lo_hi)).reshape(-1, 2).min(0)
+        lo, hi = int(lo_hi[0]), int(-lo_hi[1])
+        if lo < 0 or hi >= k:
             raise ValueError(
                 f"config.data.num_classes is {k}, but the {name} labels of {data.source!r} "
-                f"range over [{labels.min()}, {labels.max()}]: set it to {labels.max() + 1}"
+                f"range over [{lo}, {hi}]: set it to {hi + 1}"
             )
     return splits
 
@@ -163,7 +167,7 @@ def check_train_section(section: ml_collections.ConfigDict, name: str = "train")
     integer("checkpoint_every", 1)
     integer("keep_checkpoints", 1)
     lr = section.learning_rate
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < float("inf"):
+    if isinstance(lr, bool) or not isinstance(lr, int | float | np.number) or not 0 < lr < np.inf:
         raise ValueError(f"config.{name}.learning_rate must be a finite number > 0, got {lr!r}")
     if section.weight_decay < 0 or section.weight_decay != section.weight_decay:
         raise ValueError(f"config.{name}.weight_decay must be >= 0, got {section.weight_decay!r}")

@@ -1,7 +1,8 @@
 """Orbax checkpoints of a train state: every N steps, keep the last K, resume exactly.
 
 A checkpoint is written atomically (orbax writes to a temporary folder and renames it when
-complete), so a process killed mid-save leaves the previous checkpoint usable. Once a save
+complete; on an object store it marks completion with a ``commit_success.txt``), so a
+process killed mid-save leaves the previous checkpoint usable. Once a save
 is complete its files are hashed (SHA-256) into ``<step>.sha256.json`` beside it; restoring
 checks the newest checkpoint against its hashes, and one that fails them (a flipped byte, a
 truncated or garbled file) or fails to restore is reported by step and skipped for the one
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
@@ -90,45 +92,106 @@ class Checkpointer:
         return self.directory / "LOCK"
 
     def _acquire(self, stale_after: float) -> None:
-        """Takes ``LOCK`` (process 0), refusing a live holder; see the class's ``lock``."""
-        if jax.process_index() != 0:
-            return
-        path, host = self._lock_path(), socket.gethostname()
-        if path.exists():
+        """Takes ``LOCK`` on process 0, refusing a live holder; every process agrees.
+
+        Locally the file is created exclusively (``O_EXCL``), so two runs starting at once
+        cannot both take it; on an object store (no exclusive create) it is written and
+        read back. The other processes learn process 0's answer and raise with it.
+        """
+        error = ""
+        if jax.process_index() == 0:
             try:
-                holder = json.loads(path.read_text())
-            except (OSError, ValueError):
-                holder = {}
-            alive = True
-            if holder.get("host") == host:
+                self._take(stale_after)
+            except RuntimeError as e:
+                error = str(e)
+        error = _from_process_0(error)
+        if error:
+            raise RuntimeError(error)
+
+    def _take(self, stale_after: float) -> None:
+        path, host = self._lock_path(), socket.gethostname()
+        token = uuid.uuid4().hex
+        if self._create_exclusive(path, token):
+            self._token = token
+            return
+        try:
+            holder = json.loads(path.read_text())
+        except (OSError, ValueError):
+            holder = {}
+        alive = True
+        if holder.get("host") == host:
+            if holder.get("boot") and holder.get("boot") != _boot_id():
+                alive = False  # a restarted machine or container: its pids mean nothing now
+            else:
                 try:
                     os.kill(int(holder.get("pid", -1)), 0)
                 except (ProcessLookupError, ValueError, OverflowError):
                     alive = False
                 except PermissionError:
                     pass
-            else:
-                alive = time.time() - float(holder.get("time", 0)) < stale_after
-            if alive:
-                raise RuntimeError(
-                    f"checkpoint_dir {str(self.directory)!r} is in use by process "
-                    f"{holder.get('pid')} on {holder.get('host')} (lock refreshed "
-                    f"{time.time() - float(holder.get('time', 0)):.0f} s ago): two writers "
-                    "would interleave their checkpoints. Wait for it, use another folder, or "
-                    f"delete {str(path)!r} if that run is gone"
-                )
-            warnings.warn(
-                f"taking over the lock of {str(self.directory)!r} left by process "
-                f"{holder.get('pid')} on {holder.get('host')}, which is gone",
-                stacklevel=3,
+        else:
+            alive = time.time() - float(holder.get("time", 0)) < stale_after
+        if alive:
+            raise RuntimeError(
+                f"checkpoint_dir {str(self.directory)!r} is in use by process "
+                f"{holder.get('pid')} on {holder.get('host')} (lock refreshed "
+                f"{time.time() - float(holder.get('time', 0)):.0f} s ago): two writers "
+                "would interleave their checkpoints. Wait for it, use another folder, or "
+                f"delete {str(path)!r} if that run is gone"
             )
-        self._token = uuid.uuid4().hex
-        self._touch()
+        warnings.warn(
+            f"taking over the lock of {str(self.directory)!r} left by process "
+            f"{holder.get('pid')} on {holder.get('host')}, which is gone",
+            stacklevel=4,
+        )
+        self._token = token
+        self._touch(force=True)
 
-    def _touch(self) -> None:
-        if self._token is not None:
-            record = {"pid": os.getpid(), "host": socket.gethostname(), "time": time.time()}
-            self._lock_path().write_text(json.dumps({**record, "token": self._token}))
+    def _create_exclusive(self, path, token: str) -> bool:
+        """Creates ``path`` holding this lock's record only if it does not exist."""
+        record = json.dumps(self._record(token))
+        if "://" in str(path):  # object stores: write, then read back who won
+            if path.exists():
+                return False
+            path.write_text(record)
+            try:
+                return json.loads(path.read_text()).get("token") == token
+            except (OSError, ValueError):
+                return False
+        self.directory.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(str(path), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w") as f:
+            f.write(record)
+        return True
+
+    def _record(self, token: str) -> dict:
+        return {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "boot": _boot_id(),
+            "time": time.time(),
+            "token": token,
+        }
+
+    def _touch(self, force: bool = False) -> None:
+        """Refreshes the lock's time, unless another run has taken it over meanwhile."""
+        if self._token is None:
+            return
+        path = self._lock_path()
+        if not force:
+            try:
+                if json.loads(path.read_text()).get("token") != self._token:
+                    warnings.warn(
+                        f"the lock of {str(self.directory)!r} was taken over", stacklevel=3
+                    )
+                    self._token = None
+                    return
+            except (OSError, ValueError):
+                pass
+        path.write_text(json.dumps(self._record(self._token)))
 
     def _release(self) -> None:
         if self._token is None:
@@ -167,7 +230,11 @@ class Checkpointer:
                     stack.append(entry)
                 else:
                     rel = str(entry)[len(str(root)) + 1 :]
-                    out[rel] = hashlib.sha256(entry.read_bytes()).hexdigest()
+                    h = hashlib.sha256()
+                    with entry.open("rb") as f:
+                        for block in iter(lambda f=f: f.read(1 << 20), b""):
+                            h.update(block)
+                    out[rel] = h.hexdigest()
         return dict(sorted(out.items()))
 
     def _hash_completed(self) -> None:
@@ -179,8 +246,11 @@ class Checkpointer:
             return
         steps = set(self._manager.all_steps())
         for step in steps:
-            if not self._hash_file(step).exists():
-                self._hash_file(step).write_text(json.dumps(self._digest(step), indent=0))
+            path = self._hash_file(step)
+            if not path.exists():  # written whole, then renamed: never half a file
+                partial = self.directory / f".{path.name}.partial"
+                partial.write_text(json.dumps(self._digest(step), indent=0))
+                partial.rename(path)
         for f in self.directory.glob("*.sha256.json"):
             name = f.name[: -len(".sha256.json")]
             if name.isdigit() and int(name) not in steps:
@@ -195,7 +265,11 @@ class Checkpointer:
         path = self._hash_file(step)
         if not path.exists():
             return []
-        expected = json.loads(path.read_text())
+        try:
+            expected = json.loads(path.read_text())
+        except (OSError, ValueError):
+            warnings.warn(f"{str(path)!r} is unreadable: step {step} is not verified", stacklevel=3)
+            return []
         actual = self._digest(step)
         return sorted(
             k for k in expected.keys() | actual.keys() if expected.get(k) != actual.get(k)
@@ -221,10 +295,14 @@ class Checkpointer:
     def restore_latest(self, target: Any) -> Any | None:
         """Restores the newest good checkpoint like ``target``, or returns None if there is none.
 
-        A checkpoint whose files fail their hashes, or that fails to restore, is reported
-        (a ``UserWarning`` naming its step and what failed), moved aside to
-        ``<step>.corrupt`` (kept for inspection, out of orbax's sight, so the resumed run
-        saves that step again) and the one before it is tried.
+        A checkpoint whose files fail their hashes is reported (a ``UserWarning`` naming
+        its step and files) and the one before it is tried; a writer (``lock=True``) also
+        moves it aside to ``<step>.corrupt`` (kept for inspection, out of orbax's sight, so
+        the resumed run saves that step again). A checkpoint that has no hash file yet (a
+        process killed right after the save) and fails to restore is skipped the same way
+        without being moved. One whose hashes pass but that fails to restore (``target``
+        of another structure, a transient storage error) raises: it is not corrupt. With
+        several processes, process 0 checks the hashes and every process follows it.
 
         Raises:
           RuntimeError: checkpoints exist but none restores.
@@ -232,18 +310,30 @@ class Checkpointer:
         steps = sorted(self.all_steps(), reverse=True)
         failures = []
         for step in steps:
-            bad = self.verify(step)
-            if bad:
-                failures.append(f"step {step}: files differ from their hashes: {bad[:5]}")
-            else:
+            bad = self.verify(step) if jax.process_index() == 0 else []
+            bad = _from_process_0(json.dumps(bad))
+            bad = json.loads(bad)
+            if not bad:
+                hashed = _from_process_0("1" if self._hash_file(step).exists() else "")
                 try:
                     return self.restore(step, target)
-                except Exception as e:  # truncated or garbled files orbax cannot read
-                    failures.append(f"step {step}: {type(e).__name__}: {str(e)[:300]}")
-            aside = self._quarantine(step)
+                except Exception as e:
+                    if hashed:
+                        raise
+                    failures.append(
+                        f"step {step} (not yet hashed): {type(e).__name__}: {str(e)[:300]}"
+                    )
+                    warnings.warn(
+                        f"checkpoint {failures[-1]} in {self.directory}; trying the one before it",
+                        stacklevel=2,
+                    )
+                    continue
+            failures.append(f"step {step}: files differ from their hashes: {bad[:5]}")
+            where = ""
+            if self._locked_here():  # only a writer moves checkpoints (every process agrees)
+                where = f"; moved to {self._quarantine(step).name}"
             warnings.warn(
-                f"checkpoint {failures[-1]} in {self.directory}; moved to {aside.name}, "
-                "trying the one before it",
+                f"checkpoint {failures[-1]} in {self.directory}{where}; trying the one before it",
                 stacklevel=2,
             )
         if failures:
@@ -251,6 +341,10 @@ class Checkpointer:
                 f"no checkpoint in {self.directory} restores: " + "; ".join(failures)
             )
         return None
+
+    def _locked_here(self) -> bool:
+        """Whether process 0 of this run holds the lock (every process gets its answer)."""
+        return bool(_from_process_0("1" if self._token is not None else ""))
 
     def _quarantine(self, step: int):
         """Renames a bad checkpoint (and its hash file) to ``<step>.corrupt[.n]``."""
@@ -286,3 +380,22 @@ class Checkpointer:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _from_process_0(text: str) -> str:
+    """Process 0's ``text`` on every process (itself with one process)."""
+    if jax.process_count() == 1:
+        return text
+    data = np.zeros(4096, np.uint8)
+    raw = text.encode()[:4096]
+    data[: len(raw)] = np.frombuffer(raw, np.uint8)
+    out = np.asarray(multihost_utils.broadcast_one_to_all(data))
+    return bytes(out[out != 0].tolist()).decode(errors="replace")
+
+
+def _boot_id() -> str:
+    """This machine's boot id (Linux), which a restarted container does not share."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""

@@ -91,8 +91,10 @@ _NON_FINITE = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float
 
 
 def _strict(value: Any) -> Any:
-    if isinstance(value, list):
+    if isinstance(value, list | tuple):
         return [_strict(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
     if isinstance(value, float) and not math.isfinite(value):
         return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
     return value
@@ -112,6 +114,8 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
 def _loose(value: Any) -> Any:
     if isinstance(value, list):
         return [_loose(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _loose(v) for k, v in value.items()}
     return _NON_FINITE.get(value, value) if isinstance(value, str) else value
 
 

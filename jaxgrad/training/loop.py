@@ -27,6 +27,7 @@ import json
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,7 @@ from jax.sharding import Mesh
 from jaxgrad import sharding as shd
 from jaxgrad.data.base import Dataset
 from jaxgrad.data.iterators import batches, steps_per_epoch
-from jaxgrad.training.checkpoint import Checkpointer
+from jaxgrad.training.checkpoint import Checkpointer, _from_process_0
 from jaxgrad.training.logging import MetricWriter, Progress
 from jaxgrad.training.state import (
     TrainState,
@@ -114,6 +115,8 @@ def _stop_flag(enabled: bool) -> Iterator[dict]:
         return
 
     def handler(signum, frame):
+        if flag["signum"] == signal.SIGINT and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now, without the save
         flag["signum"] = flag["signum"] or signum
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
@@ -158,22 +161,42 @@ def _agreed(flag: dict) -> int:
     return int(np.max(np.asarray(seen)))
 
 
+# What makes a run another run (refused), and what a resume may change (a warning): a
+# different slice rounds the global batch and splits the examples differently, and a longer
+# run changes num_steps (and with it a schedule laid over the total).
+_IDENTITY = ("run_id", "key", "params")
+
+
 def _check_identity(ckpt: Checkpointer, identity: dict) -> None:
-    """Refuses checkpoints of another run; records this run's identity in ``run.json``."""
+    """Refuses checkpoints of another run; records this run's identity in ``run.json``.
+
+    Process 0 reads and decides; every process raises with its message.
+    """
     path = ckpt.directory / "run.json"
-    if ckpt.all_steps() and path.exists():
-        saved = json.loads(path.read_text())
-        differ = sorted(
-            k for k in identity.keys() | saved.keys() if identity.get(k) != saved.get(k)
-        )
-        if differ:
-            detail = "; ".join(
-                f"{k}: {saved.get(k)!r} there, {identity.get(k)!r} here" for k in differ
+    message, notes = "", ""
+    if jax.process_index() == 0 and ckpt.all_steps() and path.exists():
+        try:
+            saved = json.loads(path.read_text())
+        except (OSError, ValueError):
+            saved = None
+        if saved is not None:
+            differ = sorted(
+                k for k in identity.keys() | saved.keys() if identity.get(k) != saved.get(k)
             )
-            raise ValueError(
-                f"checkpoint_dir {str(ckpt.directory)!r} holds checkpoints of another run "
-                f"({detail}); resume with the same settings, or use another folder"
-            )
+            detail = {k: f"{k}: {saved.get(k)!r} there, {identity.get(k)!r} here" for k in differ}
+            refused = [detail[k] for k in differ if k in _IDENTITY]
+            if refused:
+                message = (
+                    f"checkpoint_dir {str(ckpt.directory)!r} holds checkpoints of another run "
+                    f"({'; '.join(refused)}); resume with the same settings, or use another "
+                    "folder"
+                )
+            notes = "; ".join(detail[k] for k in differ if k not in _IDENTITY)
+    message = _from_process_0(message)
+    if message:
+        raise ValueError(message)
+    if notes:
+        warnings.warn(f"resuming {str(ckpt.directory)!r} with changes: {notes}", stacklevel=3)
     if jax.process_index() == 0:
         path.write_text(json.dumps(identity))
 
@@ -297,6 +320,7 @@ def fit(
                 "key": np.asarray(jax.random.key_data(key)).ravel().tolist(),
                 "batch_size": int(batch_size),
                 "examples": int(len(data["label"])) * (jax.process_count() if host_local else 1),
+                "num_steps": int(num_steps),
                 "params": hashlib.sha256(
                     str(jax.tree.map(lambda a: (a.shape, str(a.dtype)), state.params)).encode()
                 ).hexdigest()[:16],
@@ -352,7 +376,7 @@ def fit(
                 first_bad = jnp.asarray(-1, jnp.int32)
                 bad_metrics = jax.tree.map(jnp.zeros_like, metrics)
             summed, first_bad, bad_metrics = _accumulate(
-                summed, first_bad, bad_metrics, metrics, jnp.asarray(step, jnp.int32)
+                summed, first_bad, bad_metrics, metrics, state.step
             )
             count += 1
             if on_step is not None:
