@@ -333,7 +333,42 @@ def test_a_nan_loss_without_checkpoints_still_stops_at_the_next_log_row(key):
 
 def test_sigint_saves_and_raises_preempted_like_sigterm(tmp_path, key):
     fresh, step, data = _problem(key)
+    # Under nohup (CI) SIGINT is ignored, and fit leaves an ignored signal ignored: the
+    # test gives the process Python's usual Ctrl-C handler first, and puts back the old one.
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        _sigint_run(tmp_path, fresh, step, data, key)
+    finally:
+        signal.signal(signal.SIGINT, before)
 
+
+def test_an_ignored_sigint_stays_ignored_during_fit(tmp_path, key):
+    fresh, step, data = _problem(key)
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def interrupt_at_2(s, _):
+        if s == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    try:
+        state = fit(
+            fresh(),
+            step,
+            data,
+            key=key,
+            batch_size=8,
+            num_steps=4,
+            progress=False,
+            checkpoint_dir=tmp_path / "ckpt",
+            on_step=interrupt_at_2,
+        )
+        assert int(state.step) == 4  # the signal changed nothing
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
+def _sigint_run(tmp_path, fresh, step, data, key):
     def interrupt_at_3(s, _):
         if s == 3:
             os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C

@@ -106,8 +106,9 @@ class Diverged(FloatingPointError):
 def _stop_flag(enabled: bool) -> Iterator[dict]:
     """``{"signum": None}``, set to SIGTERM or SIGINT's number when one arrives in the block.
 
-    The previous handlers are restored after. Signal handlers can only be installed from
-    the main thread; elsewhere (or when not ``enabled``) the signals keep their usual effect.
+    The previous handlers are restored after; a signal the process ignores stays ignored.
+    Signal handlers can only be installed from the main thread; elsewhere (or when not
+    ``enabled``) the signals keep their usual effect.
     """
     flag = {"signum": None}
     if not enabled or threading.current_thread() is not threading.main_thread():
@@ -119,7 +120,12 @@ def _stop_flag(enabled: bool) -> Iterator[dict]:
             raise KeyboardInterrupt  # a second Ctrl-C: stop now, without the save
         flag["signum"] = flag["signum"] or signum
 
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    # A signal the process ignores (SIGINT under nohup, say) stays ignored.
+    previous = {
+        s: signal.signal(s, handler)
+        for s in (signal.SIGTERM, signal.SIGINT)
+        if signal.getsignal(s) is not signal.SIG_IGN
+    }
     try:
         yield flag
     finally:
