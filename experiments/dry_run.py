@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from experiments import report
+from jaxgrad.attribution import integrated_gradients
 from jaxgrad.sharding import is_main_process
 from jaxgrad.training import compiled_cost
 
@@ -197,6 +198,20 @@ def abstract_images(n: int, image_shape: tuple[int, ...]) -> tuple[Any, Any]:
     return (
         jax.ShapeDtypeStruct((n, *image_shape), jnp.float32),
         jax.ShapeDtypeStruct((n,), jnp.int32),
+    )
+
+
+def integrated_gradients_program(logit_fn):
+    """IG of ``logit_fn`` jitted as ``fn(v, x, t, k, *, steps, chunk_size)`` for :meth:`DryRun.add`.
+
+    ``chunk_size`` is static, so ``unlooped={"chunk_size": None}`` compiles the loop-free
+    program whose FLOPs XLA counts whole.
+    """
+    return jax.jit(
+        lambda v, x, t, k, steps, chunk_size: integrated_gradients(
+            logit_fn, v, x, t, steps=steps, chunk_size=chunk_size
+        ),
+        static_argnames=("steps", "chunk_size"),
     )
 
 

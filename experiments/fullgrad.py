@@ -44,7 +44,7 @@ from experiments.common import (
     retrainer,
     train_classifier,
 )
-from experiments.dry_run import DryRun, abstract_images, abstract_key
+from experiments.dry_run import DryRun, abstract_images, abstract_key, integrated_gradients_program
 from jaxgrad.attribution import (
     fullgrad,
     gradcam,
@@ -323,12 +323,7 @@ def plan(config, dry: DryRun) -> None:
     )
     x, y = abstract_images(e.attribution_batch, shape)
     calls = -(-n_train // e.attribution_batch) + -(-n_test // e.attribution_batch)
-    ig_fn = jax.jit(
-        lambda v, xx, tt, k, steps, chunk_size: integrated_gradients(
-            lf, v, xx, tt, steps=steps, chunk_size=chunk_size
-        ),
-        static_argnames=("steps", "chunk_size"),
-    )
+    ig_fn = integrated_gradients_program(lf)
     sg_fn = jax.jit(
         lambda v, xx, tt, k, chunk_size: smoothgrad(
             lf,

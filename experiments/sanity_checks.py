@@ -29,7 +29,7 @@ from experiments.common import (
     purpose_key,
     train_classifier,
 )
-from experiments.dry_run import DryRun, abstract_images, abstract_key
+from experiments.dry_run import DryRun, abstract_images, abstract_key, integrated_gradients_program
 from jaxgrad import sharding as shd
 from jaxgrad.attribution import gradient, gradient_x_input, integrated_gradients, smoothgrad
 from jaxgrad.data import source_shape
@@ -183,12 +183,7 @@ def plan(config, dry: DryRun) -> None:
     s, p = config.evaluation.sanity, config.evaluation.perturbation
     num_stages = len(variables["params"]) + 1  # the trained model, then one per layer
     x, y = abstract_images(s.num_images, shape)
-    ig_fn = jax.jit(
-        lambda v, xx, tt, k, steps, chunk_size: integrated_gradients(
-            lf, v, xx, tt, steps=steps, chunk_size=chunk_size
-        ),
-        static_argnames=("steps", "chunk_size"),
-    )
+    ig_fn = integrated_gradients_program(lf)
     for name, method in attribution_methods(s).items():
         if name == "integrated_gradients":  # looped: its FLOPs from an unlooped compilation
             options = dict(steps=s.ig_steps, chunk_size=s.ig_chunk_size)
