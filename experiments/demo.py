@@ -1,38 +1,276 @@
-"""``make demo``: train a classifier, then show its signed input-gradients.
+"""``make demo``: a tour of the papers' headline results on the offline digits, in minutes.
 
-Trains the config's model on its data set (by default the sanity-check CNN on the offline
-digits), evaluates it, keeps orbax checkpoints (a rerun with the same workdir resumes), and
-writes into ``--workdir``: ``config.json``, ``metrics.jsonl``, ``results.json``,
-``input_gradients.png`` (signed maps, red positive, blue negative) and ``report.md``.
+Trains the config's classifier (checkpoints in ``workdir/checkpoints``: a rerun resumes), then
+shows, each part with its own figure in ``report.md``:
+
+1. **Shift manipulation** (Srinivas & Fleuret 2021, Sec. 3): adding ``g(x)`` to every logit
+   leaves the softmax unchanged and replaces the gradients of the class by any pattern.
+2. **Score matching** (same paper, Eq. 4): a smooth CNN trained with cross-entropy alone and
+   with the score-matching regularizer (same initialisation, same batches); their Hessian
+   traces, density-ratio profiles and gradients side by side.
+3. **Sanity checks** (Adebayo et al. 2018; Sundararajan & Taly's note): cascading
+   randomization with the signed, absolute and ``spearman_nz`` rank correlations.
+4. **Attribution methods side by side** on the same images, and pixel perturbation (accuracy
+   as the most salient pixels are replaced by the training mean, against a random order).
+
+Writes ``config.json``, ``metrics.jsonl``, ``results.json``, ``input_gradients.png``,
+``shift.png``, ``score_matching.png``, ``score_matching_gradients.png``, ``sanity.png``,
+``sanity_maps.png``, ``methods.png``, ``perturbation.png`` and ``report.md`` into
+``--workdir``; the score-matching pair's checkpoints and metrics go to ``score_matching/``.
 
   python -m experiments.demo --config=experiments/configs/demo.py --workdir=runs/demo
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from experiments import report, reports
-from experiments.common import launch, load_splits, train_classifier
+from experiments.common import (
+    Purpose,
+    global_mean,
+    launch,
+    load_splits,
+    make_model,
+    override,
+    purpose_key,
+    train_classifier,
+    train_model,
+)
+from experiments.score_matching import objective_loss
+from experiments.shift_manipulation import target_map
 from jaxgrad import sharding as shd
-from jaxgrad.gradients import input_gradients
+from jaxgrad.attribution import (
+    fullgrad,
+    gradcam,
+    gradient,
+    gradient_x_input,
+    integrated_gradients,
+    smoothgrad,
+)
+from jaxgrad.drivers import sanity_table
+from jaxgrad.evaluation import (
+    area_under_curve,
+    density_ratio_profile,
+    layer_names,
+    pixel_perturbation,
+    randomization_stages,
+)
+from jaxgrad.gradients import cosine_similarity, input_gradients, select_logits, shift_to_target_map
+from jaxgrad.trace_estimators import hessian_trace_exact
+
+
+def attribution_methods(e) -> dict:
+    """The compared methods of an ``evaluation`` (or ``sanity``) section, settings bound."""
+    available = {
+        "gradient": gradient,
+        "gradient_x_input": gradient_x_input,
+        "integrated_gradients": functools.partial(
+            integrated_gradients, steps=e.ig_steps, chunk_size=8
+        ),
+        "smoothgrad": functools.partial(
+            smoothgrad,
+            num_samples=e.get("smoothgrad_samples", 1),
+            noise_level=e.get("noise_level", 0.15),
+        ),
+        "gradcam": functools.partial(gradcam, layer=e.get("gradcam_layer", "")),
+        "fullgrad": fullgrad,
+    }
+    unknown = [m for m in e.methods if m not in available]
+    if unknown:
+        raise ValueError(f"methods: unknown {unknown}; use any of {sorted(available)}")
+    return {m: available[m] for m in e.methods}
+
+
+def check_config(config) -> None:
+    """Refuses sections the tour would fail on late, naming the key."""
+    attribution_methods(config.evaluation)
+    attribution_methods(config.sanity)
+    k = config.data.num_classes
+    if not 0 <= config.shift.target_class < k:
+        raise ValueError(f"shift.target_class must be in [0, {k}), got {config.shift.target_class}")
+    objectives = ("score_matching", "anti_score_matching", "gradient_norm")
+    if config.score_matching.objective not in objectives:
+        raise ValueError(
+            f"score_matching.objective must be one of {objectives}, "
+            f"got {config.score_matching.objective!r}"
+        )
+    target_map(config.shift.target_map, (8, 8, 1))  # refuses an unknown name
+
+
+def shift_part(config, trained, x, y) -> tuple[dict, dict]:
+    """The closed-form shift ``f + g``, ``g(x) = <m, x> - f_c(x)``: same softmax, class c's gradient m."""
+    s = config.shift
+    m = jnp.asarray(target_map(s.target_map, x.shape[1:]))
+    lf, v = trained.logit_fn, trained.variables
+    shifted = shift_to_target_map(lf, s.target_class, m)
+    p0 = jax.nn.softmax(jax.jit(lf)(v, x))
+    p1 = jax.nn.softmax(jax.jit(shifted)(v, x))
+    c = jnp.full_like(y, s.target_class)
+    grads = jax.jit(input_gradients, static_argnums=0)
+    before, after = grads(lf, v, x, c), grads(shifted, v, x, c)
+    out = {
+        "target_class": int(s.target_class),
+        "softmax_max_abs_diff": float(jnp.max(jnp.abs(p1 - p0))),
+        "same_predictions": bool(jnp.all(jnp.argmax(p1, -1) == jnp.argmax(p0, -1))),
+        "cosine_to_map_before": float(jnp.mean(cosine_similarity(before, m))),
+        "cosine_to_map_after": float(jnp.mean(cosine_similarity(after, m))),
+        "gradient_max_abs_error": float(jnp.max(jnp.abs(after - m[None]))),
+        "images": int(len(y)),
+    }
+    return out, {"before": before, "after": after, "target_map": m}
+
+
+def score_matching_part(config, train, test, workdir, mesh) -> tuple[dict, dict]:
+    """The smooth CNN trained with cross-entropy and with the regularizer, measured side by side."""
+    sm = config.score_matching
+    model = make_model(sm.model, config.data.num_classes)
+    section = override(config.train, **sm.train)
+    # A paired comparison: one initialisation, one batch order; the objective the only change.
+    key = purpose_key(config.seed, Purpose.MODEL, 1)
+    x = jnp.asarray(test["image"])
+    y = jnp.asarray(test["label"])
+    d = sm.density_ratio
+    out, maps = {}, {}
+    for objective in ("none", sm.objective):
+        print(f"score matching part: training with objective {objective!r}", flush=True)
+        trained = train_model(
+            model,
+            objective_loss(config, model, objective),
+            train,
+            section,
+            key=key,
+            test=test,
+            mesh=mesh,
+            checkpoint_dir=workdir / "score_matching" / objective / "checkpoints",
+            metrics_path=workdir / "score_matching" / objective / "metrics.jsonl",
+        )
+        lf, v = trained.logit_fn, shd.to_host(trained.variables)
+        n = sm.trace_images
+        trace = jax.jit(
+            lambda v, xx, yy, lf=lf: hessian_trace_exact(
+                lambda z: select_logits(lf(v, z), yy), xx, chunk_size=8
+            )
+        )(v, x[:n], y[:n])
+        ratio = jax.jit(
+            lambda v, xx, yy, k, lf=lf: density_ratio_profile(
+                lf, v, xx, yy, key=k, sigmas=d.sigmas, num_samples=d.num_samples, chunk_size=4
+            )
+        )(v, x[: d.num_images], y[: d.num_images], purpose_key(config.seed, Purpose.CONTROL))
+        out[objective] = {
+            "test_accuracy": trained.test_metrics["accuracy"],
+            "hessian_trace_mean": float(jnp.mean(trace)),
+            "hessian_trace_median": float(jnp.median(trace)),
+            "density_ratio": [float(r) for r in jnp.mean(ratio, axis=1)],
+            "density_ratio_median": [float(r) for r in jnp.median(ratio, axis=1)],
+        }
+        n = config.evaluation.num_images
+        maps[objective] = jax.jit(input_gradients, static_argnums=0)(lf, v, x[:n], y[:n])
+    out["sigmas"] = [float(s) for s in d.sigmas]
+    out["objective"] = sm.objective
+    out["trace_images"] = int(sm.trace_images)
+    out["density_ratio_images"] = int(min(d.num_images, len(y)))
+    return out, maps
+
+
+def sanity_part(config, trained, x, y) -> tuple[dict, list]:
+    """Cascading randomization, output layer first, with the note's three rank correlations."""
+    s = config.sanity
+    variables = shd.to_host(trained.variables)
+    layers = layer_names(variables, trained.model, x[:1])
+    stages = randomization_stages(
+        variables,
+        key=purpose_key(config.seed, Purpose.RANDOMIZATION),
+        layers=layers,
+        stddev=s.stddev,
+    )
+    methods = attribution_methods(s)
+    print(f"sanity part: {len(x)} images x {len(stages)} stages x {len(methods)} methods")
+    rows = sanity_table(methods, trained.logit_fn, stages, x, y)
+    shown = "integrated_gradients" if "integrated_gradients" in methods else next(iter(methods))
+    fn = jax.jit(lambda v, m=methods[shown]: m(trained.logit_fn, v, x[:6], y[:6]))
+    maps = [fn(v) for _, v in stages]
+    return {"stages": [name for name, _ in stages], "table": rows, "maps_method": shown}, maps
+
+
+def methods_part(config, trained, train, test) -> tuple[dict, dict]:
+    """Every method on the same images; pixel perturbation of each, most salient first."""
+    e = config.evaluation
+    p = e.perturbation
+    variables = shd.to_host(trained.variables)
+    x = jnp.asarray(test["image"][: p.num_images])
+    y = jnp.asarray(test["label"][: p.num_images])
+    pred = jnp.argmax(jax.jit(trained.logit_fn)(variables, x), -1)
+    fill = global_mean(train["image"])
+    key = purpose_key(config.seed, Purpose.PERTURBATION_ORDER)
+    noise = purpose_key(config.seed, Purpose.ATTRIBUTION_NOISE)
+    perturb = jax.jit(
+        lambda a, order, k: pixel_perturbation(
+            trained.logit_fn,
+            variables,
+            x,
+            y,
+            a,
+            fractions=tuple(p.fractions),
+            order=order,
+            fill="constant",
+            fill_value=fill,
+            key=k,
+            ties="random",
+            chunk_size=2,
+        )["correct"],
+        static_argnums=1,
+    )
+    out = {"fractions": [float(f) for f in p.fractions], "fill": fill, "images": int(len(y))}
+    maps = {}
+    for name, method in attribution_methods(e).items():
+        print(f"methods part: {name} on {len(y)} images", flush=True)
+        fn = jax.jit(lambda v, xx, tt, k, m=method: m(trained.logit_fn, v, xx, tt, key=k))
+        a = jnp.concatenate(
+            [fn(variables, x[i : i + 120], pred[i : i + 120], noise) for i in range(0, len(y), 120)]
+        )
+        maps[name] = a[: e.num_images]
+        acc = np.asarray(perturb(a, "most", key).mean(axis=1))
+        out[name] = {"accuracy": acc.tolist(), "auc": float(area_under_curve(p.fractions, acc))}
+    acc = np.asarray(perturb(jnp.zeros_like(x), "random", key).mean(axis=1))
+    out["random"] = {"accuracy": acc.tolist(), "auc": float(area_under_curve(p.fractions, acc))}
+    return out, maps
 
 
 def run(config, workdir: str | Path) -> dict:
-    """Runs the demo with ``config`` into ``workdir`` and returns the results dict."""
+    """Runs the tour with ``config`` into ``workdir`` and returns the results dict."""
     t_start = time.perf_counter()
+    check_config(config)
     workdir = report.workdir_path(workdir)
     report.write_config(workdir, config)
     train, test = load_splits(config.data)
     trained = train_classifier(config, train, test, workdir)
+    seconds = {"classifier": time.perf_counter() - t_start}
     n = config.evaluation.num_images
-    x, y = jnp.asarray(test["image"][:n]), jnp.asarray(test["label"][:n])
-    pred = jnp.argmax(jax.jit(trained.logit_fn)(trained.variables, x), -1)
-    grads = jax.jit(input_gradients, static_argnums=0)(trained.logit_fn, trained.variables, x, pred)
+    variables = trained.variables
+    x, y = jnp.asarray(test["image"]), jnp.asarray(test["label"])
+    pred = jnp.argmax(jax.jit(trained.logit_fn)(variables, x[:n]), -1)
+    grads = jax.jit(input_gradients, static_argnums=0)(trained.logit_fn, variables, x[:n], pred)
+
+    t = time.perf_counter()
+    shift, shift_maps = shift_part(config, trained, x, y)
+    seconds["shift"] = time.perf_counter() - t
+    t = time.perf_counter()
+    sm, sm_maps = score_matching_part(config, train, test, workdir, trained.mesh)
+    seconds["score_matching"] = time.perf_counter() - t
+    t = time.perf_counter()
+    k = config.sanity.num_images
+    sanity, sanity_maps = sanity_part(config, trained, x[:k], y[:k])
+    seconds["sanity"] = time.perf_counter() - t
+    t = time.perf_counter()
+    methods, method_maps = methods_part(config, trained, train, test)
+    seconds["methods"] = time.perf_counter() - t
     result = trained.test_metrics
     results = {
         "test_accuracy": result["accuracy"],
@@ -41,11 +279,29 @@ def run(config, workdir: str | Path) -> dict:
         "steps": int(shd.to_host(trained.state.step)),
         "batch_size": trained.batch_size,
         "devices": trained.mesh.devices.size,
+        "shift": shift,
+        "score_matching": sm,
+        "sanity": sanity,
+        "methods": methods,
+        "seconds_per_part": seconds,
         "seconds": time.perf_counter() - t_start,
     }
-    reports.demo.write(
-        workdir, config, results, images=x, labels=y, predictions=pred, gradients=grads
+    path = reports.demo.write(
+        workdir,
+        config,
+        results,
+        images=x[:n],
+        labels=y[:n],
+        predictions=pred,
+        gradients=grads,
+        shift_maps={k: v[:n] if v.ndim == 4 else v for k, v in shift_maps.items()},
+        score_matching_maps=sm_maps,
+        sanity_maps=sanity_maps,
+        method_maps=method_maps,
     )
+    print(f"the tour took {results['seconds']:.0f} s; its report: {path}", flush=True)
+    for part, cmd in reports.demo.FULL_SIZE.items():
+        print(f"  full size, {part}: {cmd}", flush=True)
     return results
 
 

@@ -67,9 +67,21 @@ def _accuracy(value, *, above=0.1):
     return above < value <= 1.0
 
 
+DEMO_FIGURES = (
+    "input_gradients.png",
+    "shift.png",
+    "score_matching.png",
+    "score_matching_gradients.png",
+    "sanity.png",
+    "sanity_maps.png",
+    "methods.png",
+    "perturbation.png",
+)
+
+
 def test_demo_smoke(tmp_path):
     config, r = _smoke("demo", tmp_path)
-    _files(tmp_path, "report.md", "input_gradients.png", "results.json", "metrics.jsonl")
+    _files(tmp_path, "report.md", "results.json", "metrics.jsonl", *DEMO_FIGURES)
     assert _accuracy(r["test_accuracy"], above=0.3)
     assert math.isfinite(r["test_loss"]) and r["test_loss"] > 0
     assert r["num_test"] == 360 and r["devices"] == 1 and r["batch_size"] == 64
@@ -78,6 +90,31 @@ def test_demo_smoke(tmp_path):
     rows = read_metrics(tmp_path / "metrics.jsonl")
     assert rows[-1]["split"] == "eval" and rows[-1]["accuracy"] == pytest.approx(r["test_accuracy"])
     assert Checkpointer(tmp_path / "checkpoints").latest_step() == r["steps"]
+    # 1. The closed-form shift is exact whatever the training: same softmax, the class's
+    # gradient is the map.
+    shift = r["shift"]
+    assert shift["same_predictions"] and shift["softmax_max_abs_diff"] <= 1e-6
+    assert shift["cosine_to_map_after"] == pytest.approx(1.0, abs=1e-5)
+    assert shift["gradient_max_abs_error"] <= 1e-5
+    # 2. The pair shares its initialisation and batches; densities are positive, 1 at sigma 0.
+    sm = r["score_matching"]
+    for objective in ("none", config.score_matching.objective):
+        ratios = sm[objective]["density_ratio"]
+        assert len(ratios) == len(config.score_matching.density_ratio.sigmas)
+        assert all(v > 0 for v in ratios) and ratios[0] == pytest.approx(1.0, abs=0.05)
+        assert math.isfinite(sm[objective]["hessian_trace_mean"])
+        assert Checkpointer(tmp_path / "score_matching" / objective / "checkpoints").latest_step()
+    # 3. The reference stage correlates perfectly with itself, for every metric and method.
+    sanity = r["sanity"]
+    assert sanity["stages"][0] == "original" and len(sanity["stages"]) == 5
+    for row in sanity["table"]:
+        if row["stage"] == "original" and row["metric"] != "attribution_sum":
+            assert row["mean"] == pytest.approx(1.0)
+    # 4. Every method's curve starts at the unperturbed accuracy of the same images.
+    m = r["methods"]
+    starts = {m[name]["accuracy"][0] for name in (*config.evaluation.methods, "random")}
+    assert len(starts) == 1 and 0 <= starts.pop() <= 1
+    assert all(0 <= m[name]["auc"] <= 1 for name in config.evaluation.methods)
 
 
 @pytest.mark.slow

@@ -126,7 +126,8 @@ def test_masked_rows_do_not_count(digits):
         cross_entropy(jnp.zeros((4, 10)), jnp.zeros((3,), jnp.int32))
 
 
-def test_demo_training_reaches_95_percent_on_digits(tmp_path):
+@pytest.mark.slow  # the whole tour: about 80 s on 2 cores
+def test_the_demo_tour_reproduces_each_papers_headline_on_digits(tmp_path):
     from experiments.configs.demo import get_config
     from experiments.demo import run
 
@@ -137,14 +138,39 @@ def test_demo_training_reaches_95_percent_on_digits(tmp_path):
     assert results["test_accuracy"] >= 0.95
     assert results["num_test"] == 360
     report = (tmp_path / "report.md").read_text()
-    assert f"{results['test_accuracy']:.4f}" in report and "input_gradients.png" in report
-    assert (tmp_path / "input_gradients.png").stat().st_size > 10_000
+    assert f"{results['test_accuracy']:.4f}" in report
+    figures = [line for line in report.splitlines() if line.startswith("![")]
+    assert len(figures) >= 8
+    for line in figures:
+        name = line[line.index("(") + 1 : -1]
+        assert (tmp_path / name).stat().st_size > 10_000, name
     rows = read_metrics(tmp_path / "metrics.jsonl")
     assert rows[-1]["split"] == "eval" and rows[-1]["accuracy"] == pytest.approx(
         results["test_accuracy"]
     )
     assert json.loads((tmp_path / "config.json").read_text())["model"]["name"] == "cnn"
     assert Checkpointer(tmp_path / "checkpoints").latest_step() == results["steps"]
+    # The shift: same classifier, the class's gradient replaced.
+    shift = results["shift"]
+    assert shift["same_predictions"] and shift["softmax_max_abs_diff"] <= 1e-6
+    assert shift["cosine_to_map_before"] < 0.5 < 0.99 < shift["cosine_to_map_after"]
+    # Score matching: the data at peaks of the implicit density (ratio below 1 under noise),
+    # the baseline's noisy inputs more probable than the data (above 1), as in the paper.
+    sm = results["score_matching"]
+    assert sm["score_matching"]["density_ratio"][-1] < 1.0 < sm["none"]["density_ratio"][-1]
+    assert sm["score_matching"]["test_accuracy"] >= 0.85
+    # The note: absolute maps of gradient x input / IG stay correlated after full
+    # randomization, signed ones do not, spearman_nz in between.
+    by = {(r["stage"], r["method"], r["metric"]): r["mean"] for r in results["sanity"]["table"]}
+    last = results["sanity"]["stages"][-1]
+    for m in ("gradient_x_input", "integrated_gradients"):
+        signed, absolute = by[(last, m, "spearman")], by[(last, m, "spearman_abs")]
+        nz = by[(last, m, "spearman_nz")]
+        assert abs(signed) < 0.2 and absolute > 0.8 and signed < nz < absolute
+    # Pixel perturbation: the gradient-based rankings find pixels the model relies on.
+    methods = results["methods"]
+    for m in ("gradient", "integrated_gradients", "smoothgrad"):
+        assert methods[m]["auc"] < methods["random"]["auc"]
 
 
 def test_schedules_and_optimizers():
