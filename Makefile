@@ -41,8 +41,8 @@ test-slow: $(BENCH)
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --durations=15 -m slow tests
 
 lint: $(STAMP)
-	$(BIN)/python -m ruff check jaxgrad experiments tests benchmarks
-	$(BIN)/python -m ruff format --check jaxgrad experiments tests benchmarks
+	$(BIN)/python -m ruff check jaxgrad experiments tests benchmarks notebooks
+	$(BIN)/python -m ruff format --check jaxgrad experiments tests benchmarks notebooks
 
 bench: $(BENCH)
 	XLA_FLAGS= $(BIN)/python benchmarks/train_step.py

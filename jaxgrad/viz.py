@@ -11,6 +11,8 @@ tie to the change of the logit.
 
 from __future__ import annotations
 
+import functools
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -162,4 +164,13 @@ def attribution_grid(
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("wb") as f:  # through epath: local or gs://
             fig.savefig(f, format="png", dpi=120)
+    # A pyplot-free Figure has no display of its own in Jupyter (IPython's inline formatter
+    # knows pyplot's figures only): the PNG repr makes the returned figure show inline.
+    fig._repr_png_ = functools.partial(_png, fig)
     return fig
+
+
+def _png(fig, dpi: int = 100) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()

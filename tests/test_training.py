@@ -232,6 +232,13 @@ def test_metric_writer_and_progress(tmp_path, capsys):
     p.update(50, {"loss": 1.0})
     out = capsys.readouterr().out
     assert "50/100 (50%)" in out and "step/s" in out and "examples/s" in out and "ETA" in out
+    # An iterable of unknown length: the count and the rate, never a made-up total or ETA.
+    p = Progress(None, name="attribute", unit="batch", every_seconds=0.0)
+    time.sleep(0.01)
+    p.update(3)
+    out = capsys.readouterr().out
+    assert out.startswith("attribute: 3 batches, ") and "batch/s" in out
+    assert "ETA" not in out and "%" not in out and "/0" not in out
 
 
 def test_evaluate_counts_every_example_once(digits):

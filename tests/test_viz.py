@@ -36,8 +36,13 @@ def test_grid_returns_a_figure_writes_a_png_and_leaves_matplotlib_alone(tmp_path
     assert isinstance(fig, Figure) and len(fig.axes) == 3 * 3
     assert (tmp_path / "g.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert matplotlib.get_backend() == backend  # no matplotlib.use behind the user's back
-    # Without a path nothing is written; the figure is for a notebook to show.
-    assert isinstance(attribution_grid(images, images), Figure)
+    # Without a path nothing is written; the figure is for a notebook to show, and IPython's
+    # display finds its PNG (a pyplot-free Figure has none of its own).
+    from IPython.core.formatters import PNGFormatter
+
+    shown = attribution_grid(images, images)
+    assert isinstance(shown, Figure)
+    assert PNGFormatter()(shown)[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["g.png"]
     with pytest.raises(ValueError, match="shape"):
         attribution_grid(images, [np.zeros((3, 8, 8, 3))], tmp_path / "bad.png")

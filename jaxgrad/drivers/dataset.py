@@ -121,7 +121,7 @@ def attribute_dataset(
         if progress:
             if bar is None:
                 bar = Progress(
-                    num_batches or 0, name="attribute", unit="batch", examples_per_step=len(attr)
+                    num_batches, name="attribute", unit="batch", examples_per_step=len(attr)
                 )
             bar.update(i + 1)
     if not outputs:

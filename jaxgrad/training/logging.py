@@ -123,12 +123,13 @@ class Progress:
     """Log lines ``name: step/total (pct) rate it/s [examples/s], elapsed, ETA, metrics``.
 
     Prints on process 0 only, at most every ``every_seconds`` (and at the last step), so it
-    reads well in CI logs and terminals alike.
+    reads well in CI logs and terminals alike. With ``total=None`` (an iterable of unknown
+    length) the lines give the count and the rate, without a percentage or an ETA.
     """
 
     def __init__(
         self,
-        total: int,
+        total: int | None,
         *,
         start: int = 0,
         name: str = "train",
@@ -155,24 +156,29 @@ class Progress:
     ) -> None:
         """Reports that ``step`` units are done (absolute, counting from 0), with an optional note."""
         now = time.perf_counter()
+        known = self.total is not None
         if not self._enabled or not (
-            force or step >= self.total or now - self._last >= self.every_seconds
+            force or (known and step >= self.total) or now - self._last >= self.every_seconds
         ):
             return
         self._last = now
         elapsed = now - self._t0
         done = step - self.start
         rate = done / elapsed if elapsed > 0 else 0.0
-        eta = (self.total - step) / rate if rate > 0 else float("nan")
+        count = (
+            f"{step}/{self.total} ({100.0 * step / max(self.total, 1):.0f}%)"
+            if known
+            else f"{step} {self.unit}{'es' if self.unit.endswith('ch') else 's'}"
+        )
         parts = [
-            f"{self.name}: {step}/{self.total} ({100.0 * step / max(self.total, 1):.0f}%)"
-            + (f" {note}" if note else ""),
+            f"{self.name}: {count}" + (f" {note}" if note else ""),
             f"{rate:.2f} {self.unit}/s",
         ]
         if self.examples_per_step:
             parts.append(f"{rate * self.examples_per_step:.0f} examples/s")
         parts.append(f"elapsed {_fmt(elapsed)}")
-        parts.append(f"ETA {_fmt(eta)}")
+        if known:
+            parts.append(f"ETA {_fmt((self.total - step) / rate if rate > 0 else float('nan'))}")
         if metrics:
             parts.append(" ".join(f"{k}={float(v):.4g}" for k, v in metrics.items()))
         print(", ".join(parts), file=self.stream, flush=True)
