@@ -450,6 +450,12 @@ def launch(
     from absl import app, flags, logging
     from ml_collections import config_flags
 
+    # An override of no key: named before the flag parses (ml_collections would raise a
+    # bare AttributeError while defining the flag, when it has a default).
+    message = unknown_override(sys.argv, name)
+    if message is not None:
+        print(f"FATAL Flags parsing error: {message}", file=sys.stderr, flush=True)
+        sys.exit(1)
     config_flags.DEFINE_config_file(
         "config", f"experiments/configs/{name}.py", description, lock_config=True
     )
@@ -501,4 +507,53 @@ def launch(
             sys.exit(2)
         print(f"report: {workdir / 'report.md'}", flush=True)
 
-    app.run(main)
+    def parse(argv):
+        try:
+            return flags.FLAGS(argv)
+        except (AttributeError, KeyError) as e:  # ml_collections: an override of no key
+            message = unknown_override(argv, name) or f"--config: {e}"
+            print(f"FATAL Flags parsing error: {message}", file=sys.stderr, flush=True)
+            sys.exit(1)
+
+    app.run(main, flags_parser=parse)
+
+
+def unknown_override(argv: list[str], name: str) -> str | None:
+    """The message for the first ``--config.a.b=v`` of ``argv`` that names no key, or None.
+
+    Loads the config file (``--config``, or experiment ``name``'s default) as the flag
+    would, walks each override's path and names the first missing key, the section it is
+    missing from, the keys that section has and the closest of them.
+    """
+    import difflib
+    import importlib.util
+
+    given = [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
+    given += [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--config"]
+    path, _, variant = (given[-1] if given else f"experiments/configs/{name}.py").partition(":")
+    try:
+        spec = importlib.util.spec_from_file_location("_config_file", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        config = module.get_config(variant or None)
+    except Exception:  # a missing file or an unknown variant: the flag itself reports it
+        return None
+    for arg in argv:
+        if not arg.startswith("--config."):
+            continue
+        keys = arg[len("--config.") :].split("=", 1)[0].split(".")
+        section, where = config, "config"
+        for key in keys:
+            if not isinstance(section, ml_collections.ConfigDict) or key not in section:
+                known = (
+                    sorted(section.keys()) if isinstance(section, ml_collections.ConfigDict) else []
+                )
+                close = difflib.get_close_matches(key, known, n=1)
+                hint = f"; did you mean {where}.{close[0]}?" if close else ""
+                return (
+                    f"{arg.split('=', 1)[0]}: {where} has no key {key!r}"
+                    + (f" (its keys: {', '.join(known)})" if known else f" ({where} is a value)")
+                    + hint
+                )
+            section, where = section[key], f"{where}.{key}"
+    return None

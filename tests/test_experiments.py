@@ -455,6 +455,37 @@ def test_num_classes_below_the_labels_is_refused_with_the_value_to_use():
         load_splits(data)
 
 
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        (
+            "--config.train.num_step=5",
+            "--config.train.num_step: config.train has no key 'num_step' (its keys: augment,",
+        ),
+        ("--config.trian.epochs=1", "config has no key 'trian' (its keys: data,"),
+        ("--config.sanity.ig_step=3", "did you mean config.sanity.ig_steps?"),
+    ],
+)
+def test_an_unknown_config_key_fails_in_seconds_naming_it(tmp_path, override, message):
+    import os
+    import subprocess
+    import sys
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for config in ([], ["--config=experiments/configs/demo.py:smoke"]):  # default and given
+        proc = subprocess.run(
+            [sys.executable, "-m", "experiments.demo", f"--workdir={tmp_path}", *config, override],
+            cwd=repo,
+            env={**os.environ, "XLA_FLAGS": ""},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 1 and message in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr
+    assert not any(tmp_path.iterdir())
+
+
 def test_an_experiment_with_zero_epochs_fails_in_seconds_naming_the_key(tmp_path):
     import os
     import subprocess
