@@ -486,6 +486,34 @@ def test_an_unknown_config_key_fails_in_seconds_naming_it(tmp_path, override, me
     assert not any(tmp_path.iterdir())
 
 
+def test_an_experiment_on_an_unprepared_tfds_data_set_fails_in_seconds_with_the_fix(tmp_path):
+    """The mains default to tfds:mnist: offline and unprepared, exit 2 with the command that
+    prepares it (and the offline alternative), before any model is built."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    empty = tmp_path / "tfds"
+    empty.mkdir()
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiments.sanity_checks", f"--workdir={tmp_path / 'run'}"],
+        cwd=repo,
+        env={**os.environ, "XLA_FLAGS": "", "TFDS_DATA_DIR": str(empty)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    seconds = time.perf_counter() - t0
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert f"tfds:mnist (split 'train') is not prepared in $TFDS_DATA_DIR ({empty})" in proc.stderr
+    assert "download_and_prepare()" in proc.stderr and "--config.data.source=idx:DIR" in proc.stderr
+    assert "Traceback" not in proc.stderr and seconds < 60
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
 def test_an_experiment_with_zero_epochs_fails_in_seconds_naming_the_key(tmp_path):
     import os
     import subprocess

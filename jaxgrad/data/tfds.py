@@ -9,6 +9,8 @@ Tests use ``tfds.testing.mock_data`` and never download.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from jaxgrad.data.base import Dataset, make_dataset
@@ -79,7 +81,11 @@ def load_tfds(
     except Exception as e:
         if download:
             raise
-        where = data_dir or "tensorflow-datasets' data_dir (~/tensorflow_datasets by default)"
+        where = data_dir or (
+            f"$TFDS_DATA_DIR ({os.environ['TFDS_DATA_DIR']})"
+            if os.environ.get("TFDS_DATA_DIR")
+            else "tensorflow-datasets' data_dir (~/tensorflow_datasets by default)"
+        )
         if name not in TFDS_NAMES:
             how = (
                 f"tfds:{name} is none of jaxgrad's data sets ({', '.join(TFDS_NAMES)}); "
