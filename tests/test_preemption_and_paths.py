@@ -599,3 +599,54 @@ def test_resuming_another_runs_checkpoints_is_refused_naming_the_difference(tmp_
     with pytest.warns(UserWarning, match="with changes: num_steps: 4 there, 8 here"):
         state = fit(fresh(), step, data, key=key, run_id="lr=0.05", **{**kw, "num_steps": 8})
     assert int(state.step) == 8
+
+
+FULL_DISK = """
+import resource, signal, sys, time
+import jax, numpy as np, optax
+from jaxgrad.models import get_model
+from jaxgrad.training import CheckpointError, classifier_loss, create_train_state, fit, make_train_step
+
+key = jax.random.key(0)
+model = get_model("mlp", hidden=(512,))
+rng = np.random.default_rng(0)
+data = {"image": rng.random((48, 4, 4, 1), np.float32),
+        "label": rng.integers(0, 10, 48).astype(np.int32)}
+tx = optax.sgd(0.05, momentum=0.9)
+step = make_train_step(classifier_loss(model), tx)
+state = create_train_state(model, tx, key, data["image"][:1])
+# A disk that takes no file above 20 kB (no root, no mount): the checkpoint's array files
+# fail in orbax's background thread, as on a full disk.
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (20000, resource.RLIM_INFINITY))
+seen = []
+try:
+    fit(state, step, data, key=key, batch_size=8, num_steps=200, progress=False,
+        checkpoint_dir=sys.argv[1], checkpoint_every=1000,
+        on_step=lambda s, _: (seen.append(s), time.sleep(0.02)))
+except CheckpointError as e:
+    print(f"CheckpointError after step {seen[-1]}: {e}", flush=True)
+    sys.exit(3)
+"""
+
+
+def test_a_failing_asynchronous_save_surfaces_at_the_next_step_not_the_next_save(tmp_path):
+    """A full disk (files capped by RLIMIT_FSIZE) fails step 1's background save: ``fit``
+    raises CheckpointError naming that step and folder within a few steps (not at the next
+    due save, 1000 steps on, or at the end), and the process exits without hanging."""
+    ckpt = tmp_path / "ckpt"
+    proc = subprocess.run(
+        [sys.executable, "-c", FULL_DISK, str(ckpt)],
+        cwd=REPO,
+        env={**os.environ, "XLA_FLAGS": ""},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 3, proc.stdout + proc.stderr[-3000:]
+    line = proc.stdout.strip().splitlines()[-1]
+    after = int(line.split("after step ")[1].split(":")[0])
+    assert after < 200, line  # surfaced while training, long before the final save
+    assert f"saving the checkpoint of step 1 into {str(ckpt)!r} failed" in line
+    assert "rerun the same command to resume" in line
+    assert Checkpointer(ckpt).latest_step() is None  # nothing half-written passes as saved

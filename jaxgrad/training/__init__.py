@@ -1,6 +1,6 @@
 """Train state, sharded update steps, losses, optimizers, checkpoints and metric logs."""
 
-from jaxgrad.training.checkpoint import Checkpointer
+from jaxgrad.training.checkpoint import Checkpointer, CheckpointError
 from jaxgrad.training.cost import abstract_train_state, compiled_cost
 from jaxgrad.training.logging import MetricWriter, Progress, read_metrics
 from jaxgrad.training.loop import Diverged, Preempted, epoch_steps, fit, train_for_epochs
@@ -24,6 +24,7 @@ from jaxgrad.training.state import (
 )
 
 __all__ = [
+    "CheckpointError",
     "Checkpointer",
     "LossFn",
     "MetricWriter",

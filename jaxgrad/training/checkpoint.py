@@ -85,6 +85,8 @@ class Checkpointer:
         )
         self._manager = ocp.CheckpointManager(self.directory, options=options)
         self._token = None
+        self._pending: int | None = None  # the step of a save not yet known to have succeeded
+        self._failed = False  # a failed save was raised: close() does not raise it again
         if lock:
             self._acquire(stale_after)
 
@@ -211,10 +213,56 @@ class Checkpointer:
         due (which waits for it, as orbax would), or at :meth:`wait` / :meth:`close`.
         """
         if force or self.due(step):
-            self._manager.wait_until_finished()
+            self._wait_for(self._pending)
             self._hash_completed()
             self._touch()
-        return self._manager.save(int(step), args=ocp.args.StandardSave(state), force=force)
+        saved = self._manager.save(int(step), args=ocp.args.StandardSave(state), force=force)
+        if saved:
+            self._pending = int(step)
+        return saved
+
+    def _wait_for(self, step: int | None) -> None:
+        """Waits for the save in flight; its failure raises :class:`CheckpointError`."""
+        try:
+            self._manager.wait_until_finished()
+        except Exception as e:
+            self._failed = True
+            raise CheckpointError(step, self.directory, f"{type(e).__name__}: {e}") from e
+        finally:
+            self._pending = None
+
+    def poll(self) -> None:
+        """Raises :class:`CheckpointError` now if an asynchronous save has failed.
+
+        A full disk or a read-only mount fails orbax's background write, which orbax reports
+        only when the next save (``save_every`` steps later) or ``close`` waits for it.
+        ``poll`` checks a save that has finished without waiting for one in flight, hashes it
+        when it succeeded, and costs one flag when no save is pending. :func:`fit` calls it
+        after every step with one process; with several, every process must call it at the
+        same step (``fit``: its log rows): they agree, and one process's failure raises on all.
+        """
+        error, step = "", self._pending
+        if step is not None:
+            try:  # a failed background write has left its error: raised without waiting
+                self._manager.check_for_errors()
+            except Exception as e:
+                error, self._pending = f"{type(e).__name__}: {e}", None
+            else:
+                if not self._manager.is_saving_in_progress():
+                    self._wait_for(step)  # finished: returns at once
+                    self._hash_completed()
+        if jax.process_count() > 1:
+            flags = np.asarray(
+                multihost_utils.process_allgather(np.asarray([bool(error), step or -1]))
+            ).reshape(-1, 2)
+            failed = np.flatnonzero(flags[:, 0])
+            if failed.size and not error:
+                i = int(failed[0])
+                error = f"process {i} failed to write its part (see its log)"
+                step = int(flags[i, 1])
+        if error:
+            self._failed = True
+            raise CheckpointError(step, self.directory, error)
 
     def _hash_file(self, step: int):
         return self.directory / f"{int(step)}.sha256.json"
@@ -247,7 +295,8 @@ class Checkpointer:
         steps = set(self._manager.all_steps())
         for step in steps:
             path = self._hash_file(step)
-            if not path.exists():  # written whole, then renamed: never half a file
+            # A step orbax lists without its folder is a failed save (CheckpointError).
+            if not path.exists() and (self.directory / str(step)).exists():
                 partial = self.directory / f".{path.name}.partial"
                 partial.write_text(json.dumps(self._digest(step), indent=0))
                 partial.rename(path)
@@ -363,14 +412,23 @@ class Checkpointer:
 
     def wait(self) -> None:
         """Blocks until any asynchronous save has finished (and hashes it)."""
-        self._manager.wait_until_finished()
+        self._wait_for(self._pending)
         self._hash_completed()
 
     def close(self) -> None:
-        """Waits for pending saves, hashes them, releases the manager and the lock."""
+        """Waits for pending saves, hashes them, releases the manager and the lock.
+
+        After a failed save was raised (:class:`CheckpointError`), closing does not raise
+        again, so the first error is the one a caller sees.
+        """
+        raised_before = self._failed
         try:
-            self._manager.wait_until_finished()
-            self._hash_completed()
+            try:
+                self._wait_for(self._pending)
+                self._hash_completed()
+            except CheckpointError:
+                if not raised_before:
+                    raise
             self._manager.close()
         finally:
             self._release()
@@ -380,6 +438,24 @@ class Checkpointer:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be written (full disk, read-only or vanished folder...).
+
+    Attributes:
+      step: the step whose save failed (None if unknown).
+      directory: the checkpoint folder.
+      reason: the underlying error, as text.
+    """
+
+    def __init__(self, step: int | None, directory, reason: str):
+        self.step, self.directory, self.reason = step, directory, reason
+        super().__init__(
+            f"saving the checkpoint of step {step} into {str(directory)!r} failed: {reason}. "
+            "The checkpoints saved before it are intact; free space or fix the folder, then "
+            "rerun the same command to resume from the newest"
+        )
 
 
 def _from_process_0(text: str) -> str:

@@ -412,6 +412,7 @@ def fit(
                     saved_step = step
             # One process: at every step; several: at log rows, where they agree.
             if ckpt is not None and (jax.process_count() == 1 or log_row):
+                ckpt.poll()  # a failed asynchronous save raises now, not at the next save
                 signum = _agreed(stop)
                 if signum:
                     check(state)
