@@ -1,4 +1,4 @@
-# make demo : set up .venv (once) and run the main job on the offline digits data set.
+# make demo : set up .venv (once), then the tour of the papers' headline results on the offline digits.
 # make test : set up .venv (once) and run the test suite on 8 fake CPU devices.
 # make test-slow : the slow tests (experiment smoke runs); .ci/run runs them after make test.
 PYTHON ?= python3

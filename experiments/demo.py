@@ -23,7 +23,6 @@ Writes ``config.json``, ``metrics.jsonl``, ``results.json``, ``input_gradients.p
 
 from __future__ import annotations
 
-import functools
 import time
 from pathlib import Path
 
@@ -31,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments import report, reports
+from experiments import fullgrad, report, reports, sanity_checks
 from experiments.common import (
     Purpose,
     global_mean,
@@ -46,15 +45,8 @@ from experiments.common import (
 from experiments.score_matching import objective_loss
 from experiments.shift_manipulation import target_map
 from jaxgrad import sharding as shd
-from jaxgrad.attribution import (
-    fullgrad,
-    gradcam,
-    gradient,
-    gradient_x_input,
-    integrated_gradients,
-    smoothgrad,
-)
-from jaxgrad.drivers import sanity_table
+from jaxgrad.data import eval_batches
+from jaxgrad.drivers import attribute_dataset, sanity_table
 from jaxgrad.evaluation import (
     area_under_curve,
     density_ratio_profile,
@@ -66,32 +58,29 @@ from jaxgrad.gradients import cosine_similarity, input_gradients, select_logits,
 from jaxgrad.trace_estimators import hessian_trace_exact
 
 
-def attribution_methods(e) -> dict:
-    """The compared methods of an ``evaluation`` (or ``sanity``) section, settings bound."""
-    available = {
-        "gradient": gradient,
-        "gradient_x_input": gradient_x_input,
-        "integrated_gradients": functools.partial(
-            integrated_gradients, steps=e.ig_steps, chunk_size=8
-        ),
-        "smoothgrad": functools.partial(
-            smoothgrad,
-            num_samples=e.get("smoothgrad_samples", 1),
-            noise_level=e.get("noise_level", 0.15),
-        ),
-        "gradcam": functools.partial(gradcam, layer=e.get("gradcam_layer", "")),
-        "fullgrad": fullgrad,
-    }
-    unknown = [m for m in e.methods if m not in available]
+def sanity_methods(s) -> dict:
+    """The ``sanity`` section's methods (``experiments.sanity_checks``'), settings bound."""
+    available = sanity_checks.attribution_methods(s)
+    unknown = [m for m in s.methods if m not in available]
     if unknown:
-        raise ValueError(f"methods: unknown {unknown}; use any of {sorted(available)}")
-    return {m: available[m] for m in e.methods}
+        raise ValueError(f"sanity.methods: unknown {unknown}; use any of {sorted(available)}")
+    return {m: available[m] for m in s.methods}
 
 
-def check_config(config) -> None:
-    """Refuses sections the tour would fail on late, naming the key."""
-    attribution_methods(config.evaluation)
-    attribution_methods(config.sanity)
+def shown_indices(labels: np.ndarray, n: int) -> np.ndarray:
+    """The first test image of each class in class order, then the next of each, ``n`` in all."""
+    order = np.argsort(labels, kind="stable")
+    rank = np.empty(len(labels), np.int64)  # the image's rank within its class
+    for c in np.unique(labels):
+        members = order[labels[order] == c]
+        rank[members] = np.arange(len(members))
+    return np.lexsort((labels, rank))[:n]
+
+
+def check_config(config, sample: np.ndarray) -> None:
+    """Refuses sections the tour would fail on late, naming the key; nothing is trained."""
+    fullgrad.check_evaluation(config, sample)  # methods, ties, Grad-CAM's layer
+    sanity_methods(config.sanity)
     k = config.data.num_classes
     if not 0 <= config.shift.target_class < k:
         raise ValueError(f"shift.target_class must be in [0, {k}), got {config.shift.target_class}")
@@ -101,10 +90,13 @@ def check_config(config) -> None:
             f"score_matching.objective must be one of {objectives}, "
             f"got {config.score_matching.objective!r}"
         )
-    target_map(config.shift.target_map, (8, 8, 1))  # refuses an unknown name
+    try:
+        target_map(config.shift.target_map, (8, 8, 1))
+    except ValueError as e:
+        raise ValueError(f"shift.{e}") from None
 
 
-def shift_part(config, trained, x, y) -> tuple[dict, dict]:
+def shift_part(config, trained, x, y, shown) -> tuple[dict, dict]:
     """The closed-form shift ``f + g``, ``g(x) = <m, x> - f_c(x)``: same softmax, class c's gradient m."""
     s = config.shift
     m = jnp.asarray(target_map(s.target_map, x.shape[1:]))
@@ -124,11 +116,14 @@ def shift_part(config, trained, x, y) -> tuple[dict, dict]:
         "gradient_max_abs_error": float(jnp.max(jnp.abs(after - m[None]))),
         "images": int(len(y)),
     }
-    return out, {"before": before, "after": after, "target_map": m}
+    return out, {"before": before[shown], "after": after[shown], "target_map": m}
 
 
-def score_matching_part(config, train, test, workdir, mesh) -> tuple[dict, dict]:
-    """The smooth CNN trained with cross-entropy and with the regularizer, measured side by side."""
+def score_matching_part(config, train, test, workdir, mesh, shown, y_shown) -> tuple[dict, dict]:
+    """The smooth CNN trained with cross-entropy and with the regularizer, measured side by side.
+
+    Returns the measurements and the label gradients of both models on ``shown``.
+    """
     sm = config.score_matching
     model = make_model(sm.model, config.data.num_classes)
     section = override(config.train, **sm.train)
@@ -152,17 +147,17 @@ def score_matching_part(config, train, test, workdir, mesh) -> tuple[dict, dict]
             metrics_path=workdir / "score_matching" / objective / "metrics.jsonl",
         )
         lf, v = trained.logit_fn, shd.to_host(trained.variables)
-        n = sm.trace_images
+        t = sm.trace_images
         trace = jax.jit(
             lambda v, xx, yy, lf=lf: hessian_trace_exact(
                 lambda z: select_logits(lf(v, z), yy), xx, chunk_size=8
             )
-        )(v, x[:n], y[:n])
+        )(v, x[:t], y[:t])
         ratio = jax.jit(
             lambda v, xx, yy, k, lf=lf: density_ratio_profile(
                 lf, v, xx, yy, key=k, sigmas=d.sigmas, num_samples=d.num_samples, chunk_size=4
             )
-        )(v, x[: d.num_images], y[: d.num_images], purpose_key(config.seed, Purpose.CONTROL))
+        )(v, x[: d.num_images], y[: d.num_images], purpose_key(config.seed, Purpose.DENSITY_NOISE))
         out[objective] = {
             "test_accuracy": trained.test_metrics["accuracy"],
             "hessian_trace_mean": float(jnp.mean(trace)),
@@ -170,8 +165,7 @@ def score_matching_part(config, train, test, workdir, mesh) -> tuple[dict, dict]
             "density_ratio": [float(r) for r in jnp.mean(ratio, axis=1)],
             "density_ratio_median": [float(r) for r in jnp.median(ratio, axis=1)],
         }
-        n = config.evaluation.num_images
-        maps[objective] = jax.jit(input_gradients, static_argnums=0)(lf, v, x[:n], y[:n])
+        maps[objective] = jax.jit(input_gradients, static_argnums=0)(lf, v, shown, y_shown)
     out["sigmas"] = [float(s) for s in d.sigmas]
     out["objective"] = sm.objective
     out["trace_images"] = int(sm.trace_images)
@@ -179,8 +173,11 @@ def score_matching_part(config, train, test, workdir, mesh) -> tuple[dict, dict]
     return out, maps
 
 
-def sanity_part(config, trained, x, y) -> tuple[dict, list]:
-    """Cascading randomization, output layer first, with the note's three rank correlations."""
+def sanity_part(config, trained, x, y) -> tuple[dict, list, jax.Array]:
+    """Cascading randomization, output layer first, with the note's three rank correlations.
+
+    Returns the table, the maps of the first 6 images per stage, and those images.
+    """
     s = config.sanity
     variables = shd.to_host(trained.variables)
     layers = layer_names(variables, trained.model, x[:1])
@@ -190,26 +187,30 @@ def sanity_part(config, trained, x, y) -> tuple[dict, list]:
         layers=layers,
         stddev=s.stddev,
     )
-    methods = attribution_methods(s)
+    methods = sanity_methods(s)
     print(f"sanity part: {len(x)} images x {len(stages)} stages x {len(methods)} methods")
     rows = sanity_table(methods, trained.logit_fn, stages, x, y)
     shown = "integrated_gradients" if "integrated_gradients" in methods else next(iter(methods))
     fn = jax.jit(lambda v, m=methods[shown]: m(trained.logit_fn, v, x[:6], y[:6]))
     maps = [fn(v) for _, v in stages]
-    return {"stages": [name for name, _ in stages], "table": rows, "maps_method": shown}, maps
+    out = {"stages": [name for name, _ in stages], "table": rows, "maps_method": shown}
+    return out, maps, x[:6]
 
 
-def methods_part(config, trained, train, test) -> tuple[dict, dict]:
-    """Every method on the same images; pixel perturbation of each, most salient first."""
+def methods_part(config, trained, train, test, shown) -> tuple[dict, dict]:
+    """Every method on the same images; pixel perturbation of each, most salient first.
+
+    Each method attributes the predicted class of the first ``perturbation.num_images``
+    test images (``attribute_dataset``: sharded batches, a noise key per batch); the maps
+    of the images ``shown`` (indices) are returned for the figure.
+    """
     e = config.evaluation
     p = e.perturbation
     variables = shd.to_host(trained.variables)
-    x = jnp.asarray(test["image"][: p.num_images])
-    y = jnp.asarray(test["label"][: p.num_images])
-    pred = jnp.argmax(jax.jit(trained.logit_fn)(variables, x), -1)
+    data = {k: v[: p.num_images] for k, v in test.items()}
+    x, y = jnp.asarray(data["image"]), jnp.asarray(data["label"])
     fill = global_mean(train["image"])
     key = purpose_key(config.seed, Purpose.PERTURBATION_ORDER)
-    noise = purpose_key(config.seed, Purpose.ATTRIBUTION_NOISE)
     perturb = jax.jit(
         lambda a, order, k: pixel_perturbation(
             trained.logit_fn,
@@ -222,22 +223,37 @@ def methods_part(config, trained, train, test) -> tuple[dict, dict]:
             fill="constant",
             fill_value=fill,
             key=k,
-            ties="random",
+            ties=e.ties,
             chunk_size=2,
         )["correct"],
         static_argnums=1,
     )
     out = {"fractions": [float(f) for f in p.fractions], "fill": fill, "images": int(len(y))}
     maps = {}
-    for name, method in attribution_methods(e).items():
+    for m, (name, method) in enumerate(fullgrad.attribution_methods(e).items()):
         print(f"methods part: {name} on {len(y)} images", flush=True)
-        fn = jax.jit(lambda v, xx, tt, k, m=method: m(trained.logit_fn, v, xx, tt, key=k))
-        a = jnp.concatenate(
-            [fn(variables, x[i : i + 120], pred[i : i + 120], noise) for i in range(0, len(y), 120)]
+        r = attribute_dataset(
+            method,
+            trained.logit_fn,
+            variables,
+            eval_batches(data, e.attribution_batch),
+            mesh=trained.mesh,
+            key=purpose_key(config.seed, Purpose.ATTRIBUTION_NOISE, m),
+            target_from="predicted",
+            num_batches=-(-len(y) // e.attribution_batch),
+            progress=False,
         )
-        maps[name] = a[: e.num_images]
+        a = jnp.asarray(r.attribution)
         acc = np.asarray(perturb(a, "most", key).mean(axis=1))
         out[name] = {"accuracy": acc.tolist(), "auc": float(area_under_curve(p.fractions, acc))}
+        maps[name] = jax.jit(
+            lambda v, xx, tt, k, method=method: method(trained.logit_fn, v, xx, tt, key=k)
+        )(
+            variables,
+            jnp.asarray(test["image"][shown]),
+            jnp.argmax(trained.logit_fn(variables, jnp.asarray(test["image"][shown])), -1),
+            purpose_key(config.seed, Purpose.ATTRIBUTION_NOISE, m, 1),
+        )
     acc = np.asarray(perturb(jnp.zeros_like(x), "random", key).mean(axis=1))
     out["random"] = {"accuracy": acc.tolist(), "auc": float(area_under_curve(p.fractions, acc))}
     return out, maps
@@ -246,30 +262,31 @@ def methods_part(config, trained, train, test) -> tuple[dict, dict]:
 def run(config, workdir: str | Path) -> dict:
     """Runs the tour with ``config`` into ``workdir`` and returns the results dict."""
     t_start = time.perf_counter()
-    check_config(config)
+    train, test = load_splits(config.data)
+    check_config(config, test["image"][:1])
     workdir = report.workdir_path(workdir)
     report.write_config(workdir, config)
-    train, test = load_splits(config.data)
     trained = train_classifier(config, train, test, workdir)
     seconds = {"classifier": time.perf_counter() - t_start}
-    n = config.evaluation.num_images
+    shown = shown_indices(test["label"], config.evaluation.num_images)
     variables = trained.variables
     x, y = jnp.asarray(test["image"]), jnp.asarray(test["label"])
-    pred = jnp.argmax(jax.jit(trained.logit_fn)(variables, x[:n]), -1)
-    grads = jax.jit(input_gradients, static_argnums=0)(trained.logit_fn, variables, x[:n], pred)
+    xs, ys = x[shown], y[shown]
+    pred = jnp.argmax(jax.jit(trained.logit_fn)(variables, xs), -1)
+    grads = jax.jit(input_gradients, static_argnums=0)(trained.logit_fn, variables, xs, pred)
 
     t = time.perf_counter()
-    shift, shift_maps = shift_part(config, trained, x, y)
+    shift, shift_maps = shift_part(config, trained, x, y, shown)
     seconds["shift"] = time.perf_counter() - t
     t = time.perf_counter()
-    sm, sm_maps = score_matching_part(config, train, test, workdir, trained.mesh)
+    sm, sm_maps = score_matching_part(config, train, test, workdir, trained.mesh, xs, ys)
     seconds["score_matching"] = time.perf_counter() - t
     t = time.perf_counter()
     k = config.sanity.num_images
-    sanity, sanity_maps = sanity_part(config, trained, x[:k], y[:k])
+    sanity, sanity_maps, sanity_images = sanity_part(config, trained, x[:k], y[:k])
     seconds["sanity"] = time.perf_counter() - t
     t = time.perf_counter()
-    methods, method_maps = methods_part(config, trained, train, test)
+    methods, method_maps = methods_part(config, trained, train, test, shown)
     seconds["methods"] = time.perf_counter() - t
     result = trained.test_metrics
     results = {
@@ -286,20 +303,21 @@ def run(config, workdir: str | Path) -> dict:
         "seconds_per_part": seconds,
         "seconds": time.perf_counter() - t_start,
     }
-    path = reports.demo.write(
+    reports.demo.write(
         workdir,
         config,
         results,
-        images=x[:n],
-        labels=y[:n],
+        images=xs,
+        labels=ys,
         predictions=pred,
         gradients=grads,
-        shift_maps={k: v[:n] if v.ndim == 4 else v for k, v in shift_maps.items()},
+        shift_maps=shift_maps,
         score_matching_maps=sm_maps,
+        sanity_images=sanity_images,
         sanity_maps=sanity_maps,
         method_maps=method_maps,
     )
-    print(f"the tour took {results['seconds']:.0f} s; its report: {path}", flush=True)
+    print(f"the tour took {results['seconds']:.0f} s", flush=True)
     for part, cmd in reports.demo.FULL_SIZE.items():
         print(f"  full size, {part}: {cmd}", flush=True)
     return results

@@ -283,6 +283,42 @@ def curves(
     return path
 
 
+# The rank correlations of a sanity table (jaxgrad.drivers.sanity_table), in plotting order.
+SANITY_METRICS = ("spearman", "spearman_abs", "spearman_nz")
+
+
+def sanity_panel(rows, stages, method: str, title: str, names=None) -> Panel:
+    """The three rank correlations of ``method``'s maps with the trained ones, per stage.
+
+    Means with 99% bands from :func:`jaxgrad.drivers.sanity_table`'s ``rows``; ``names``
+    renames the metrics in the legend.
+    """
+    by = {(r["stage"], r["metric"]): r for r in rows if r["method"] == method}
+    xs = np.arange(len(stages))
+
+    def column(metric, field):
+        return [by[(s, metric)][field] for s in stages]
+
+    return Panel(
+        [
+            Curve(
+                xs,
+                column(metric, "mean"),
+                (names or {}).get(metric, metric),
+                band=(column(metric, "ci99_low"), column(metric, "ci99_high")),
+                color=colour,
+            )
+            for metric, colour in zip(
+                SANITY_METRICS, ("tab:blue", "tab:green", "tab:red"), strict=True
+            )
+        ],
+        title=title,
+        ylabel="rank correlation with the trained map",
+        xticks=stages,
+        hline=0.0,
+    )
+
+
 def image_grid(
     path: str | Path,
     images: np.ndarray,

@@ -20,7 +20,7 @@
 # Gradients, SmoothGrad and Grad-CAM, shows them as signed maps, and evaluates them with pixel
 # perturbation and a sanity check by model randomization.
 #
-# It runs top to bottom on a CPU runtime in a few minutes, and unchanged on a GPU or TPU
+# It runs top to bottom on a CPU runtime in about a minute, and unchanged on a GPU or TPU
 # runtime (the attribution of the whole test split is sharded over every device).
 
 # %%
@@ -119,7 +119,7 @@ class MyCNN(nn.Module):
 linen_model = MyCNN()
 linen_fn = linen_logit_fn(linen_model)
 linen_vars = fit(linen_fn, linen_model.init(jax.random.key(0), test["image"][:1]))
-print("taps:", {k: v for k, v in tap_shapes(linen_fn, linen_vars, test["image"][:1]).items()})
+print("taps:", tap_shapes(linen_fn, linen_vars, test["image"][:1]))
 
 # %% [markdown]
 # **A Flax NNX module**: `nnx_logit_fn` splits it once into `(logit_fn, params)`; the params
@@ -181,24 +181,29 @@ viz.attribution_grid(
     list(maps.values()),
     row_titles=list(maps),
     column_titles=[f"pred {int(p)}" for p in pred],
-    title="Your Linen CNN: signed maps (red raises the logit, blue lowers it)",
+    title="Your Linen CNN: signed maps of the predicted class",
 )
 
 # %% [markdown]
-# The same calls explain the NNX module and the plain function (the layer methods need a
-# model with taps, which the NNX adapter declares too).
+# The same calls explain the NNX module and the plain function, each for its own predicted
+# class. The layer methods need a model that declares its internals: the NNX adapter does
+# (its taps are the submodules' outputs, named by attribute); for a plain function,
+# `jaxgrad.models.hooked_logit_fn` declares them (see the README's "Bring your own model").
 
 # %%
+nnx_pred = jnp.argmax(nnx_fn(nnx_params, x), -1)
+plain_pred = jnp.argmax(plain_fn(plain_params, x), -1)
 rows = [
-    attribution.gradient(nnx_fn, nnx_params, x, pred),
-    attribution.gradcam(nnx_fn, nnx_params, x, pred, layer="conv"),
-    attribution.gradient(plain_fn, plain_params, x, pred),
+    attribution.gradient(nnx_fn, nnx_params, x, nnx_pred),
+    attribution.gradcam(nnx_fn, nnx_params, x, nnx_pred, layer="conv"),
+    attribution.gradient(plain_fn, plain_params, x, plain_pred),
 ]
 viz.attribution_grid(
     np.asarray(x),
     rows,
     row_titles=["NNX gradient", "NNX Grad-CAM", "plain gradient"],
-    title="Your NNX module and your plain function",
+    column_titles=[f"{int(a)} / {int(b)}" for a, b in zip(nnx_pred, plain_pred, strict=True)],
+    title="Your NNX module and your plain function (columns: their predictions)",
 )
 
 # %% [markdown]
@@ -228,16 +233,19 @@ print("IG of the test split:", ig_all.attribution.shape)
 # ## Evaluate: pixel perturbation
 # Replace the most salient pixels (sum of |map| over channels) by the data set's mean and
 # watch the accuracy fall; a random order is the control. A ranking that finds what the
-# model relies on falls faster.
+# model relies on falls faster. Every map explains the predicted class (`ig_all.target`).
+# A curve that rises again is a warning, not a win: replacing a digit's strokes by the mean
+# can draw the digit anew on its black background.
 
 # %%
 xe, ye = jnp.asarray(subset["image"]), jnp.asarray(subset["label"])
+pe = jnp.asarray(ig_all.target)
 fractions = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5)
 fill = float(train["image"].mean())
 curves = {}
 for name, a in {
     "Integrated Gradients": jnp.asarray(ig_all.attribution),
-    "input-gradient": attribution.gradient(linen_fn, linen_vars, xe, ye),
+    "input-gradient": attribution.gradient(linen_fn, linen_vars, xe, pe),
     "random": jnp.zeros_like(xe),
 }.items():
     r = evaluation.pixel_perturbation(
@@ -267,7 +275,8 @@ plt.show()
 # %% [markdown]
 # ## Evaluate: a sanity check by model randomization
 # Re-initialise the layers from the output down (cascading) and compare each stage's maps with
-# the trained model's. Signed rank correlation, rank correlation of absolute values, and
+# the trained model's. `layer_names` finds a Linen model's layers in call order; for an NNX
+# state, a dict or an Equinox module pass `layers=` (`evaluation.tree_layers` lists them). Signed rank correlation, rank correlation of absolute values, and
 # `spearman_nz` (ranks over the input's non-zero pixels only) tell different stories: see the
 # `sanity` notebook for the full picture.
 

@@ -10,9 +10,15 @@ code); the ``.ipynb`` beside each is rendered from it, without outputs, for Cola
 
 Execution is papermill's convention without papermill: after the cell tagged ``parameters``
 a cell setting ``SMOKE = True`` is inserted. A cell that raises fails the run (nbclient's
-``CellExecutionError``, naming the cell); the executed notebook, with its outputs, is
-written to ``--out`` (default ``runs/notebooks``) and the count of figures it displayed is
-printed and returned.
+``CellExecutionError``, naming the cell); the executed notebook, with its outputs (up to the
+failing cell), is written to ``--out`` (default ``runs/notebooks``) and the count of figures
+it displayed is printed.
+
+The kernel inherits the environment: ``make test-slow`` exports
+``XLA_FLAGS=--xla_force_host_platform_device_count=8``, so in CI the notebooks see 8 CPU
+devices, as a Colab TPU runtime shows 8 cores, and quickstart's sharded cell really shards
+(it gathers, with no cross-device collectives to stall on 2 cores). Run with ``XLA_FLAGS=``
+for one device.
 """
 
 from __future__ import annotations
@@ -83,12 +89,13 @@ def execute(name: str, *, smoke: bool = True, out: Path | None = None, timeout: 
     client = NotebookClient(
         nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": HERE.parent}}
     )
-    client.execute()
-    seconds = time.perf_counter() - t0
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        nbformat.write(nb, out / f"{name}.ipynb")
-    return nb, seconds
+    try:
+        client.execute()
+    finally:  # a failing notebook is written too, its error under the failing cell
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            nbformat.write(nb, out / f"{name}.ipynb")
+    return nb, time.perf_counter() - t0
 
 
 def main(argv=None) -> int:

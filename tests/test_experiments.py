@@ -117,6 +117,62 @@ def test_demo_smoke(tmp_path):
     assert all(0 <= m[name]["auc"] <= 1 for name in config.evaluation.methods)
 
 
+def test_the_demo_verdicts_follow_the_numbers():
+    """Each part's sentence flips when its numbers do (made-up results, nothing trained)."""
+    from experiments.reports import demo
+
+    shift = dict(
+        same_predictions=True,
+        softmax_max_abs_diff=1e-7,
+        cosine_to_map_after=1.0,
+        gradient_max_abs_error=0.0,
+    )
+    assert demo.shift_verdict(shift).startswith("Reproduced")
+    assert "gradient is not the pattern" in demo.shift_verdict(
+        {**shift, "cosine_to_map_after": 0.5}
+    )
+    assert "probabilities or predictions moved" in demo.shift_verdict(
+        {**shift, "same_predictions": False}
+    )
+
+    def sm(objective, reg, base):
+        return {
+            "objective": objective,
+            "sigmas": [0.1, 0.5],
+            "none": {"density_ratio": [1.0, base]},
+            objective: {"density_ratio": [1.0, reg]},
+        }
+
+    assert demo.score_matching_verdict(sm("score_matching", 0.4, 150.0)).startswith("As in")
+    assert "did not show" in demo.score_matching_verdict(sm("score_matching", 2.0, 150.0))
+    assert "did not show" in demo.score_matching_verdict(sm("score_matching", 0.4, 0.9))
+    # Another objective has no prediction in the tour: numbers only, never "As in the paper".
+    other = demo.score_matching_verdict(sm("anti_score_matching", 0.4, 150.0))
+    assert "As in" not in other and "did not" not in other and "0.4" in other
+
+    def by(signed, absolute, nz):
+        values = {"spearman": signed, "spearman_abs": absolute, "spearman_nz": nz}
+        return {("last", "integrated_gradients", k): {"mean": v} for k, v in values.items()}
+
+    ok = demo.sanity_verdict(by(0.05, 0.9, 0.4), "last", ["integrated_gradients"])
+    assert "the note's picture" in ok and "not the note's" not in ok
+    for numbers in ((0.5, 0.9, 0.6), (0.05, 0.5, 0.3), (0.05, 0.9, 0.95)):
+        assert "not the note's picture" in demo.sanity_verdict(
+            by(*numbers), "last", ["integrated_gradients"]
+        )
+
+    curve = {"fractions": [0, 0.1, 0.5], "random": {"accuracy": [1, 0.9, 0.7], "auc": 0.4}}
+    curve["gradient"] = {"accuracy": [1, 0.5, 0.2], "auc": 0.2}  # below at every fraction
+    curve["gradcam"] = {"accuracy": [1, 0.95, 0.8], "auc": 0.45}  # worse than random
+    curve["integrated_gradients"] = {"accuracy": [1, 0.5, 0.8], "auc": 0.3}  # rises again
+    text = demo.perturbation_verdict(curve, ["gradient", "gradcam", "integrated_gradients"])
+    assert "Lowest area: gradient." in text
+    assert "by area: gradient, Integrated Gradients;" in text
+    assert "at every fraction: gradient." in text
+    assert "No better than the random order: Grad-CAM." in text
+    assert "rises again as more pixels are replaced for Integrated Gradients:" in text
+
+
 @pytest.mark.slow
 def test_shift_manipulation_smoke(tmp_path):
     config, r = _smoke("shift_manipulation", tmp_path)

@@ -13,7 +13,7 @@ import numpy as np
 
 from experiments import report
 
-METRICS = ("spearman", "spearman_abs", "spearman_nz")
+METRICS = report.SANITY_METRICS
 # The pixel-perturbation orders, as the report's rows name them.
 ORDERS = {
     "most": "most salient first",
@@ -56,32 +56,17 @@ def _curves(path, rows, stages):
     """IG's rank correlations (with bands) and its raw sum, per stage."""
     ig = {(r["stage"], r["metric"]): r for r in rows if r["method"] == "integrated_gradients"}
     xs = np.arange(len(stages))
-
-    def column(metric, field):
-        return [ig[(s, metric)][field] for s in stages]
-
     report.curves(
         path,
         [
-            report.Panel(
-                [
-                    report.Curve(
-                        xs,
-                        column(metric, "mean"),
-                        metric,
-                        band=(column(metric, "ci99_low"), column(metric, "ci99_high")),
-                        color=colour,
-                    )
-                    for metric, colour in zip(
-                        METRICS, ("tab:blue", "tab:green", "tab:red"), strict=True
-                    )
-                ],
-                title="Integrated Gradients, cascading randomization",
-                ylabel="rank correlation with the trained IG",
-                xticks=stages,
+            report.sanity_panel(
+                rows,
+                stages,
+                "integrated_gradients",
+                "Integrated Gradients, cascading randomization",
             ),
             report.Panel(
-                [report.Curve(xs, column("attribution_sum", "mean"), color="k")],
+                [report.Curve(xs, [ig[(s, "attribution_sum")]["mean"] for s in stages], color="k")],
                 title="mean sum of raw IG (= logit change)",
                 xticks=stages,
             ),

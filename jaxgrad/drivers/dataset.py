@@ -93,7 +93,9 @@ def attribute_dataset(
         params = shd.replicate(params, mesh)
     compiled = {}
     outputs, targets = [], []
-    bar = None
+    # Started before the first batch, so that the first rate counts its compilation.
+    bar = Progress(num_batches, name="attribute", unit="batch") if progress else None
+    i = -1
     for i, batch in enumerate(batches):
         x = np.asarray(batch["image"])
         if target_from == "label":
@@ -118,12 +120,11 @@ def attribute_dataset(
         attr, used = _gather(attr), _gather(used)
         outputs.append(attr[mask])
         targets.append(used[mask])
-        if progress:
-            if bar is None:
-                bar = Progress(
-                    num_batches, name="attribute", unit="batch", examples_per_step=len(attr)
-                )
+        if bar is not None:
+            bar.examples_per_step = bar.examples_per_step or len(attr)
             bar.update(i + 1)
+    if bar is not None and num_batches is None:
+        bar.update(i + 1, force=True)  # the final count, when there was no total to reach
     if not outputs:
         raise ValueError("batches is empty")
     return DatasetAttribution(np.concatenate(outputs), np.concatenate(targets))
