@@ -18,6 +18,7 @@ import dataclasses
 import enum
 import hashlib
 import json
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -37,6 +38,7 @@ from jaxgrad.data import Dataset, get_augmentation, load_dataset, source_shape, 
 from jaxgrad.drivers import make_retrainer
 from jaxgrad.models import get_model, linen_logit_fn
 from jaxgrad.training import (
+    CheckpointError,
     Diverged,
     Preempted,
     TrainState,
@@ -478,10 +480,7 @@ def launch(
         if flags.FLAGS.dry_run:
             if plan is None:
                 raise app.UsageError(f"{name} has no --dry_run plan")
-            argv = sys.argv
-            given = [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
-            given += [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--config"]
-            variant = given[-1].partition(":")[2] if given else ""
+            variant = (config_argument(sys.argv) or "").partition(":")[2]
             dry = DryRun(
                 make_mesh(config.num_devices).devices.size,
                 model_dtype(config),
@@ -499,7 +498,7 @@ def launch(
         except Preempted as e:  # SIGTERM/SIGINT: a checkpoint is saved; the command resumes
             print(f"{e}", flush=True)
             sys.exit(128 + e.signum)  # 143 or 130, as if the signal had ended the process
-        except Diverged as e:  # a non-finite loss: nothing poisoned was saved
+        except (Diverged, CheckpointError) as e:  # nothing poisoned or half-written was kept
             print(f"error: {e}", file=sys.stderr, flush=True)
             sys.exit(1)
         except FileNotFoundError as e:  # data not prepared: the message says what to do
@@ -509,13 +508,28 @@ def launch(
 
     def parse(argv):
         try:
-            return flags.FLAGS(argv)
+            return app.parse_flags_with_usage(argv)  # absl's own messages for flag errors
         except (AttributeError, KeyError) as e:  # ml_collections: an override of no key
             message = unknown_override(argv, name) or f"--config: {e}"
             print(f"FATAL Flags parsing error: {message}", file=sys.stderr, flush=True)
             sys.exit(1)
 
     app.run(main, flags_parser=parse)
+
+
+# A --config.a.b=v override as ml_collections accepts it (one or two dashes, "no" for False).
+OVERRIDE = re.compile(r"^-{1,2}(no)?config\.")
+
+
+def config_argument(argv: list[str]) -> str | None:
+    """The value of the last ``--config`` / ``-config`` flag of ``argv`` (``=`` or a space)."""
+    value = None
+    for i, a in enumerate(argv):
+        if re.match(r"^-{1,2}config=", a):
+            value = a.split("=", 1)[1]
+        elif a in ("--config", "-config") and i + 1 < len(argv):
+            value = argv[i + 1]
+    return value
 
 
 def unknown_override(argv: list[str], name: str) -> str | None:
@@ -528,9 +542,7 @@ def unknown_override(argv: list[str], name: str) -> str | None:
     import difflib
     import importlib.util
 
-    given = [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
-    given += [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--config"]
-    path, _, variant = (given[-1] if given else f"experiments/configs/{name}.py").partition(":")
+    path, _, variant = (config_argument(argv) or f"experiments/configs/{name}.py").partition(":")
     try:
         spec = importlib.util.spec_from_file_location("_config_file", path)
         module = importlib.util.module_from_spec(spec)
@@ -539,9 +551,10 @@ def unknown_override(argv: list[str], name: str) -> str | None:
     except Exception:  # a missing file or an unknown variant: the flag itself reports it
         return None
     for arg in argv:
-        if not arg.startswith("--config."):
+        match = OVERRIDE.match(arg)
+        if match is None:
             continue
-        keys = arg[len("--config.") :].split("=", 1)[0].split(".")
+        keys = arg[match.end() :].split("=", 1)[0].split(".")
         section, where = config, "config"
         for key in keys:
             if not isinstance(section, ml_collections.ConfigDict) or key not in section:

@@ -79,6 +79,8 @@ def shown_indices(labels: np.ndarray, n: int) -> np.ndarray:
 
 def check_config(config, sample: np.ndarray) -> None:
     """Refuses sections the tour would fail on late, naming the key; nothing is trained."""
+    if not config.evaluation.methods:
+        raise ValueError("evaluation.methods is empty: name at least one method")
     fullgrad.check_evaluation(config, sample)  # methods, ties, Grad-CAM's layer
     sanity_methods(config.sanity)
     k = config.data.num_classes
@@ -189,9 +191,11 @@ def sanity_part(config, trained, x, y) -> tuple[dict, list, jax.Array]:
     )
     methods = sanity_methods(s)
     print(f"sanity part: {len(x)} images x {len(stages)} stages x {len(methods)} methods")
-    rows = sanity_table(methods, trained.logit_fn, stages, x, y)
+    # One noise key for every stage (SmoothGrad's draws stay the same as the weights change).
+    noise = purpose_key(config.seed, Purpose.ATTRIBUTION_NOISE, 0, 2)
+    rows = sanity_table(methods, trained.logit_fn, stages, x, y, key=noise)
     shown = "integrated_gradients" if "integrated_gradients" in methods else next(iter(methods))
-    fn = jax.jit(lambda v, m=methods[shown]: m(trained.logit_fn, v, x[:6], y[:6]))
+    fn = jax.jit(lambda v, m=methods[shown]: m(trained.logit_fn, v, x[:6], y[:6], key=noise))
     maps = [fn(v) for _, v in stages]
     out = {"stages": [name for name, _ in stages], "table": rows, "maps_method": shown}
     return out, maps, x[:6]
@@ -238,7 +242,7 @@ def methods_part(config, trained, train, test, shown) -> tuple[dict, dict]:
             variables,
             eval_batches(data, e.attribution_batch),
             mesh=trained.mesh,
-            key=purpose_key(config.seed, Purpose.ATTRIBUTION_NOISE, m),
+            key=purpose_key(config.seed, Purpose.ATTRIBUTION_NOISE, m, 1),  # folded per batch
             target_from="predicted",
             num_batches=-(-len(y) // e.attribution_batch),
             progress=False,
@@ -252,7 +256,7 @@ def methods_part(config, trained, train, test, shown) -> tuple[dict, dict]:
             variables,
             jnp.asarray(test["image"][shown]),
             jnp.argmax(trained.logit_fn(variables, jnp.asarray(test["image"][shown])), -1),
-            purpose_key(config.seed, Purpose.ATTRIBUTION_NOISE, m, 1),
+            purpose_key(config.seed, Purpose.ATTRIBUTION_NOISE, m, 0),
         )
     acc = np.asarray(perturb(jnp.zeros_like(x), "random", key).mean(axis=1))
     out["random"] = {"accuracy": acc.tolist(), "auc": float(area_under_curve(p.fractions, acc))}

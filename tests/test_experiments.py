@@ -134,6 +134,8 @@ def test_the_demo_verdicts_follow_the_numbers():
     assert "probabilities or predictions moved" in demo.shift_verdict(
         {**shift, "same_predictions": False}
     )
+    both = demo.shift_verdict({**shift, "same_predictions": False, "gradient_max_abs_error": 1.0})
+    assert "moved and the gradient is not the pattern" in both
 
     def sm(objective, reg, base):
         return {
@@ -520,6 +522,9 @@ def test_num_classes_below_the_labels_is_refused_with_the_value_to_use():
         ),
         ("--config.trian.epochs=1", "config has no key 'trian' (its keys: data,"),
         ("--config.sanity.ig_step=3", "did you mean config.sanity.ig_steps?"),
+        ("-config.train.num_step=5", "-config.train.num_step: config.train has no key"),
+        ("--workdirr=x", "FATAL Flags parsing error: Unknown command line flag 'workdirr'"),
+        ("--config.train.epochs=abc", "FATAL Flags parsing error: flag --config.train.epochs"),
     ],
 )
 def test_an_unknown_config_key_fails_in_seconds_naming_it(tmp_path, override, message):

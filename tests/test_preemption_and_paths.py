@@ -615,15 +615,16 @@ data = {"image": rng.random((48, 4, 4, 1), np.float32),
 tx = optax.sgd(0.05, momentum=0.9)
 step = make_train_step(classifier_loss(model), tx)
 state = create_train_state(model, tx, key, data["image"][:1])
-# A disk that takes no file above 20 kB (no root, no mount): the checkpoint's array files
-# fail in orbax's background thread, as on a full disk.
+kw = dict(key=key, batch_size=8, progress=False, checkpoint_dir=sys.argv[1], keep_checkpoints=2)
+fit(state, step, data, num_steps=5, checkpoint_every=5, **kw)  # good checkpoints: 1 and 5
+# Then a disk that takes no file above 20 kB (no root, no mount needed): step 100's array
+# files fail in orbax's background thread, as on a full disk.
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 resource.setrlimit(resource.RLIMIT_FSIZE, (20000, resource.RLIM_INFINITY))
 seen = []
 try:
-    fit(state, step, data, key=key, batch_size=8, num_steps=200, progress=False,
-        checkpoint_dir=sys.argv[1], checkpoint_every=1000,
-        on_step=lambda s, _: (seen.append(s), time.sleep(0.02)))
+    fit(state, step, data, num_steps=400, checkpoint_every=100,
+        on_step=lambda s, _: (seen.append(s), time.sleep(0.02)), **kw)
 except CheckpointError as e:
     print(f"CheckpointError after step {seen[-1]}: {e}", flush=True)
     sys.exit(3)
@@ -631,9 +632,10 @@ except CheckpointError as e:
 
 
 def test_a_failing_asynchronous_save_surfaces_at_the_next_step_not_the_next_save(tmp_path):
-    """A full disk (files capped by RLIMIT_FSIZE) fails step 1's background save: ``fit``
-    raises CheckpointError naming that step and folder within a few steps (not at the next
-    due save, 1000 steps on, or at the end), and the process exits without hanging."""
+    """A full disk (files capped by RLIMIT_FSIZE) fails step 100's background save: ``fit``
+    raises CheckpointError naming that step and folder while training goes on, before the
+    next due save (200) or the end (400); the process exits without hanging, and the good
+    checkpoints before it are kept, verified by their hashes."""
     ckpt = tmp_path / "ckpt"
     proc = subprocess.run(
         [sys.executable, "-c", FULL_DISK, str(ckpt)],
@@ -641,12 +643,81 @@ def test_a_failing_asynchronous_save_surfaces_at_the_next_step_not_the_next_save
         env={**os.environ, "XLA_FLAGS": ""},
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=180,
     )
     assert proc.returncode == 3, proc.stdout + proc.stderr[-3000:]
     line = proc.stdout.strip().splitlines()[-1]
     after = int(line.split("after step ")[1].split(":")[0])
-    assert after < 200, line  # surfaced while training, long before the final save
-    assert f"saving the checkpoint of step 1 into {str(ckpt)!r} failed" in line
+    assert 100 <= after < 200, line  # surfaced by poll, before the next due save
+    assert f"saving the checkpoint of step 100 into {str(ckpt)!r} failed" in line
     assert "rerun the same command to resume" in line
-    assert Checkpointer(ckpt).latest_step() is None  # nothing half-written passes as saved
+    c = Checkpointer(ckpt)
+    assert c.latest_step() == 5 and c.all_steps() == [1, 5]  # nothing half-written counts
+    assert (ckpt / "5.sha256.json").is_file() and c.verify(5) == []
+
+
+def test_poll_agrees_across_processes_and_always_joins_the_exchange(monkeypatch, tmp_path):
+    """With several processes, ``poll`` exchanges every process's outcome, even when its own
+    check raised, and a failure on another process raises here too (faked exchange)."""
+    import jax.numpy as jnp
+
+    from jaxgrad.training import CheckpointError
+    from jaxgrad.training import checkpoint as ck
+
+    c = Checkpointer(tmp_path / "c", save_every=1)
+    c.save(3, {"w": jnp.ones(4)})
+    c.wait()
+    exchanged = []
+
+    def allgather(local, others):
+        def fake(x):
+            exchanged.append(np.asarray(x).tolist())
+            return np.asarray([np.asarray(x).tolist(), others])
+
+        return fake
+
+    monkeypatch.setattr(ck.jax, "process_count", lambda: 2)
+    monkeypatch.setattr(ck, "_from_process_0", lambda text: text)
+    # Nothing pending here, process 1 failed its part of step 4: raises here too.
+    monkeypatch.setattr(ck.multihost_utils, "process_allgather", allgather(None, [1, 4]))
+    with pytest.raises(CheckpointError, match="step 4 .* process 1 failed to write its part"):
+        c.poll()
+    assert exchanged == [[0, -1]]
+    # Every process fine: no error, still one exchange.
+    monkeypatch.setattr(ck.multihost_utils, "process_allgather", allgather(None, [0, -1]))
+    c.poll()
+    assert len(exchanged) == 2
+    # Its own failed save raises, after the exchange (the other process learns of it).
+    c._pending = 7
+    monkeypatch.setattr(c._manager, "is_saving_in_progress", lambda: False)
+
+    def failing():
+        raise ValueError("RESOURCE_EXHAUSTED: no space left")
+
+    monkeypatch.setattr(c._manager, "wait_until_finished", failing)
+    with pytest.raises(CheckpointError, match="step 7 .* RESOURCE_EXHAUSTED"):
+        c.poll()
+    assert exchanged[-1] == [1, 7]
+    monkeypatch.undo()
+    c.close()  # the failure was raised once: closing does not raise it again
+
+
+def test_a_lock_that_cannot_be_refreshed_fails_the_save_naming_step_and_folder(tmp_path):
+    """A folder turned read-only under a run (faked: root ignores permissions) fails the
+    save at once with CheckpointError, not a raw OSError, and closing releases the lock."""
+    import jax.numpy as jnp
+
+    from jaxgrad.training import CheckpointError
+
+    c = Checkpointer(tmp_path / "c", save_every=1, lock=True)
+    c.save(1, {"w": jnp.ones(4)})
+
+    def read_only(force=False):
+        raise PermissionError(13, "Read-only file system", str(tmp_path / "c" / "LOCK"))
+
+    c._touch = read_only
+    with pytest.raises(CheckpointError, match=r"step 2 into .* failed: PermissionError"):
+        c.save(2, {"w": jnp.ones(4)})
+    c.close()
+    assert Checkpointer(tmp_path / "c").all_steps() == [1]
+    assert not (tmp_path / "c" / "LOCK").exists()

@@ -171,7 +171,8 @@ def test_the_demo_tour_reproduces_each_papers_headline_on_digits(tmp_path):
     methods = results["methods"]
     for m in ("gradient", "integrated_gradients", "smoothgrad"):
         assert methods[m]["auc"] < methods["random"]["auc"]
-    assert "As in the paper" in report and "the note's picture" in report
+    assert "As in the paper" in report and "did not show" not in report
+    assert report.count("the note's picture") == 2 and "not the note's picture" not in report
 
 
 def test_schedules_and_optimizers():

@@ -68,7 +68,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # The fields of experiments.fullgrad's evaluation section that its methods read.
     c.evaluation = ml_collections.ConfigDict(
         dict(
-            num_images=8,  # shown side by side: one test image per class, in class order
+            num_images=8,  # shown side by side: classes 0, 1, ... in order (one image each)
             methods=(
                 "gradient",
                 "gradient_x_input",

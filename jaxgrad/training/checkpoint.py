@@ -210,23 +210,39 @@ class Checkpointer:
         """Saves ``state`` as step ``step`` if it is due (or ``force``); returns whether it did.
 
         An asynchronous save is hashed when it is complete: before the next save that is
-        due (which waits for it, as orbax would), or at :meth:`wait` / :meth:`close`.
+        due (which waits for it, as orbax would), or at :meth:`poll`, :meth:`wait` or
+        :meth:`close`. A save that cannot be written raises :class:`CheckpointError`: the
+        previous save's failure, here or at :meth:`poll`; a lock that cannot be refreshed
+        (a read-only folder), here, on every process.
         """
         if force or self.due(step):
             self._wait_for(self._pending)
             self._hash_completed()
-            self._touch()
+            error = ""
+            try:
+                self._touch()
+            except OSError as e:
+                error = f"{type(e).__name__}: {e}"
+            error = _from_process_0(error)  # process 0 holds the lock; all agree
+            if error:
+                self._failed = True
+                raise CheckpointError(step, self.directory, error)
         saved = self._manager.save(int(step), args=ocp.args.StandardSave(state), force=force)
         if saved:
-            self._pending = int(step)
+            self._pending, self._failed = int(step), False  # a later failure is a new one
         return saved
 
     def _wait_for(self, step: int | None) -> None:
-        """Waits for the save in flight; its failure raises :class:`CheckpointError`."""
+        """Waits for the save in flight; its failure raises :class:`CheckpointError`.
+
+        After a failure orbax's list of steps can be stale (it dropped the steps the failed
+        save would have replaced): it is read again from the folder.
+        """
         try:
             self._manager.wait_until_finished()
         except Exception as e:
             self._failed = True
+            self._manager.reload()
             raise CheckpointError(step, self.directory, f"{type(e).__name__}: {e}") from e
         finally:
             self._pending = None
@@ -236,32 +252,36 @@ class Checkpointer:
 
         A full disk or a read-only mount fails orbax's background write, which orbax reports
         only when the next save (``save_every`` steps later) or ``close`` waits for it.
-        ``poll`` checks a save that has finished without waiting for one in flight, hashes it
-        when it succeeded, and costs one flag when no save is pending. :func:`fit` calls it
-        after every step with one process; with several, every process must call it at the
-        same step (``fit``: its log rows): they agree, and one process's failure raises on all.
+        ``poll`` waits for a save only once orbax says it is no longer in progress (so it
+        never blocks training), then hashes it or raises its error; it costs one flag when
+        no save is pending. :func:`fit` calls it after every step with one process. With
+        several, every process must call it at the same steps (``fit``: its log rows): they
+        always exchange their outcome, and one process's failure raises on all. (With
+        several processes orbax itself waits at a barrier after a failed write, up to its
+        ``AsyncOptions.timeout_secs``, before the failure reaches any process.)
         """
         error, step = "", self._pending
-        if step is not None:
-            try:  # a failed background write has left its error: raised without waiting
-                self._manager.check_for_errors()
-            except Exception as e:
-                error, self._pending = f"{type(e).__name__}: {e}", None
-            else:
-                if not self._manager.is_saving_in_progress():
-                    self._wait_for(step)  # finished: returns at once
-                    self._hash_completed()
-        if jax.process_count() > 1:
+        try:
+            if step is not None and not self._manager.is_saving_in_progress():
+                self._wait_for(step)  # finished: returns at once, or raises its error
+                self._hash_completed()
+        except CheckpointError as e:
+            error = e.reason
+        except OSError as e:  # the hash file could not be written
+            error, self._failed = f"{type(e).__name__}: {e}", True
+        if jax.process_count() > 1:  # every process reaches this, error or not
             flags = np.asarray(
-                multihost_utils.process_allgather(np.asarray([bool(error), step or -1]))
+                multihost_utils.process_allgather(
+                    np.asarray([bool(error), -1 if step is None else step])
+                )
             ).reshape(-1, 2)
             failed = np.flatnonzero(flags[:, 0])
             if failed.size and not error:
                 i = int(failed[0])
                 error = f"process {i} failed to write its part (see its log)"
                 step = int(flags[i, 1])
+                self._failed = True
         if error:
-            self._failed = True
             raise CheckpointError(step, self.directory, error)
 
     def _hash_file(self, step: int):
@@ -302,7 +322,8 @@ class Checkpointer:
                 partial.rename(path)
         for f in self.directory.glob("*.sha256.json"):
             name = f.name[: -len(".sha256.json")]
-            if name.isdigit() and int(name) not in steps:
+            # Only when the checkpoint is gone from disk: orbax's list can lag behind it.
+            if name.isdigit() and int(name) not in steps and not (self.directory / name).exists():
                 f.unlink()
 
     def verify(self, step: int) -> list[str]:
@@ -418,20 +439,22 @@ class Checkpointer:
     def close(self) -> None:
         """Waits for pending saves, hashes them, releases the manager and the lock.
 
-        After a failed save was raised (:class:`CheckpointError`), closing does not raise
-        again, so the first error is the one a caller sees.
+        A failure already raised (:class:`CheckpointError`, by :meth:`save`, :meth:`poll`
+        or :meth:`wait`) is not raised again, so the first error is the one a caller sees;
+        the manager and the lock are released in any case.
         """
         raised_before = self._failed
         try:
-            try:
-                self._wait_for(self._pending)
-                self._hash_completed()
-            except CheckpointError:
-                if not raised_before:
-                    raise
-            self._manager.close()
+            self._wait_for(self._pending)
+            self._hash_completed()
+        except (CheckpointError, OSError):
+            if not raised_before:
+                raise
         finally:
-            self._release()
+            try:
+                self._manager.close()
+            finally:
+                self._release()
 
     def __enter__(self) -> Checkpointer:
         return self
@@ -451,10 +474,11 @@ class CheckpointError(RuntimeError):
 
     def __init__(self, step: int | None, directory, reason: str):
         self.step, self.directory, self.reason = step, directory, reason
+        what = "a checkpoint" if step is None else f"the checkpoint of step {step}"
         super().__init__(
-            f"saving the checkpoint of step {step} into {str(directory)!r} failed: {reason}. "
-            "The checkpoints saved before it are intact; free space or fix the folder, then "
-            "rerun the same command to resume from the newest"
+            f"saving {what} into {str(directory)!r} failed: {reason}. The checkpoints "
+            "saved before it are kept; once the folder is writable again (space, "
+            "permissions, a timed-out host), rerun the same command to resume from the newest"
         )
 
 

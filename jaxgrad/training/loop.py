@@ -286,6 +286,9 @@ def fit(
       Diverged: a step's loss, a loss term or the gradient norm, or the parameters about to
         be saved, were not finite (found at the next log row or checkpoint, at most
         ``log_every`` steps later; the step named is the first). Nothing was saved after it.
+      jaxgrad.training.CheckpointError: a checkpoint could not be written (a full disk, a
+        read-only folder): raised at the step after its asynchronous write failed (at the
+        next log row with several processes), naming the step and the folder.
     """
     if num_steps < 0:
         raise ValueError(f"num_steps must be >= 0, got {num_steps}")
