@@ -38,7 +38,7 @@ test: $(BENCH)
 
 # The slow tests (the experiments' smoke runs), kept out of `make test`; CI runs them after it.
 test-slow: $(BENCH)
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --durations=15 -m slow tests
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --durations=40 -m slow tests
 
 lint: $(STAMP)
 	$(BIN)/python -m ruff check jaxgrad experiments tests benchmarks notebooks
