@@ -15,6 +15,7 @@ import pytest
 from jaxgrad.training import Checkpointer, read_metrics
 
 
+@pytest.mark.slow  # 2 minutes; its :smoke sibling checks the same flow
 def test_shift_manipulation_changes_gradients_not_the_classifier(tmp_path):
     from experiments.configs.shift_manipulation import get_config
     from experiments.shift_manipulation import run
@@ -79,6 +80,7 @@ DEMO_FIGURES = (
 )
 
 
+@pytest.mark.slow  # a minute; the verdicts' logic is tested fast, below
 def test_demo_smoke(tmp_path):
     config, r = _smoke("demo", tmp_path)
     _files(tmp_path, "report.md", "results.json", "metrics.jsonl", *DEMO_FIGURES)
@@ -523,27 +525,51 @@ def test_num_classes_below_the_labels_is_refused_with_the_value_to_use():
         ("--config.trian.epochs=1", "config has no key 'trian' (its keys: data,"),
         ("--config.sanity.ig_step=3", "did you mean config.sanity.ig_steps?"),
         ("-config.train.num_step=5", "-config.train.num_step: config.train has no key"),
+        ("--noconfig.train.foo", "--noconfig.train.foo: config.train has no key 'foo'"),
+        ("--config.train.epochs.x=1", "config.train.epochs has no key 'x' (config.train.epochs"),
+    ],
+)
+def test_an_unknown_config_key_is_named_with_its_section(override, message):
+    from experiments.common import unknown_override
+
+    for config in ([], ["--config=experiments/configs/demo.py:smoke"]):  # default and given
+        assert message in unknown_override(["demo", *config, override], "demo")
+    # Known keys, values with dots or "=", and another experiment's config given by -config.
+    fine = ["--config.train.epochs=2", "--config.data.source=idx:/a.b/c=d"]
+    assert unknown_override(["demo", *fine], "demo") is None
+    assert (
+        unknown_override(
+            ["x", "-config=experiments/configs/fullgrad.py", "--config.evaluation.ties=stable"],
+            "demo",
+        )
+        is None
+    )
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("--config.train.num_step=5", "FATAL Flags parsing error: --config.train.num_step:"),
         ("--workdirr=x", "FATAL Flags parsing error: Unknown command line flag 'workdirr'"),
         ("--config.train.epochs=abc", "FATAL Flags parsing error: flag --config.train.epochs"),
     ],
 )
-def test_an_unknown_config_key_fails_in_seconds_naming_it(tmp_path, override, message):
+def test_a_bad_flag_fails_in_seconds_with_one_line(tmp_path, override, message):
     import os
     import subprocess
     import sys
 
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    for config in ([], ["--config=experiments/configs/demo.py:smoke"]):  # default and given
-        proc = subprocess.run(
-            [sys.executable, "-m", "experiments.demo", f"--workdir={tmp_path}", *config, override],
-            cwd=repo,
-            env={**os.environ, "XLA_FLAGS": ""},
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert proc.returncode == 1 and message in proc.stderr, proc.stderr
-        assert "Traceback" not in proc.stderr
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiments.demo", f"--workdir={tmp_path}", override],
+        cwd=repo,
+        env={**os.environ, "XLA_FLAGS": ""},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1 and message in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
     assert not any(tmp_path.iterdir())
 
 
