@@ -50,9 +50,7 @@ from jaxgrad.drivers import attribute_dataset, sanity_table
 from jaxgrad.evaluation import (
     area_under_curve,
     density_ratio_profile,
-    layer_names,
     pixel_perturbation,
-    randomization_stages,
 )
 from jaxgrad.gradients import cosine_similarity, input_gradients, select_logits, shift_to_target_map
 from jaxgrad.trace_estimators import hessian_trace_exact
@@ -182,13 +180,7 @@ def sanity_part(config, trained, x, y) -> tuple[dict, list, jax.Array]:
     """
     s = config.sanity
     variables = shd.to_host(trained.variables)
-    layers = layer_names(variables, trained.model, x[:1])
-    stages = randomization_stages(
-        variables,
-        key=purpose_key(config.seed, Purpose.RANDOMIZATION),
-        layers=layers,
-        stddev=s.stddev,
-    )
+    stages = sanity_checks.cascading_stages(config.seed, trained.model, variables, x[:1], s.stddev)
     methods = sanity_methods(s)
     print(f"sanity part: {len(x)} images x {len(stages)} stages x {len(methods)} methods")
     # One noise key for every stage (SmoothGrad's draws stay the same as the weights change).

@@ -125,6 +125,21 @@ def attribution_methods(s) -> dict:
     }
 
 
+def cascading_stages(seed: int, model, variables, sample, stddev: float) -> list:
+    """The trained variables, then the cascading randomization from the output layer down.
+
+    Layers in the model's call order (``layer_names`` on ``sample``); the re-initialisation
+    key is ``purpose_key(seed, Purpose.RANDOMIZATION)``.
+    """
+    layers = layer_names(variables, model, sample)  # call order, output first
+    return randomization_stages(
+        variables,
+        key=purpose_key(seed, Purpose.RANDOMIZATION),
+        layers=layers,
+        stddev=stddev,
+    )
+
+
 def run(config, workdir: str | Path) -> dict:
     """Runs the experiment into ``workdir`` and returns the results."""
     t0 = time.perf_counter()
@@ -136,13 +151,7 @@ def run(config, workdir: str | Path) -> dict:
     s = config.evaluation.sanity
     x = jnp.asarray(test["image"][: s.num_images])
     y = jnp.asarray(test["label"][: s.num_images])
-    layers = layer_names(variables, trained.model, x[:1])  # call order, output first
-    stages = randomization_stages(
-        variables,
-        key=purpose_key(config.seed, Purpose.RANDOMIZATION),
-        layers=layers,
-        stddev=s.stddev,
-    )
+    stages = cascading_stages(config.seed, trained.model, variables, x[:1], s.stddev)
     methods = attribution_methods(s)
     print(
         f"attributing {len(x)} images x {len(stages)} stages x {len(methods)} methods", flush=True
