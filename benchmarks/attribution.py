@@ -1,8 +1,9 @@
 """Attribution throughput, jaxgrad against Captum on the same weights, and IG's memory.
 
-  python benchmarks/attribution.py [--models cnn,mlp,resnet18] [--repeats 3] [--out FILE]
+  python benchmarks/attribution.py [--models cnn,user_cnn,user_cnn_fast,mlp,resnet18] [--repeats 3] [--out FILE]
 
-For each model (MNIST CNN at batch 64, a digits-size MLP 64-2500-1500-500-10 at batch 64,
+For each model (MNIST CNN at batch 64; the same CNN as a user writes it, stock Flax layers
+and a plain ``apply`` as its ``logit_fn``, as it is and through ``fast_layers``; a digits-size MLP 64-2500-1500-500-10 at batch 64;
 CIFAR ResNet-18 at batch 16) and method (gradient; Integrated Gradients, 64 Gauss-Legendre
 steps, zero baseline; SmoothGrad, 32 samples): examples/s of jaxgrad (jitted; compilation
 excluded; every ``chunk_size`` in the list, and the best) and of Captum 0.9 at each
@@ -23,13 +24,21 @@ import sys
 import time
 
 import _twins
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 from _common import machine_info
 
 from jaxgrad.attribution import gradient, integrated_gradients, smoothgrad
-from jaxgrad.models import MLP, MnistCNN, ResNet18, init_variables, linen_logit_fn
+from jaxgrad.models import (
+    MLP,
+    MnistCNN,
+    ResNet18,
+    fast_layers,
+    init_variables,
+    linen_logit_fn,
+)
 
 IG_STEPS, SG_SAMPLES, NOISE = 64, 32, 0.15
 CAPTUM_SIZES = (16, 64, 256, None)
@@ -39,17 +48,44 @@ def log(msg):
     print(msg, file=sys.stderr, flush=True)
 
 
-def setup(name):
+class UserCNN(nn.Module):
+    """The MNIST CNN as a user writes it: stock ``nn.Conv``, ``nn.max_pool`` and ``nn.Dense``.
+
+    The same architecture as :class:`jaxgrad.models.MnistCNN` (and the same PyTorch twin),
+    without jaxgrad's layers (its canonical-layout convolution and reshape max-pooling)."""
+
+    @nn.compact
+    def __call__(self, x):
+        for name, width in (("hidden1", 32), ("hidden2", 64)):
+            x = nn.relu(nn.Conv(width, (5, 5), padding="SAME", name=name)(x))
+            x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        x = nn.relu(nn.Dense(1024, name="fc1")(x.reshape(x.shape[0], -1)))
+        return nn.Dense(10, name="softmax_linear")(x)
+
+
+def logit_fn_of(name, model):
+    """jaxgrad's adapter for its own models; a user's plain ``apply`` for :class:`UserCNN`,
+    through :func:`jaxgrad.models.fast_layers` for ``user_cnn_fast``."""
+    if name == "user_cnn":
+        return lambda variables, x: model.apply(variables, x)
+    if name == "user_cnn_fast":
+        return fast_layers(lambda variables, x: model.apply(variables, x))
+    return linen_logit_fn(model)
+
+
+def setup(name, batch=None):
+    """(model, variables, x, targets, PyTorch twin); ``batch`` overrides the model's own."""
     if name == "cnn":
-        model, shape, batch, twin = MnistCNN(), (28, 28, 1), 64, _twins.cnn
+        model, shape, batch, twin = MnistCNN(), (28, 28, 1), batch or 64, _twins.cnn
+    elif name in ("user_cnn", "user_cnn_fast"):
+        model, shape, batch, twin = UserCNN(), (28, 28, 1), batch or 64, _twins.cnn
     elif name == "mlp":
-        model, shape, batch, twin = MLP(), (8, 8, 1), 64, _twins.mlp
+        model, shape, batch, twin = MLP(), (8, 8, 1), batch or 64, _twins.mlp
     else:
-        model, shape, batch, twin = ResNet18(), (32, 32, 3), 16, _twins.resnet
+        model, shape, batch, twin = ResNet18(), (32, 32, 3), batch or 16, _twins.resnet
+    init = (lambda m, k, x: m.init(k, x)) if name.startswith("user") else init_variables
     with jax.threefry_partitionable(False):
-        v = jax.jit(init_variables, static_argnums=0)(
-            model, jax.random.key(0), jnp.zeros((1, *shape))
-        )
+        v = jax.jit(init, static_argnums=0)(model, jax.random.key(0), jnp.zeros((1, *shape)))
     if "batch_stats" in v:  # non-trivial running statistics, as after training
         v["batch_stats"] = jax.tree.map(
             lambda a: a + 0.1 * jax.random.uniform(jax.random.key(3), a.shape), v["batch_stats"]
@@ -57,6 +93,22 @@ def setup(name):
     x = np.asarray(jax.random.uniform(jax.random.key(1), (batch, *shape)), np.float32)
     t = np.arange(batch, dtype=np.int32) % 10
     return model, v, x, t, twin(v)
+
+
+class _full_precision:
+    """PyTorch without TF32 inside the block (the twin check compares at float32)."""
+
+    def __init__(self, torch):
+        self.torch = torch
+
+    def __enter__(self):
+        b = self.torch.backends
+        self.saved = (b.cuda.matmul.allow_tf32, b.cudnn.allow_tf32)
+        b.cuda.matmul.allow_tf32 = b.cudnn.allow_tf32 = False
+
+    def __exit__(self, *exc):
+        b = self.torch.backends
+        b.cuda.matmul.allow_tf32, b.cudnn.allow_tf32 = self.saved
 
 
 def agreement(ours, theirs):
@@ -81,20 +133,26 @@ def timed(fn, repeats):
     return float(np.median(times)), out
 
 
-def bench_model(name, parts, repeats, chunks):
+def bench_model(
+    name, parts, repeats, chunks, device="cpu", ig_steps=IG_STEPS, sg_samples=SG_SAMPLES
+):
+    """Gradient, IG and SmoothGrad of jaxgrad and Captum (on torch ``device``), timed."""
     import torch
     from captum.attr import IntegratedGradients, NoiseTunnel, Saliency
 
     model, v, x, t, tmodel = parts
     batch = len(x)
-    lf = linen_logit_fn(model)
+    lf = logit_fn_of(name, model)
     xj, tj = jnp.asarray(x), jnp.asarray(t)
-    xt = torch.tensor(x.transpose(0, 3, 1, 2).copy() if name != "mlp" else x.copy())
-    tt = torch.tensor(t.astype(np.int64))
+    tmodel = tmodel.to(device)
+    xt = torch.tensor(x.transpose(0, 3, 1, 2).copy() if name != "mlp" else x.copy()).to(device)
+    tt = torch.tensor(t.astype(np.int64)).to(device)
     to_nhwc = (lambda a: a.transpose(0, 2, 3, 1)) if name != "mlp" else (lambda a: a)
-    with torch.no_grad():
-        np.testing.assert_allclose(tmodel(xt).numpy(), lf(v, xj), rtol=1e-3, atol=1e-4)
-    res = {"batch": batch, "torch_threads": torch.get_num_threads()}
+    with torch.no_grad(), jax.default_matmul_precision("highest"), _full_precision(torch):
+        np.testing.assert_allclose(
+            tmodel(xt).cpu().numpy(), lf(v, xj), rtol=1e-3, atol=1e-4, err_msg="twin differs"
+        )
+    res = {"batch": batch, "torch_threads": torch.get_num_threads(), "torch_device": device}
     key = jax.random.key(0)
 
     def jax_call(fn):
@@ -111,7 +169,7 @@ def bench_model(name, parts, repeats, chunks):
     def run_captum(make, **kw):
         def call():
             xr = xt.clone().requires_grad_(True)
-            return make().attribute(xr, target=tt, **kw).detach().numpy()
+            return make().attribute(xr, target=tt, **kw).detach().cpu().numpy()
 
         sec, out = timed(call, repeats)
         return sec, to_nhwc(out)
@@ -129,19 +187,19 @@ def bench_model(name, parts, repeats, chunks):
     }
 
     # Integrated Gradients.
-    ig = {"steps": IG_STEPS, "jaxgrad": {}, "captum": {}}
+    ig = {"steps": ig_steps, "jaxgrad": {}, "captum": {}}
     outs = {}
     for cs in chunks:
         log(f"{name}: IG jaxgrad chunk_size={cs}")
         sec, comp, outs[cs] = run_jax(
-            integrated_gradients, steps=IG_STEPS, rule="gauss_legendre", chunk_size=cs
+            integrated_gradients, steps=ig_steps, rule="gauss_legendre", chunk_size=cs
         )
         ig["jaxgrad"][str(cs)] = {"examples_per_s": batch / sec, "seconds": sec, "compile_s": comp}
     for ibs in CAPTUM_SIZES:
         log(f"{name}: IG captum internal_batch_size={ibs}")
         sec, c_out = run_captum(
             lambda: IntegratedGradients(tmodel),
-            n_steps=IG_STEPS,
+            n_steps=ig_steps,
             method="gausslegendre",
             internal_batch_size=ibs,
         )
@@ -153,18 +211,18 @@ def bench_model(name, parts, repeats, chunks):
     ig["best_jaxgrad_chunk_size"], ig["best_captum_internal_batch_size"] = best_j[0], best_c[0]
     ig["ratio"] = best_c[1]["seconds"] / best_j[1]["seconds"]
     ig["over_steps_x_gradient"] = {
-        k: r["seconds"] / (IG_STEPS * g_sec) for k, r in ig["jaxgrad"].items()
+        k: r["seconds"] / (ig_steps * g_sec) for k, r in ig["jaxgrad"].items()
     }
     res["integrated_gradients"] = ig
 
     # SmoothGrad.
-    sg = {"num_samples": SG_SAMPLES, "jaxgrad": {}, "captum": {}}
+    sg = {"num_samples": sg_samples, "jaxgrad": {}, "captum": {}}
     for cs in chunks:
-        cs_sg = None if cs is None else min(cs, SG_SAMPLES)
+        cs_sg = None if cs is None else min(cs, sg_samples)
         log(f"{name}: SmoothGrad jaxgrad chunk_size={cs_sg}")
         sec, comp, _ = run_jax(
             functools.partial(smoothgrad, key=key),
-            num_samples=SG_SAMPLES,
+            num_samples=sg_samples,
             noise_level=NOISE,
             chunk_size=cs_sg,
         )
@@ -179,7 +237,7 @@ def bench_model(name, parts, repeats, chunks):
         sec, _ = run_captum(
             lambda: NoiseTunnel(Saliency(tmodel)),
             nt_type="smoothgrad",
-            nt_samples=SG_SAMPLES,
+            nt_samples=sg_samples,
             nt_samples_batch_size=nbs,
             stdevs=stdev,
             abs=False,
@@ -192,10 +250,10 @@ def bench_model(name, parts, repeats, chunks):
     return res
 
 
-def ig_memory(parts):
+def ig_memory(name, parts):
     """XLA's temporary buffers of the compiled IG (MiB) by chunk_size and by steps."""
     model, v, x, t, _ = parts
-    lf = linen_logit_fn(model)
+    lf = logit_fn_of(name, model)
 
     def temp_mib(steps, cs):
         fn = jax.jit(functools.partial(integrated_gradients, lf, steps=steps, chunk_size=cs))
@@ -209,7 +267,7 @@ def ig_memory(parts):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", default="cnn,mlp,resnet18")
+    parser.add_argument("--models", default="cnn,user_cnn,user_cnn_fast,mlp,resnet18")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--chunks", default="none,16,4,1", help="jaxgrad chunk sizes to time")
     parser.add_argument("--out", default=None)
@@ -221,7 +279,7 @@ def main():
         parts = setup(name)
         result["models"][name] = bench_model(name, parts, repeats, chunks)
         log(f"{name}: IG memory")
-        result["models"][name]["ig_memory_mib"] = ig_memory(parts)
+        result["models"][name]["ig_memory_mib"] = ig_memory(name, parts)
         log(json.dumps(result["models"][name], indent=1))
     text = json.dumps(result, indent=2)
     print(text)

@@ -27,7 +27,8 @@ from jaxgrad.training import classifier_loss, create_train_state, make_train_ste
 SHAPES = {"cnn": (28, 28, 1), "resnet18": (32, 32, 3)}
 
 
-def bench_jax(name: str, batch_size: int, steps: int) -> dict:
+def jax_step(name: str, batch_size: int, donate: bool = True):
+    """``(step, state, batch, key)``: jaxgrad's jitted SGD (momentum 0.9) training step."""
     model = MnistCNN() if name == "cnn" else ResNet18(num_classes=10)
     shape = SHAPES[name]
     rng = np.random.default_rng(0)
@@ -37,10 +38,16 @@ def bench_jax(name: str, batch_size: int, steps: int) -> dict:
         "mask": jnp.ones((batch_size,), jnp.float32),
     }
     tx = optax.sgd(0.01, momentum=0.9)
-    t0 = time.perf_counter()
     state = create_train_state(model, tx, jax.random.key(0), batch["image"][:1])
-    step = make_train_step(classifier_loss(model), tx)
-    key = jax.random.key(1)
+    step = make_train_step(classifier_loss(model), tx, donate=donate)
+    return step, state, batch, jax.random.key(1)
+
+
+def bench_jax(name: str, batch_size: int, steps: int) -> dict:
+    t0 = time.perf_counter()
+    step, state, batch, key = jax_step(name, batch_size)
+    step = step.lower(state, batch, key).compile()
+    flops = (step.cost_analysis() or {}).get("flops")
     state, m = step(state, batch, key)
     jax.block_until_ready(m)
     compile_s = time.perf_counter() - t0
@@ -51,7 +58,12 @@ def bench_jax(name: str, batch_size: int, steps: int) -> dict:
         jax.block_until_ready(m)
         times.append(time.perf_counter() - t)
     sec = float(np.median(times))
-    return {"step_s": sec, "examples_per_s": batch_size / sec, "init_and_compile_s": compile_s}
+    return {
+        "step_s": sec,
+        "examples_per_s": batch_size / sec,
+        "init_and_compile_s": compile_s,
+        "flops_per_step": flops,
+    }
 
 
 def torch_models():
@@ -108,14 +120,14 @@ def torch_models():
     return {"cnn": CNN, "resnet18": ResNet18T}
 
 
-def bench_torch(name: str, batch_size: int, steps: int) -> dict:
+def torch_step(name: str, batch_size: int, device: str = "cpu"):
+    """``(step, model)``: one SGD (momentum 0.9) training step of the PyTorch model on ``device``."""
     import torch
 
-    model = torch_models()[name]()
-    n_params = sum(p.numel() for p in model.parameters())
+    model = torch_models()[name]().to(device)
     h, w, c = SHAPES[name]
-    x = torch.rand(batch_size, c, h, w)
-    y = torch.randint(0, 10, (batch_size,))
+    x = torch.rand(batch_size, c, h, w, device=device)
+    y = torch.randint(0, 10, (batch_size,), device=device)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     model.train()
 
@@ -125,11 +137,22 @@ def bench_torch(name: str, batch_size: int, steps: int) -> dict:
         loss.backward()
         opt.step()
 
+    return step, model
+
+
+def bench_torch(name: str, batch_size: int, steps: int, device: str = "cpu") -> dict:
+    import torch
+
+    step, model = torch_step(name, batch_size, device)
+    n_params = sum(p.numel() for p in model.parameters())
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     step()
+    sync()
     times = []
     for _ in range(steps):
         t = time.perf_counter()
         step()
+        sync()
         times.append(time.perf_counter() - t)
     sec = float(np.median(times))
     return {
@@ -137,6 +160,7 @@ def bench_torch(name: str, batch_size: int, steps: int) -> dict:
         "examples_per_s": batch_size / sec,
         "params": n_params,
         "threads": torch.get_num_threads(),
+        "device": device,
         "version": torch.__version__,
     }
 

@@ -1,0 +1,198 @@
+"""``fast_layers(logit_fn)``: any model's slow primitives rewritten into their fast forms.
+
+A model written with stock layers (``flax.linen.Conv`` / ``nnx.Conv``, ``nn.max_pool``, plain
+``lax.conv_general_dilated`` and ``lax.reduce_window``) differentiates through two operations
+that XLA's CPU backend runs slowly, above all inside the loops of chunked attribution methods:
+
+* max-pooling's gradient, ``select_and_scatter_add``; and
+* the input-gradient of a convolution, which JAX's transpose rule writes with the kernel's
+  feature axes swapped in the dimension numbers (a non-canonical layout, 3.6x slower in a loop;
+  see :func:`jaxgrad.models.conv_general_dilated`).
+
+:func:`fast_layers` traces the function to a jaxpr and evaluates it with those two primitives
+replaced (inside ``jit`` bodies too): every ``conv_general_dilated`` by
+:func:`jaxgrad.models.conv_general_dilated` (same values and derivatives, a canonical kernel
+layout in the backward pass), and every ``reduce_window_max`` whose windows tile the input
+(window = stride, no padding, no dilation: the 2x2 / stride 2 pooling of CNNs) by a reshape and
+a max whose derivative routes the window's tangent to the same input as JAX's rule does, the
+first maximum of the window in row-major order, ties included. Everything else is bound
+unchanged (custom derivatives, loops and conditionals included, whose bodies are not rewritten).
+Values and derivatives of every order are the original's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax.extend.core import ClosedJaxpr, DropVar, Literal
+
+from jaxgrad.models.layers import conv_general_dilated
+
+__all__ = ["fast_layers", "tiled_max_pool"]
+
+LogitFn = Callable[[Any, jax.Array], jax.Array]
+
+
+def _tiles(x: jax.Array, window: tuple[int, ...]) -> tuple[jax.Array, tuple[int, ...]]:
+    """``x`` cropped and reshaped to ``[..., d_i // w_i, w_i, ...]``, and the window axes."""
+    shape, axes = [], []
+    for d, w in zip(x.shape, window, strict=True):
+        shape += [d // w, w]
+        axes.append(len(shape) - 1)
+    x = x[tuple(slice(0, d // w * w) for d, w in zip(x.shape, window, strict=True))]
+    return x.reshape(shape), tuple(axes)
+
+
+def tiled_max_pool(x: jax.Array, window: tuple[int, ...]) -> jax.Array:
+    """Max over non-overlapping windows (``reduce_window_max`` with stride = window, VALID).
+
+    The same values as ``lax.reduce_window(x, -inf, lax.max, window, window, "VALID")`` and
+    the same derivatives: a window's tangent is that of its first maximal input in row-major
+    order, as in JAX's own rule, so tied inputs (flat image regions) get the same gradient.
+    """
+    window = tuple(int(w) for w in window)
+    if len(window) != x.ndim:
+        raise ValueError(f"window must have one size per axis of x ({x.ndim}), got {window}")
+    return _tiled_max(x, window)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def _tiled_max(x, window):
+    tiles, axes = _tiles(x, window)
+    return tiles.max(axis=axes)
+
+
+@_tiled_max.defjvp
+def _tiled_max_jvp(window, primals, tangents):
+    (x,), (dx,) = primals, tangents
+    # One-hot of each window's first maximum: move the window axes last and flatten them.
+    n = len(window)
+    order = [2 * i for i in range(n)] + [2 * i + 1 for i in range(n)]
+    tiles = _tiles(x, window)[0]
+    flat = jnp.transpose(tiles, order).reshape(tiles.shape[::2] + (-1,))
+    first = jax.lax.stop_gradient(jnp.argmax(flat, axis=-1))
+    onehot = jax.nn.one_hot(first, flat.shape[-1], dtype=x.dtype)
+    dflat = jnp.transpose(_tiles(dx, window)[0], order).reshape(flat.shape)
+    # The value is read through the same one-hot, so derivatives of this rule (second order)
+    # also follow the first maximum rather than jnp.max's equal split between ties.
+    return jnp.sum(flat * onehot, axis=-1), jnp.sum(dflat * onehot, axis=-1)
+
+
+def _reduce_window_max(invals, params):
+    (x,) = invals
+    window, strides = params["window_dimensions"], params["window_strides"]
+    tiling = (
+        tuple(window) == tuple(strides)
+        and all(tuple(p) == (0, 0) for p in params["padding"])
+        and all(d == 1 for d in params["base_dilation"])
+        and all(d == 1 for d in params["window_dilation"])
+        and jnp.issubdtype(x.dtype, jnp.floating)
+    )
+    return _tiled_max(x, tuple(window)) if tiling else None
+
+
+_CONV_PARAMS = (
+    "window_strides",
+    "padding",
+    "lhs_dilation",
+    "rhs_dilation",
+    "dimension_numbers",
+    "feature_group_count",
+    "batch_group_count",
+    "precision",
+    "preferred_element_type",
+)
+
+
+def _conv(invals, params):
+    if any(v is not None for k, v in params.items() if k not in _CONV_PARAMS):
+        return None  # an explicit out_sharding (or a parameter of a later JAX): left as it is
+    lhs, rhs = invals
+    return conv_general_dilated(lhs, rhs, **{k: params[k] for k in _CONV_PARAMS if k in params})
+
+
+_REWRITES = {"reduce_window_max": _reduce_window_max, "conv_general_dilated": _conv}
+_INLINE = ("jit", "pjit")
+
+
+def _eval(jaxpr, consts, *args):
+    env = {}
+
+    def read(v):
+        return v.val if isinstance(v, Literal) else env[v]
+
+    for v, c in zip(jaxpr.constvars, consts, strict=True):
+        env[v] = c
+    for v, a in zip(jaxpr.invars, args, strict=True):
+        env[v] = a
+    for eqn in jaxpr.eqns:
+        invals = [read(v) for v in eqn.invars]
+        name = eqn.primitive.name
+        out = None
+        if name in _REWRITES:
+            out = _REWRITES[name](invals, eqn.params)
+        elif name in _INLINE and isinstance(eqn.params.get("jaxpr"), ClosedJaxpr):
+            inner = eqn.params["jaxpr"]
+            out = _eval(inner.jaxpr, inner.consts, *invals)
+        if out is None:
+            params = eqn.primitive.get_bind_params(eqn.params)
+            subfuns = []
+            if isinstance(params, tuple):  # (subfuns, params) in older JAX
+                subfuns, params = params
+            ctx = getattr(getattr(eqn, "ctx", None), "manager", contextlib.nullcontext())
+            with ctx:
+                out = eqn.primitive.bind(*subfuns, *invals, **params)
+        if not eqn.primitive.multiple_results:
+            out = [out]
+        for v, o in zip(eqn.outvars, out, strict=True):
+            if not isinstance(v, DropVar):
+                env[v] = o
+    return [read(v) for v in jaxpr.outvars]
+
+
+def fast_layers(logit_fn: LogitFn) -> LogitFn:
+    """``logit_fn`` with its convolutions and tiling max-pools in jaxgrad's fast forms.
+
+    Args:
+      logit_fn: any ``logit_fn(variables, x) -> [B, K]`` (a Linen or NNX module's apply, a
+        plain function, jitted or not).
+
+    Returns:
+      A ``logit_fn`` with the same values and derivatives (of every order, in ``x`` and in
+      ``variables``) that every attribution method, trace estimator and training step takes
+      in place of the original. On XLA's CPU backend the MNIST CNN built from stock Flax
+      layers runs Integrated Gradients at the speed of jaxgrad's own layers
+      (``benchmarks/attribution.py``, the ``user_cnn`` rows). Layer taps (Grad-CAM, FullGrad)
+      are not carried over: give those methods the original.
+
+    Example:
+      >>> import flax.linen as nn, jax, jax.numpy as jnp
+      >>> from jaxgrad.models import fast_layers
+      >>> class Net(nn.Module):
+      ...     @nn.compact
+      ...     def __call__(self, x):
+      ...         x = nn.max_pool(nn.relu(nn.Conv(4, (3, 3))(x)), (2, 2), (2, 2))
+      ...         return nn.Dense(3)(x.reshape(len(x), -1))
+      >>> net = Net()
+      >>> x = jnp.ones((2, 8, 8, 1))
+      >>> v = net.init(jax.random.key(0), x)
+      >>> fast = fast_layers(net.apply)
+      >>> bool(jnp.allclose(fast(v, x), net.apply(v, x)))
+      True
+    """
+    if not callable(logit_fn):
+        raise TypeError(f"logit_fn must be callable, got {type(logit_fn).__name__}")
+
+    def fast(variables, x):
+        closed, shape = jax.make_jaxpr(logit_fn, return_shape=True)(variables, x)
+        outs = _eval(closed.jaxpr, closed.consts, *jax.tree.leaves((variables, x)))
+        return jax.tree.unflatten(jax.tree.structure(shape), outs)
+
+    fast.__name__ = f"fast_layers({getattr(logit_fn, '__name__', type(logit_fn).__name__)})"
+    fast.__doc__ = logit_fn.__doc__
+    return fast

@@ -1,0 +1,178 @@
+"""``fast_layers``: a user's stock-layer model rewritten into jaxgrad's fast forms, with the same
+values and derivatives (first and second order, ties in max-pooling included)."""
+
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from jaxgrad import input_gradients
+from jaxgrad.attribution import integrated_gradients, smoothgrad
+from jaxgrad.models import fast_layers, nnx_logit_fn, tiled_max_pool
+
+
+class StockCNN(nn.Module):
+    """Stock Flax layers: nn.Conv, nn.max_pool (reduce_window), nn.Dense."""
+
+    @nn.compact
+    def __call__(self, x):
+        for width in (4, 6):
+            x = nn.max_pool(nn.relu(nn.Conv(width, (3, 3))(x)), (2, 2), strides=(2, 2))
+        return nn.Dense(3)(x.reshape(x.shape[0], -1))
+
+
+class NnxCNN(nnx.Module):
+    def __init__(self, rngs):
+        self.conv = nnx.Conv(1, 4, (3, 3), padding="SAME", rngs=rngs)
+        self.dense = nnx.Linear(4 * 4 * 4, 3, rngs=rngs)
+
+    def __call__(self, x):
+        h = nnx.max_pool(nnx.softplus(self.conv(x)), (2, 2), strides=(2, 2))
+        return self.dense(h.reshape(h.shape[0], -1))
+
+
+@jax.jit
+def plain_logits(p, x):
+    """A plain jitted function: NCHW, a strided and dilated conv, a grouped conv, a padded
+    (not tiling) max-pool and a 3x3 tiling one on odd sizes."""
+    h = jax.lax.conv_general_dilated(
+        x, p["w1"], (2, 1), "SAME", rhs_dilation=(1, 2), dimension_numbers=("NCHW", "OIHW", "NCHW")
+    )
+    h = jnp.tanh(h)
+    h = jax.lax.conv_general_dilated(
+        h,
+        p["w2"],
+        (1, 1),
+        "VALID",
+        feature_group_count=2,
+        dimension_numbers=("NCHW", "OIHW", "NCHW"),
+    )
+    padded = jax.lax.reduce_window(h, -jnp.inf, jax.lax.max, (1, 1, 2, 2), (1, 1, 1, 1), "SAME")
+    tiled = jax.lax.reduce_window(h, -jnp.inf, jax.lax.max, (1, 1, 3, 3), (1, 1, 3, 3), "VALID")
+    return jnp.einsum("bchw,kc->bk", padded, p["d1"]) + jnp.einsum("bchw,kc->bk", tiled, p["d2"])
+
+
+def _images(shape, seed=0):
+    """Images with flat regions (quantised values): max-pool windows with tied maxima."""
+    rng = np.random.default_rng(seed)
+    return jnp.asarray(rng.integers(0, 3, shape) / 2.0, jnp.float32)
+
+
+@pytest.fixture(scope="module")
+def cases():
+    x_nhwc = _images((3, 10, 10, 1))
+    linen = StockCNN()
+    v_linen = linen.init(jax.random.key(0), x_nhwc)
+    nnx_fn, nnx_params = nnx_logit_fn(NnxCNN(nnx.Rngs(0)))
+    rng = np.random.default_rng(1)
+    p_plain = {
+        "w1": jnp.asarray(rng.normal(size=(4, 2, 3, 3)), jnp.float32),
+        "w2": jnp.asarray(rng.normal(size=(4, 2, 2, 2)), jnp.float32),
+        "d1": jnp.asarray(rng.normal(size=(3, 4)), jnp.float32),
+        "d2": jnp.asarray(rng.normal(size=(3, 4)), jnp.float32),
+    }
+    return {
+        "linen": (linen.apply, v_linen, x_nhwc),
+        "nnx": (nnx_fn, nnx_params, _images((3, 8, 8, 1), 2)),
+        "plain": (plain_logits, p_plain, _images((3, 2, 13, 14), 3)),
+    }
+
+
+KINDS = ("linen", "nnx", "plain")
+
+
+def _close(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * max(1.0, np.abs(b).max()))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_values_and_first_derivatives_are_the_original_s(cases, kind):
+    f, v, x = cases[kind]
+    g = fast_layers(f)
+    y = jnp.arange(len(x)) % 3
+    np.testing.assert_array_equal(g(v, x), f(v, x))  # the forward convolutions are the same ops
+    _close(input_gradients(g, v, x, y), input_gradients(f, v, x, y))
+
+    def loss(fn, params):
+        return jnp.sum(jax.nn.log_softmax(fn(params, x))[jnp.arange(len(x)), y])
+
+    jax.tree.map(
+        _close, jax.grad(functools.partial(loss, g))(v), jax.grad(functools.partial(loss, f))(v)
+    )
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_second_derivatives_are_the_original_s(cases, kind):
+    # Hessian-vector products in x (score matching's double backprop) and the mixed
+    # derivative in the parameters of the input-gradient's norm (gradient-norm regularizer).
+    f, v, x = cases[kind]
+    g = fast_layers(f)
+    y = jnp.arange(len(x)) % 3
+    t = jax.random.normal(jax.random.key(5), x.shape)
+
+    def hvp(fn):
+        grad = jax.grad(lambda z: jnp.sum(fn(v, z)[jnp.arange(len(x)), y]))
+        return jax.jvp(grad, (x,), (t,))[1]
+
+    _close(hvp(g), hvp(f))
+
+    def grad_norm(fn, params):
+        return jnp.sum(input_gradients(fn, params, x, y) ** 2)
+
+    jax.tree.map(
+        _close,
+        jax.grad(functools.partial(grad_norm, g))(v),
+        jax.grad(functools.partial(grad_norm, f))(v),
+    )
+
+
+def test_tied_maxima_get_the_gradient_jax_s_rule_gives_them():
+    # All-equal windows: JAX's reduce_window_max rule sends a window's gradient to its first
+    # input; jnp.max on a reshape would split it in four. tiled_max_pool follows JAX.
+    x = jnp.ones((1, 4, 4, 1))
+
+    def pool(z):
+        return jax.lax.reduce_window(z, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+
+    want = jax.grad(lambda z: jnp.sum(pool(z)))(x)
+    got = jax.grad(lambda z: jnp.sum(tiled_max_pool(z, (1, 2, 2, 1))))(x)
+    np.testing.assert_array_equal(got, want)
+    assert float(want[0, 0, 0, 0]) == 1.0 and float(want.sum()) == 4.0
+
+
+def test_the_gradient_program_has_no_select_and_scatter_and_canonical_kernels(cases):
+    # What makes it fast: max-pooling's backward is no longer select-and-scatter, and the
+    # input-gradient convolutions take a kernel transposed in memory (01io), not 01oi.
+    f, v, x = cases["linen"]
+    y = jnp.zeros(len(x), jnp.int32)
+
+    def hlo(fn):
+        grad = jax.jit(lambda v, x: input_gradients(fn, v, x, y))
+        return grad.lower(v, x).as_text()
+
+    assert "select_and_scatter" in hlo(f)
+    fast = hlo(fast_layers(f))
+    assert "select_and_scatter" not in fast and "reduce_window" not in fast
+
+
+def test_attribution_methods_take_it_unchanged(cases):
+    f, v, x = cases["linen"]
+    g = fast_layers(f)
+    y = jnp.arange(len(x)) % 3
+    ig = functools.partial(integrated_gradients, steps=16, chunk_size=4)
+    _close(jax.jit(functools.partial(ig, g))(v, x, y), jax.jit(functools.partial(ig, f))(v, x, y))
+    key = jax.random.key(0)
+    sg = functools.partial(smoothgrad, key=key, num_samples=8, noise_level=0.1, chunk_size=4)
+    _close(sg(g, v, x, y), sg(f, v, x, y))
+
+
+def test_bad_input_is_named():
+    with pytest.raises(TypeError, match="logit_fn must be callable"):
+        fast_layers("not a function")
+    with pytest.raises(ValueError, match="window must have one size per axis"):
+        tiled_max_pool(jnp.ones((2, 4, 4, 1)), (2, 2))
