@@ -44,9 +44,17 @@ lint: $(STAMP)
 	$(BIN)/python -m ruff check jaxgrad experiments tests benchmarks notebooks
 	$(BIN)/python -m ruff format --check jaxgrad experiments tests benchmarks notebooks
 
+# make bench: the benchmark suite on this machine's backend, against PyTorch and Captum on the
+# same device (benchmarks/suite.py); writes benchmarks/results/suite_<machine>.{json,md}.
+# On a GPU: make bench JAX_ACCEL=cuda12 (installs jax[cuda12] into .venv first); on a TPU VM:
+# make bench JAX_ACCEL=tpu (jaxgrad alone, with its FLOP utilisation). BENCH_ARGS=--tiny: CI's size.
+JAX_ACCEL ?=
+BENCH_ARGS ?=
 bench: $(BENCH)
-	XLA_FLAGS= $(BIN)/python benchmarks/train_step.py
-	XLA_FLAGS= $(BIN)/python benchmarks/score_matching.py
+ifneq ($(JAX_ACCEL),)
+	$(BIN)/python -m pip install -q -c constraints.txt "jax[$(JAX_ACCEL)]"
+endif
+	XLA_FLAGS= $(BIN)/python benchmarks/suite.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) runs

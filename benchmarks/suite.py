@@ -16,6 +16,8 @@ Detects JAX's backend and runs, in one process:
   samples) on the MNIST CNN (jaxgrad's layers), the same CNN written with stock Flax layers
   (a user's model; as it is, and through ``jaxgrad.models.fast_layers``) and ResNet-18,
   against Captum on the same weights and device;
+* ``conv_kernels``: each distinct convolution of the two models alone (forward, and forward
+  plus both gradients), XLA against PyTorch: what neither library's own code can change;
 * ``breakdown``: where the time goes, per category of operation (convolution forward, input-
   and weight-gradient, layout copies, ...) and per op, for the ResNet-18 and CNN training steps
   (with PyTorch's profile of the same step), the ResNet-18 Taylor score-matching step and IG
@@ -144,6 +146,97 @@ def bench_train(cfg, steps, device, peak) -> dict:
         out[name] = row
         log(f"  {json.dumps(row)}")
     return out
+
+
+# (name, input H=W, input channels, output channels, kernel, stride) of every distinct
+# convolution of the two models (ResNet-18's shortcut 1x1 convolutions are left out).
+CONVS = (
+    ("cnn hidden1", 28, 1, 32, 5, 1),
+    ("cnn hidden2", 14, 32, 64, 5, 1),
+    ("resnet stem", 32, 3, 64, 3, 1),
+    ("resnet layer1", 32, 64, 64, 3, 1),
+    ("resnet layer2 down", 32, 64, 128, 3, 2),
+    ("resnet layer2", 16, 128, 128, 3, 1),
+    ("resnet layer3 down", 16, 128, 256, 3, 2),
+    ("resnet layer3", 8, 256, 256, 3, 1),
+    ("resnet layer4 down", 8, 256, 512, 3, 2),
+    ("resnet layer4", 4, 512, 512, 3, 1),
+)
+
+
+def _jax_call(fn, *args):
+    return jax.block_until_ready(fn(*args))
+
+
+def _no_sync():
+    pass
+
+
+def _best(fn, sync, repeats):
+    fn()
+    sync()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def bench_conv_kernels(batch: int, repeats: int, device: str | None) -> list[dict]:
+    """Each convolution alone, forward and forward + backward (input and weight gradients),
+    XLA against PyTorch on the same device: the kernels neither library's code around them
+    can change."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    rows = []
+    for name, hw, cin, cout, k, stride in CONVS:
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(batch, hw, hw, cin)).astype(np.float32)
+        w = (rng.normal(size=(k, k, cin, cout)) / np.sqrt(k * k * cin)).astype(np.float32)
+        pad = ((k // 2, k // 2),) * 2
+
+        def conv(x, w, stride=stride, pad=pad):
+            return jax.lax.conv_general_dilated(
+                x, w, (stride, stride), pad, dimension_numbers=("NHWC", "HWIO", "NHWC")
+            )
+
+        fwd = jax.jit(conv)
+        both = jax.jit(jax.grad(lambda x, w: jnp.sum(conv(x, w) ** 2), argnums=(0, 1)))
+        run_fwd = functools.partial(_jax_call, fwd, jnp.asarray(x), jnp.asarray(w))
+        run_both = functools.partial(_jax_call, both, jnp.asarray(x), jnp.asarray(w))
+        row = {
+            "conv": name,
+            "shape": f"{batch}x{hw}x{hw}x{cin} -> {cout}, {k}x{k}, stride {stride}",
+            "xla_forward_ms": 1e3 * _best(run_fwd, _no_sync, repeats),
+            "xla_forward_backward_ms": 1e3 * _best(run_both, _no_sync, repeats),
+        }
+        if device:
+            import torch
+
+            sync = torch.cuda.synchronize if device.startswith("cuda") else _no_sync
+            xt = torch.tensor(x.transpose(0, 3, 1, 2).copy(), device=device, requires_grad=True)
+            wt = torch.tensor(w.transpose(3, 2, 0, 1).copy(), device=device, requires_grad=True)
+
+            def tf(xt=xt, wt=wt, stride=stride, k=k):
+                with torch.no_grad():
+                    return torch.nn.functional.conv2d(xt, wt, stride=stride, padding=k // 2)
+
+            def tb(xt=xt, wt=wt, stride=stride, k=k):
+                out = torch.nn.functional.conv2d(xt, wt, stride=stride, padding=k // 2)
+                return torch.autograd.grad((out**2).sum(), (xt, wt))
+
+            row["torch_forward_ms"] = 1e3 * _best(tf, sync, repeats)
+            row["torch_forward_backward_ms"] = 1e3 * _best(tb, sync, repeats)
+            row["forward_ratio"] = row["torch_forward_ms"] / row["xla_forward_ms"]
+            row["forward_backward_ratio"] = (
+                row["torch_forward_backward_ms"] / row["xla_forward_backward_ms"]
+            )
+        rows.append(row)
+        log(f"  {json.dumps(row)}")
+    return rows
 
 
 def bench_score_matching(cfg, steps) -> dict:
@@ -285,6 +378,22 @@ def to_markdown(result) -> str:
                 f"{100 * r['jax']['share_of_bf16_dense_peak']:.2f}% of the chip's bf16 dense peak "
                 "(the model runs in float32)."
             )
+    rows = result.get("conv_kernels", [])
+    if rows and "torch_forward_ms" in rows[0]:
+        lines += [
+            "",
+            "## Each convolution alone (XLA against PyTorch, same shapes and device)",
+            "",
+            "| convolution | shape | XLA forward ms | PyTorch forward ms | XLA fwd+bwd ms "
+            "| PyTorch fwd+bwd ms | fwd+bwd ratio |",
+            "|---|---|---:|---:|---:|---:|---:|",
+        ]
+        lines += [
+            f"| {r['conv']} | {r['shape']} | {r['xla_forward_ms']:.2f} | "
+            f"{r['torch_forward_ms']:.2f} | {r['xla_forward_backward_ms']:.2f} | "
+            f"{r['torch_forward_backward_ms']:.2f} | {r['forward_backward_ratio']:.2f}x |"
+            for r in rows
+        ]
     lines += ["", "## Where the time goes", ""]
     for name, part in result["breakdown"].items():
         torch_part = part.get("torch")
@@ -327,8 +436,11 @@ def main() -> None:
 
     result["train_step"] = bench_train(cfg, steps, device, peak_flops())
     save()
+    log("convolutions alone")
+    result["conv_kernels"] = bench_conv_kernels(cfg["train_batch"], max(3, steps), device)
+    save()
     log("score matching")
-    result["score_matching"] = bench_score_matching(cfg, steps)
+    result["score_matching"] = bench_score_matching(cfg, steps if accel else min(steps, 3))
     save()
     try:
         import captum  # noqa: F401
