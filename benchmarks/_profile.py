@@ -17,7 +17,11 @@ it computes (a fusion by the heaviest operation inside it):
 * ``elementwise``: everything else that computes (activations, BatchNorm's normalisation,
   the optimizer's update).
 
-A loop's (``while``) own event is left out: its body's operations are counted one by one.
+Library calls (cuDNN and cuBLAS on a GPU) take their role from their target's name. A loop's
+(``while``) own event is left out: its body's operations are counted one by one. The role of
+a convolution is a heuristic: a VALID convolution whose kernel is larger than its output (a
+convolution used as a dense head) reads as a weight gradient, and the forward convolutions of
+a double-backprop program's backward pass (score matching) as input gradients.
 
 PyTorch: ``torch.profiler``'s self time per aten operator (self device time on a GPU).
 """
@@ -31,6 +35,7 @@ import json
 import os
 import re
 import tempfile
+import time
 
 import jax
 import numpy as np
@@ -58,6 +63,7 @@ _PRIORITY = (
 def _parse(hlo: str) -> tuple[dict, dict]:
     """(computation name -> [(instr, opcode, rest)], instr name -> (opcode, rest))."""
     comps, instrs, current = {}, {}, None
+    hlo = re.sub(r"/\*.*?\*/", "", hlo)  # XLA's /*index=5*/ comments in long tuples
     for line in hlo.splitlines():
         head = _HEADER.match(line)
         if head and "=" not in line.split("(")[0]:
@@ -85,7 +91,26 @@ def _conv_category(rest: str) -> str:
     return "conv input-gradient" if "transpose(" in op_name else "conv forward"
 
 
+_TARGET = re.compile(r'custom_call_target="([^"]+)"')
+# Library calls XLA makes instead of its own kernels (GPU: cuDNN, cuBLAS; CPU: oneDNN).
+_LIBRARY = (
+    ("convBackwardFilter", "conv weight-gradient"),
+    ("convBackwardInput", "conv input-gradient"),
+    ("conv", "conv forward"),  # convForward, convBiasActivationForward, onednn convolution
+    ("gemm", "dot"),
+    ("matmul", "dot"),
+)
+
+
 def _category(opcode: str, rest: str, name: str, comps: dict, depth: int = 0) -> str:
+    target = _TARGET.search(rest) if opcode == "custom-call" else None
+    if target:
+        for key, category in _LIBRARY:
+            if key.lower() in target.group(1).lower():
+                if category == "dot":
+                    op_name = (_OPNAME.search(rest) or [None, ""])[1]
+                    return "dot backward" if "transpose(" in op_name else "dot forward"
+                return category
     if opcode == "fusion" or (opcode == "custom-call" and "calls=" in rest):
         called = _CALLS.search(rest)
         body = comps.get(called.group(1), []) if called else []
@@ -125,33 +150,56 @@ def _trace_events(logdir: str) -> list[dict]:
     return trace["traceEvents"] if isinstance(trace, dict) else trace
 
 
+def _device_events(events: list[dict]) -> list[dict]:
+    """The events that time the program's operations, each once.
+
+    CPU: the thunks' events (named after their HLO instruction). GPU/TPU: the device's
+    "XLA Ops" line where the profiler derived one (one event per op), otherwise the device
+    streams' kernel events, named by their ``hlo_op``."""
+    meta = [e for e in events if e.get("ph") == "M"]
+    devices = {
+        e["pid"]
+        for e in meta
+        if e.get("name") == "process_name"
+        and re.search(r"/device:(GPU|TPU)", str(e.get("args", {}).get("name", "")))
+    }
+    timed = [e for e in events if e.get("ph") == "X"]
+    if not devices:
+        return timed
+    ops_lines = {
+        (e["pid"], e.get("tid"))
+        for e in meta
+        if e.get("pid") in devices
+        and e.get("name") == "thread_name"
+        and "XLA Ops" in str(e.get("args", {}).get("name", ""))
+    }
+    if ops_lines:
+        return [e for e in timed if (e.get("pid"), e.get("tid")) in ops_lines]
+    return [e for e in timed if e.get("pid") in devices and (e.get("args") or {}).get("hlo_op")]
+
+
 def jax_breakdown(fn, *args, steps: int = 2, top: int = 12) -> dict:
     """Per-category and per-op time of ``fn(*args)`` (a jitted or compiled function), per call.
 
     ``fn`` is compiled (unless it is a ``Compiled`` already) and called once before ``steps``
-    profiled calls; it must not donate ``args``.
-    Returns ``{"ms_per_call", "categories": [{category, ms, share}], "top_ops": [...]}``
-    with shares of the time the program's own operations took (host bookkeeping excluded)."""
+    profiled calls; it must not donate ``args``. Returns ``{"ms_per_call", "wall_ms_per_call",
+    "coverage", "categories": [{category, ms, share}], "top_ops": [...]}``: shares of the time
+    the program's own operations took (host bookkeeping excluded). ``coverage`` is that time
+    over the wall time: below 1 where the host or idle gaps take time, above 1 on a CPU where
+    operations run on several threads at once (their times add up)."""
     if not hasattr(fn, "as_text"):
         fn = fn.lower(*args).compile()
     comps, instrs = _parse(fn.as_text())
     jax.block_until_ready(fn(*args))
-    logdir = tempfile.mkdtemp(prefix="jaxgrad-profile-")
-    with jax.profiler.trace(logdir, create_perfetto_trace=False):
-        for _ in range(steps):
-            jax.block_until_ready(fn(*args))
-    events = _trace_events(logdir)
-    devices = {
-        e["pid"]
-        for e in events
-        if e.get("ph") == "M"
-        and e.get("name") == "process_name"
-        and re.search(r"/device:(GPU|TPU)", str(e.get("args", {}).get("name", "")))
-    }
+    with tempfile.TemporaryDirectory(prefix="jaxgrad-profile-") as logdir:
+        with jax.profiler.trace(logdir, create_perfetto_trace=False):
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                jax.block_until_ready(fn(*args))
+            wall = (time.perf_counter() - t0) * 1e3 / steps
+        events = _trace_events(logdir)
     per_op = collections.Counter()
-    for e in events:
-        if e.get("ph") != "X" or (devices and e.get("pid") not in devices):
-            continue
+    for e in _device_events(events):
         name = (e.get("args") or {}).get("hlo_op") or e.get("name", "")
         if name in instrs and instrs[name][0] not in ("while", "conditional", "call"):
             per_op[name] += float(e.get("dur", 0.0)) / 1e3  # microseconds -> ms
@@ -182,6 +230,8 @@ def jax_breakdown(fn, *args, steps: int = 2, top: int = 12) -> dict:
         )
     return {
         "ms_per_call": total / steps,
+        "wall_ms_per_call": wall,
+        "coverage": total / steps / wall,
         "categories": [
             {"category": c, "ms": ms / steps, "share": ms / total} for c, ms in cats.most_common()
         ],
@@ -192,6 +242,7 @@ def jax_breakdown(fn, *args, steps: int = 2, top: int = 12) -> dict:
 def torch_breakdown(step, *, device: str, steps: int = 2, top: int = 12) -> dict:
     """Self time per aten operator of ``step()`` under ``torch.profiler``, per call."""
     import torch
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
     cuda = device.startswith("cuda")
@@ -206,6 +257,10 @@ def torch_breakdown(step, *, device: str, steps: int = 2, top: int = 12) -> dict
             torch.cuda.synchronize()
     rows = []
     for ev in prof.key_averages():
+        # Operators only: on CUDA each kernel also has a row of its own, whose time its
+        # launching operator's self device time already holds.
+        if ev.device_type != DeviceType.CPU:
+            continue
         if cuda:
             us = getattr(ev, "self_device_time_total", None)
             if us is None:
@@ -227,7 +282,11 @@ def markdown(name: str, jax_part: dict, torch_part: dict | None, rows: int = 8) 
     """The breakdown as Markdown tables (JAX categories, JAX's top ops, PyTorch's top ops)."""
     if "error" in jax_part:
         return f"### {name}\n\n{jax_part['error']}\n"
-    out = [f"### {name}: {jax_part['ms_per_call']:.2f} ms of operations per call (JAX)", ""]
+    out = [
+        f"### {name}: {jax_part['ms_per_call']:.2f} ms of operations per call (JAX; "
+        f"{jax_part['wall_ms_per_call']:.2f} ms wall, coverage {jax_part['coverage']:.2f})",
+        "",
+    ]
     out += ["| JAX category | ms | share |", "|---|---:|---:|"]
     out += [
         f"| {c['category']} | {c['ms']:.2f} | {100 * c['share']:.1f}% |"
@@ -242,7 +301,8 @@ def markdown(name: str, jax_part: dict, torch_part: dict | None, rows: int = 8) 
     if torch_part:
         out += [
             "",
-            f"PyTorch, {torch_part['ms_per_call']:.2f} ms per call ({torch_part['clock']}):",
+            f"PyTorch, {torch_part['ms_per_call']:.2f} ms per call ({torch_part['clock']}; "
+            "on a CPU the calling thread's, where JAX's figure adds up its threads):",
             "",
             "| PyTorch op | ms | share |",
             "|---|---:|---:|",

@@ -3,7 +3,7 @@
   python benchmarks/attribution.py [--models cnn,user_cnn,user_cnn_fast,mlp,resnet18] [--repeats 3] [--out FILE]
 
 For each model (MNIST CNN at batch 64; the same CNN as a user writes it, stock Flax layers
-and a plain ``apply`` as its ``logit_fn``, as it is and through ``fast_layers``; a digits-size MLP 64-2500-1500-500-10 at batch 64;
+and a plain ``apply`` as its ``logit_fn``, as it is and through ``fast_logit_fn``; a digits-size MLP 64-2500-1500-500-10 at batch 64;
 CIFAR ResNet-18 at batch 16) and method (gradient; Integrated Gradients, 64 Gauss-Legendre
 steps, zero baseline; SmoothGrad, 32 samples): examples/s of jaxgrad (jitted; compilation
 excluded; every ``chunk_size`` in the list, and the best) and of Captum 0.9 at each
@@ -35,7 +35,7 @@ from jaxgrad.models import (
     MLP,
     MnistCNN,
     ResNet18,
-    fast_layers,
+    fast_logit_fn,
     init_variables,
     linen_logit_fn,
 )
@@ -65,24 +65,24 @@ class UserCNN(nn.Module):
 
 def logit_fn_of(name, model):
     """jaxgrad's adapter for its own models; a user's plain ``apply`` for :class:`UserCNN`,
-    through :func:`jaxgrad.models.fast_layers` for ``user_cnn_fast``."""
+    through :func:`jaxgrad.models.fast_logit_fn` for ``user_cnn_fast``."""
     if name == "user_cnn":
         return lambda variables, x: model.apply(variables, x)
     if name == "user_cnn_fast":
-        return fast_layers(lambda variables, x: model.apply(variables, x))
+        return fast_logit_fn(lambda variables, x: model.apply(variables, x))
     return linen_logit_fn(model)
 
 
-def setup(name, batch=None):
-    """(model, variables, x, targets, PyTorch twin); ``batch`` overrides the model's own."""
+def setup(name, batch=None, twin=True):
+    """(model, variables, x, targets, PyTorch twin or None); ``batch`` overrides the model's own."""
     if name == "cnn":
-        model, shape, batch, twin = MnistCNN(), (28, 28, 1), batch or 64, _twins.cnn
+        model, shape, batch, make_twin = MnistCNN(), (28, 28, 1), batch or 64, _twins.cnn
     elif name in ("user_cnn", "user_cnn_fast"):
-        model, shape, batch, twin = UserCNN(), (28, 28, 1), batch or 64, _twins.cnn
+        model, shape, batch, make_twin = UserCNN(), (28, 28, 1), batch or 64, _twins.cnn
     elif name == "mlp":
-        model, shape, batch, twin = MLP(), (8, 8, 1), batch or 64, _twins.mlp
+        model, shape, batch, make_twin = MLP(), (8, 8, 1), batch or 64, _twins.mlp
     else:
-        model, shape, batch, twin = ResNet18(), (32, 32, 3), batch or 16, _twins.resnet
+        model, shape, batch, make_twin = ResNet18(), (32, 32, 3), batch or 16, _twins.resnet
     init = (lambda m, k, x: m.init(k, x)) if name.startswith("user") else init_variables
     with jax.threefry_partitionable(False):
         v = jax.jit(init, static_argnums=0)(model, jax.random.key(0), jnp.zeros((1, *shape)))
@@ -92,7 +92,7 @@ def setup(name, batch=None):
         )
     x = np.asarray(jax.random.uniform(jax.random.key(1), (batch, *shape)), np.float32)
     t = np.arange(batch, dtype=np.int32) % 10
-    return model, v, x, t, twin(v)
+    return model, v, x, t, (make_twin(v) if twin else None)
 
 
 class _full_precision:
@@ -166,13 +166,17 @@ def bench_model(
         sec, out = timed(jax_call(fn), repeats)
         return sec, compile_s, np.asarray(out)
 
+    sync = torch.cuda.synchronize if str(device).startswith("cuda") else (lambda: None)
+
     def run_captum(make, **kw):
-        def call():
+        def call():  # synchronised, without a copy to the host (as jaxgrad's side)
             xr = xt.clone().requires_grad_(True)
-            return make().attribute(xr, target=tt, **kw).detach().cpu().numpy()
+            out = make().attribute(xr, target=tt, **kw).detach()
+            sync()
+            return out
 
         sec, out = timed(call, repeats)
-        return sec, to_nhwc(out)
+        return sec, to_nhwc(out.cpu().numpy())
 
     # Gradient.
     log(f"{name}: gradient")

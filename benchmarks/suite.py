@@ -8,13 +8,14 @@ Detects JAX's backend and runs, in one process:
 * ``train_step``: one SGD (momentum 0.9) step of the MNIST CNN and the CIFAR ResNet-18 at
   batch 128, jaxgrad (jitted, donated state) against the same architecture in PyTorch on the
   same device (CPU: PyTorch's CPU build; GPU: PyTorch with CUDA, TF32 allowed as JAX's default
-  float32 precision does on a GPU; TPU: jaxgrad alone), with XLA's FLOP count of the step and
-  the share of the chip's bf16 dense peak it reaches (where the chip is known);
+  float32 precision does on a GPU, and cuDNN's autotuning as XLA's; TPU: jaxgrad alone), with
+  XLA's FLOP count of the step and the share of the chip's dense peak it reaches at the
+  precision float32 runs in there (bf16 passes on a TPU, TF32 on a GPU), where the chip is known;
 * ``score_matching``: the regularized steps of Srinivas & Fleuret (2021) (Taylor and one-probe
   Hutchinson score matching) over a cross-entropy step, softplus CNN and ResNet-18, batch 64;
 * ``attribution``: gradient, Integrated Gradients (64 Gauss-Legendre steps) and SmoothGrad (32
   samples) on the MNIST CNN (jaxgrad's layers), the same CNN written with stock Flax layers
-  (a user's model; as it is, and through ``jaxgrad.models.fast_layers``) and ResNet-18,
+  (a user's model; as it is, and through ``jaxgrad.models.fast_logit_fn``) and ResNet-18,
   against Captum on the same weights and device;
 * ``conv_kernels``: each distinct convolution of the two models alone (forward, and forward
   plus both gradients), XLA against PyTorch: what neither library's own code can change;
@@ -58,16 +59,18 @@ from jaxgrad.training import (  # noqa: E402
     regularized_classifier_loss,
 )
 
-# bf16 dense peak per chip, FLOP/s (vendors' figures), matched by substring of device_kind.
-PEAK_BF16 = {
-    "TPU v4": 275e12,
-    "TPU v5 lite": 197e12,
-    "TPU v5p": 459e12,
-    "TPU v5": 459e12,
-    "TPU v6 lite": 918e12,
-    "H200": 989e12,
-    "H100": 989e12,
-    "A100": 312e12,
+# Dense peak per chip at the precision float32 work runs in by default (FLOP/s, vendors'
+# figures), matched by substring of device_kind: TPUs multiply float32 in bf16 passes, NVIDIA
+# GPUs in TF32 (SXM parts).
+PEAK = {
+    "TPU v4": (275e12, "bf16"),
+    "TPU v5 lite": (197e12, "bf16"),
+    "TPU v5p": (459e12, "bf16"),
+    "TPU v5": (459e12, "bf16"),
+    "TPU v6 lite": (918e12, "bf16"),
+    "H200": (495e12, "TF32"),
+    "H100": (495e12, "TF32"),
+    "A100": (156e12, "TF32"),
 }
 
 FULL = {
@@ -100,9 +103,9 @@ def machine_name() -> str:
     return re.sub(r"[^a-z0-9]+", "-", jax.devices()[0].device_kind.lower()).strip("-")
 
 
-def peak_flops() -> float | None:
+def peak_flops() -> tuple[float, str] | None:
     kind = jax.devices()[0].device_kind
-    for name, peak in PEAK_BF16.items():
+    for name, peak in PEAK.items():
         if name in kind:
             return peak
     return None
@@ -122,9 +125,13 @@ def torch_device(backend: str, skip: bool) -> tuple[str | None, str]:
         if not torch.cuda.is_available():
             return None, "this torch sees no CUDA device"
         # JAX's default float32 precision on a GPU uses TF32 products; PyTorch's the same.
+        # XLA picks its convolution algorithms by autotuning; cuDNN's benchmark mode does too.
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-        return "cuda", "PyTorch with CUDA, TF32 allowed (as JAX's default precision)"
+        torch.backends.cudnn.benchmark = True
+        return "cuda", (
+            "PyTorch with CUDA, TF32 allowed (as JAX's default precision), cudnn.benchmark"
+        )
     return "cpu", f"PyTorch CPU, {torch.get_num_threads()} threads"
 
 
@@ -137,7 +144,8 @@ def bench_train(cfg, steps, device, peak) -> dict:
         if flops:
             row["jax"]["tflop_per_s"] = flops / row["jax"]["step_s"] / 1e12
             if peak:
-                row["jax"]["share_of_bf16_dense_peak"] = flops / row["jax"]["step_s"] / peak
+                row["jax"]["share_of_dense_peak"] = flops / row["jax"]["step_s"] / peak[0]
+                row["jax"]["peak"] = f"{peak[0] / 1e12:.0f} TFLOP/s dense {peak[1]}"
         if device:
             row["torch"] = train_step.bench_torch(name, cfg["train_batch"], steps, device)
             row["ratio_jax_over_torch"] = (
@@ -301,7 +309,7 @@ def breakdowns(cfg, device, tiny: bool) -> dict:
     }
     for name in ("cnn", "user_cnn", "user_cnn_fast"):
         log(f"breakdown: {name} IG, chunk_size 16")
-        model, v, x, t, _ = attribution.setup(name)
+        model, v, x, t, _ = attribution.setup(name, twin=False)
         fn = jax.jit(
             functools.partial(
                 integrated_gradients,
@@ -372,11 +380,11 @@ def to_markdown(result) -> str:
         ratio = "" if r["ratio"] is None else f"{r['ratio']:.2f}x"
         lines.append(f"| {r['work']} | {r['jaxgrad']} | {r['peer']} | {ratio} |")
     for name, r in result["train_step"].items():
-        if "share_of_bf16_dense_peak" in r["jax"]:
+        if "share_of_dense_peak" in r["jax"]:
             lines.append(
-                f"\n{name} training step: {r['jax']['tflop_per_s']:.2f} TFLOP/s, "
-                f"{100 * r['jax']['share_of_bf16_dense_peak']:.2f}% of the chip's bf16 dense peak "
-                "(the model runs in float32)."
+                f"\n{name} training step: {r['jax']['tflop_per_s']:.2f} TFLOP/s (XLA's FLOP "
+                f"count), {100 * r['jax']['share_of_dense_peak']:.2f}% of the chip's "
+                f"{r['jax']['peak']}."
             )
     rows = result.get("conv_kernels", [])
     if rows and "torch_forward_ms" in rows[0]:

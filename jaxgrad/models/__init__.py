@@ -8,7 +8,7 @@ from jaxgrad.models.adapters import (
     nnx_train_logit_fn,
     zero_perturbations,
 )
-from jaxgrad.models.fast import fast_layers, tiled_max_pool
+from jaxgrad.models.fast import fast_logit_fn, tiled_max_pool
 from jaxgrad.models.layers import conv_general_dilated, get_activation, max_pool_2x2, softplus
 from jaxgrad.models.mnist import MLP, MnistCNN, truncated_normal_fan_in
 from jaxgrad.models.registry import MODELS, get_model
@@ -34,7 +34,7 @@ __all__ = [
     "VGG",
     "VGG11",
     "conv_general_dilated",
-    "fast_layers",
+    "fast_logit_fn",
     "get_activation",
     "get_model",
     "hooked_logit_fn",

@@ -1,4 +1,4 @@
-"""``fast_layers(logit_fn)``: any model's slow primitives rewritten into their fast forms.
+"""``fast_logit_fn(logit_fn)``: any model's slow primitives rewritten into their fast forms.
 
 A model written with stock layers (``flax.linen.Conv`` / ``nnx.Conv``, ``nn.max_pool``, plain
 ``lax.conv_general_dilated`` and ``lax.reduce_window``) differentiates through two operations
@@ -9,13 +9,13 @@ that XLA's CPU backend runs slowly, above all inside the loops of chunked attrib
   feature axes swapped in the dimension numbers (a non-canonical layout, 3.6x slower in a loop;
   see :func:`jaxgrad.models.conv_general_dilated`).
 
-:func:`fast_layers` traces the function to a jaxpr and evaluates it with those two primitives
+:func:`fast_logit_fn` traces the function to a jaxpr and evaluates it with those two primitives
 replaced (inside ``jit`` bodies too): every ``conv_general_dilated`` by
 :func:`jaxgrad.models.conv_general_dilated` (same values and derivatives, a canonical kernel
 layout in the backward pass), and every ``reduce_window_max`` whose windows tile the input
 (window = stride, no padding, no dilation: the 2x2 / stride 2 pooling of CNNs) by a reshape and
-a max whose derivative routes the window's tangent to the same input as JAX's rule does, the
-first maximum of the window in row-major order, ties included. Everything else is bound
+a max whose gradient goes to the same input as JAX's rule sends it, the first maximum of the
+window in row-major order, ties included. Everything else is bound
 unchanged (custom derivatives, loops and conditionals included, whose bodies are not rewritten).
 Values and derivatives of every order are the original's.
 """
@@ -24,18 +24,15 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Callable
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 from jax.extend.core import ClosedJaxpr, DropVar, Literal
 
 from jaxgrad.models.layers import conv_general_dilated
+from jaxgrad.types import LogitFn
 
-__all__ = ["fast_layers", "tiled_max_pool"]
-
-LogitFn = Callable[[Any, jax.Array], jax.Array]
+__all__ = ["fast_logit_fn", "tiled_max_pool"]
 
 
 def _tiles(x: jax.Array, window: tuple[int, ...]) -> tuple[jax.Array, tuple[int, ...]]:
@@ -52,13 +49,25 @@ def tiled_max_pool(x: jax.Array, window: tuple[int, ...]) -> jax.Array:
     """Max over non-overlapping windows (``reduce_window_max`` with stride = window, VALID).
 
     The same values as ``lax.reduce_window(x, -inf, lax.max, window, window, "VALID")`` and
-    the same derivatives: a window's tangent is that of its first maximal input in row-major
-    order, as in JAX's own rule, so tied inputs (flat image regions) get the same gradient.
+    the same reverse-mode derivatives: a window's gradient goes to its first maximal input in
+    row-major order, as XLA's ``select_and_scatter`` does, so tied inputs (flat image
+    regions) get the same gradient. (:func:`jaxgrad.models.max_pool_2x2` splits it equally
+    between ties instead.) Forward mode follows the same first maximum, where JAX's own rule
+    leaves the choice between ties to the backend.
+
+    Args:
+      x: float array of any rank.
+      window: one positive window size per axis of ``x`` (``(1, 2, 2, 1)`` for 2x2 pooling
+        of ``[B, H, W, C]``); a trailing remainder that fills no window is dropped.
+
+    Returns:
+      ``x.shape[i] // window[i]`` along each axis.
     """
-    window = tuple(int(w) for w in window)
-    if len(window) != x.ndim:
-        raise ValueError(f"window must have one size per axis of x ({x.ndim}), got {window}")
-    return _tiled_max(x, window)
+    if not isinstance(window, (tuple, list)) or len(window) != jnp.ndim(x):
+        raise ValueError(f"window must have one size per axis of x ({jnp.ndim(x)}), got {window}")
+    if any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in window):
+        raise ValueError(f"window sizes must be positive integers, got {window}")
+    return _tiled_max(x, tuple(window))
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
@@ -76,11 +85,15 @@ def _tiled_max_jvp(window, primals, tangents):
     tiles = _tiles(x, window)[0]
     flat = jnp.transpose(tiles, order).reshape(tiles.shape[::2] + (-1,))
     first = jax.lax.stop_gradient(jnp.argmax(flat, axis=-1))
-    onehot = jax.nn.one_hot(first, flat.shape[-1], dtype=x.dtype)
     dflat = jnp.transpose(_tiles(dx, window)[0], order).reshape(flat.shape)
-    # The value is read through the same one-hot, so derivatives of this rule (second order)
-    # also follow the first maximum rather than jnp.max's equal split between ties.
-    return jnp.sum(flat * onehot, axis=-1), jnp.sum(dflat * onehot, axis=-1)
+
+    # The value is read at the same index, so derivatives of this rule (second order) also
+    # follow the first maximum rather than jnp.max's equal split between ties; a gather, not a
+    # product with the one-hot, so that -inf or NaN elsewhere in the window stays out.
+    def pick(a):
+        return jnp.take_along_axis(a, first[..., None], axis=-1)[..., 0]
+
+    return pick(flat), pick(dflat)
 
 
 def _reduce_window_max(invals, params):
@@ -155,24 +168,26 @@ def _eval(jaxpr, consts, *args):
     return [read(v) for v in jaxpr.outvars]
 
 
-def fast_layers(logit_fn: LogitFn) -> LogitFn:
+def fast_logit_fn(logit_fn: LogitFn) -> LogitFn:
     """``logit_fn`` with its convolutions and tiling max-pools in jaxgrad's fast forms.
 
     Args:
-      logit_fn: any ``logit_fn(variables, x) -> [B, K]`` (a Linen or NNX module's apply, a
+      logit_fn: any ``logit_fn(params, x) -> [B, K]`` (a Linen or NNX module's apply, a
         plain function, jitted or not).
 
     Returns:
       A ``logit_fn`` with the same values and derivatives (of every order, in ``x`` and in
-      ``variables``) that every attribution method, trace estimator and training step takes
+      ``params``) that every attribution method, trace estimator and training step takes
       in place of the original. On XLA's CPU backend the MNIST CNN built from stock Flax
       layers runs Integrated Gradients at the speed of jaxgrad's own layers
-      (``benchmarks/attribution.py``, the ``user_cnn`` rows). Layer taps (Grad-CAM, FullGrad)
-      are not carried over: give those methods the original.
+      (``benchmarks/attribution.py``, the ``user_cnn`` rows). It is meant to run under
+      ``jit`` (as every method does): the user's own ``jit`` boundaries inside ``logit_fn``
+      are inlined. Layer taps (Grad-CAM, FullGrad) are not carried over: give those methods
+      the original, which refuse this plain function by name.
 
     Example:
       >>> import flax.linen as nn, jax, jax.numpy as jnp
-      >>> from jaxgrad.models import fast_layers
+      >>> from jaxgrad.models import fast_logit_fn
       >>> class Net(nn.Module):
       ...     @nn.compact
       ...     def __call__(self, x):
@@ -181,18 +196,18 @@ def fast_layers(logit_fn: LogitFn) -> LogitFn:
       >>> net = Net()
       >>> x = jnp.ones((2, 8, 8, 1))
       >>> v = net.init(jax.random.key(0), x)
-      >>> fast = fast_layers(net.apply)
+      >>> fast = fast_logit_fn(net.apply)
       >>> bool(jnp.allclose(fast(v, x), net.apply(v, x)))
       True
     """
     if not callable(logit_fn):
         raise TypeError(f"logit_fn must be callable, got {type(logit_fn).__name__}")
 
-    def fast(variables, x):
-        closed, shape = jax.make_jaxpr(logit_fn, return_shape=True)(variables, x)
-        outs = _eval(closed.jaxpr, closed.consts, *jax.tree.leaves((variables, x)))
+    def fast(params, x):
+        closed, shape = jax.make_jaxpr(logit_fn, return_shape=True)(params, x)
+        outs = _eval(closed.jaxpr, closed.consts, *jax.tree.leaves((params, x)))
         return jax.tree.unflatten(jax.tree.structure(shape), outs)
 
-    fast.__name__ = f"fast_layers({getattr(logit_fn, '__name__', type(logit_fn).__name__)})"
+    fast.__name__ = f"fast_logit_fn({getattr(logit_fn, '__name__', type(logit_fn).__name__)})"
     fast.__doc__ = logit_fn.__doc__
     return fast

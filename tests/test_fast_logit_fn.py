@@ -1,5 +1,5 @@
-"""``fast_layers``: a user's stock-layer model rewritten into jaxgrad's fast forms, with the same
-values and derivatives (first and second order, ties in max-pooling included)."""
+"""``fast_logit_fn``: a user's stock-layer model rewritten into jaxgrad's fast forms, with the
+same values and derivatives (first and second order, ties in max-pooling included)."""
 
 import functools
 
@@ -12,7 +12,7 @@ from flax import nnx
 
 from jaxgrad import input_gradients
 from jaxgrad.attribution import integrated_gradients, smoothgrad
-from jaxgrad.models import fast_layers, nnx_logit_fn, tiled_max_pool
+from jaxgrad.models import fast_logit_fn, nnx_logit_fn, tiled_max_pool
 
 
 class StockCNN(nn.Module):
@@ -56,6 +56,16 @@ def plain_logits(p, x):
     return jnp.einsum("bchw,kc->bk", padded, p["d1"]) + jnp.einsum("bchw,kc->bk", tiled, p["d2"])
 
 
+def tied_logits(p, x):
+    """Max-pooling straight on quantised images scaled by a parameter: most windows tie among
+    values of nonzero slope, so the choice between tied inputs shows in every derivative."""
+    h = jax.lax.reduce_window(
+        x * p["s"] + p["b"], -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID"
+    )
+    h = jnp.tanh(h)  # curvature, so that second derivatives are not all zero
+    return h.reshape(h.shape[0], -1) @ p["d"]
+
+
 def _images(shape, seed=0):
     """Images with flat regions (quantised values): max-pool windows with tied maxima."""
     rng = np.random.default_rng(seed)
@@ -75,14 +85,20 @@ def cases():
         "d1": jnp.asarray(rng.normal(size=(3, 4)), jnp.float32),
         "d2": jnp.asarray(rng.normal(size=(3, 4)), jnp.float32),
     }
+    p_tied = {
+        "s": jnp.asarray(rng.normal(size=(1, 1, 1, 2)), jnp.float32),
+        "b": jnp.asarray(rng.normal(size=(1, 1, 1, 2)), jnp.float32),
+        "d": jnp.asarray(rng.normal(size=(4 * 4 * 2, 3)), jnp.float32),
+    }
     return {
+        "ties": (tied_logits, p_tied, _images((3, 8, 8, 2), 4)),
         "linen": (linen.apply, v_linen, x_nhwc),
         "nnx": (nnx_fn, nnx_params, _images((3, 8, 8, 1), 2)),
         "plain": (plain_logits, p_plain, _images((3, 2, 13, 14), 3)),
     }
 
 
-KINDS = ("linen", "nnx", "plain")
+KINDS = ("ties", "linen", "nnx", "plain")
 
 
 def _close(a, b):
@@ -93,9 +109,9 @@ def _close(a, b):
 @pytest.mark.parametrize("kind", KINDS)
 def test_values_and_first_derivatives_are_the_original_s(cases, kind):
     f, v, x = cases[kind]
-    g = fast_layers(f)
+    g = fast_logit_fn(f)
     y = jnp.arange(len(x)) % 3
-    np.testing.assert_array_equal(g(v, x), f(v, x))  # the forward convolutions are the same ops
+    _close(jax.jit(g)(v, x), jax.jit(f)(v, x))
     _close(input_gradients(g, v, x, y), input_gradients(f, v, x, y))
 
     def loss(fn, params):
@@ -111,7 +127,7 @@ def test_second_derivatives_are_the_original_s(cases, kind):
     # Hessian-vector products in x (score matching's double backprop) and the mixed
     # derivative in the parameters of the input-gradient's norm (gradient-norm regularizer).
     f, v, x = cases[kind]
-    g = fast_layers(f)
+    g = fast_logit_fn(f)
     y = jnp.arange(len(x)) % 3
     t = jax.random.normal(jax.random.key(5), x.shape)
 
@@ -147,7 +163,8 @@ def test_tied_maxima_get_the_gradient_jax_s_rule_gives_them():
 
 def test_the_gradient_program_has_no_select_and_scatter_and_canonical_kernels(cases):
     # What makes it fast: max-pooling's backward is no longer select-and-scatter, and the
-    # input-gradient convolutions take a kernel transposed in memory (01io), not 01oi.
+    # input-gradient convolutions take a kernel transposed in memory ([0, 1, i, o]) rather
+    # than one whose feature axes are swapped in the dimension numbers ([0, 1, o, i]).
     f, v, x = cases["linen"]
     y = jnp.zeros(len(x), jnp.int32)
 
@@ -155,14 +172,51 @@ def test_the_gradient_program_has_no_select_and_scatter_and_canonical_kernels(ca
         grad = jax.jit(lambda v, x: input_gradients(fn, v, x, y))
         return grad.lower(v, x).as_text()
 
-    assert "select_and_scatter" in hlo(f)
-    fast = hlo(fast_layers(f))
+    slow, fast = hlo(f), hlo(fast_logit_fn(f))
+    assert "select_and_scatter" in slow and "x[0, 1, o, i]" in slow
     assert "select_and_scatter" not in fast and "reduce_window" not in fast
+    assert "x[0, 1, o, i]" not in fast and "x[0, 1, i, o]" in fast
+
+
+def test_it_composes_with_jit_vmap_and_closures(cases):
+    f, v, x = cases["linen"]
+    g = fast_logit_fn(f)
+
+    # A closed-over tracer (differentiating in a scale applied inside the function).
+    def scaled(fn, s):
+        return jnp.sum(fn(v, x * s) ** 2)
+
+    _close(jax.grad(functools.partial(scaled, g))(1.5), jax.grad(functools.partial(scaled, f))(1.5))
+    inner = fast_logit_fn(lambda p, z: f(p, z * 1.5))
+    _close(jax.jit(inner)(v, x), f(v, x * 1.5))
+    # vmap over a leading axis of several batches, and forward mode.
+    xs = jnp.stack([x, x[::-1]])
+    _close(jax.vmap(g, (None, 0))(v, xs), jax.vmap(f, (None, 0))(v, xs))
+    t = jnp.ones_like(x)
+    _close(jax.jvp(lambda z: g(v, z), (x,), (t,))[1], jax.jvp(lambda z: f(v, z), (x,), (t,))[1])
+
+
+def test_infinite_inputs_keep_the_original_values_and_gradients():
+    # -inf padding (masked pooling) must not turn into NaN through the rewrite.
+    x = jnp.asarray([[1.0, -jnp.inf, -jnp.inf, -jnp.inf], [2.0, 3.0, -jnp.inf, 0.5]])
+
+    def pool(z):
+        return jax.lax.reduce_window(z, -jnp.inf, jax.lax.max, (1, 2), (1, 2), "VALID")
+
+    def fast(z):
+        return tiled_max_pool(z, (1, 2))
+
+    np.testing.assert_array_equal(fast(x), pool(x))
+    assert np.isneginf(np.asarray(fast(x))[0, 1])
+    w = jnp.asarray([[1.0, 0.0], [2.0, 3.0]])
+    want = jax.grad(lambda z: jnp.sum(jnp.where(w > 0, pool(z), 0.0) * w))(x)
+    got = jax.grad(lambda z: jnp.sum(jnp.where(w > 0, fast(z), 0.0) * w))(x)
+    np.testing.assert_array_equal(got, want)
 
 
 def test_attribution_methods_take_it_unchanged(cases):
     f, v, x = cases["linen"]
-    g = fast_layers(f)
+    g = fast_logit_fn(f)
     y = jnp.arange(len(x)) % 3
     ig = functools.partial(integrated_gradients, steps=16, chunk_size=4)
     _close(jax.jit(functools.partial(ig, g))(v, x, y), jax.jit(functools.partial(ig, f))(v, x, y))
@@ -173,6 +227,8 @@ def test_attribution_methods_take_it_unchanged(cases):
 
 def test_bad_input_is_named():
     with pytest.raises(TypeError, match="logit_fn must be callable"):
-        fast_layers("not a function")
+        fast_logit_fn("not a function")
     with pytest.raises(ValueError, match="window must have one size per axis"):
         tiled_max_pool(jnp.ones((2, 4, 4, 1)), (2, 2))
+    with pytest.raises(ValueError, match="window sizes must be positive integers"):
+        tiled_max_pool(jnp.ones((2, 4, 4, 1)), (1, 0, 2, 1))
