@@ -76,24 +76,42 @@ def _tiled_max(x, window):
     return tiles.max(axis=axes)
 
 
+def _first_maximum(tiles: jax.Array, axes: tuple[int, ...]) -> jax.Array:
+    """Mask of each window's first maximum in row-major order over the window ``axes``.
+
+    Counted in place (prefix sums of the hits, fastest window axis first, as slices and adds),
+    without moving the window axes: a transpose there cost more than the pooling it replaces.
+    """
+    hit = (tiles == tiles.max(axis=axes, keepdims=True)).astype(jnp.int32)
+    axes = tuple(ax for ax in axes if tiles.shape[ax] > 1)
+    if not axes:
+        return hit == 1
+
+    def prefix(a, ax):
+        return jax.lax.associative_scan(jnp.add, a, axis=ax)
+
+    count = prefix(hit, axes[-1])
+    block = jnp.sum(hit, axis=axes[-1], keepdims=True)
+    for ax in reversed(axes[:-1]):
+        count = count + prefix(block, ax) - block  # hits in earlier slices along ax
+        block = jnp.sum(block, axis=ax, keepdims=True)
+    return (hit == 1) & (count == 1)
+
+
 @_tiled_max.defjvp
 def _tiled_max_jvp(window, primals, tangents):
     (x,), (dx,) = primals, tangents
-    # One-hot of each window's first maximum: move the window axes last and flatten them.
-    n = len(window)
-    order = [2 * i for i in range(n)] + [2 * i + 1 for i in range(n)]
-    tiles = _tiles(x, window)[0]
-    flat = jnp.transpose(tiles, order).reshape(tiles.shape[::2] + (-1,))
-    first = jax.lax.stop_gradient(jnp.argmax(flat, axis=-1))
-    dflat = jnp.transpose(_tiles(dx, window)[0], order).reshape(flat.shape)
-
-    # The value is read at the same index, so derivatives of this rule (second order) also
-    # follow the first maximum rather than jnp.max's equal split between ties; a gather, not a
-    # product with the one-hot, so that -inf or NaN elsewhere in the window stays out.
-    def pick(a):
-        return jnp.take_along_axis(a, first[..., None], axis=-1)[..., 0]
-
-    return pick(flat), pick(dflat)
+    tiles, axes = _tiles(x, window)
+    first = jax.lax.stop_gradient(_first_maximum(tiles, axes))
+    # The value is read at the same input, so derivatives of this rule (second order) also
+    # follow the first maximum rather than jnp.max's equal split between ties; by selection,
+    # not a product with the mask, so that -inf elsewhere in the window stays out. A window
+    # holding NaN has no maximum to select: its value is the max's (NaN), as the original's.
+    value = jnp.where(
+        jnp.any(first, axis=axes), jnp.sum(jnp.where(first, tiles, 0), axis=axes), tiles.max(axes)
+    )
+    tangent = jnp.sum(jnp.where(first, _tiles(dx, window)[0], 0), axis=axes)
+    return value, tangent
 
 
 def _reduce_window_max(invals, params):
