@@ -179,21 +179,54 @@ def test_the_gradient_program_has_no_select_and_scatter_and_canonical_kernels(ca
 
 
 def test_it_composes_with_jit_vmap_and_closures(cases):
-    f, v, x = cases["linen"]
+    f, v, x = cases["ties"]
     g = fast_logit_fn(f)
 
-    # A closed-over tracer (differentiating in a scale applied inside the function).
-    def scaled(fn, s):
-        return jnp.sum(fn(v, x * s) ** 2)
+    # A closed-over tracer: differentiating in a scale the traced function closes over.
+    def scaled(wrap, s):
+        return jnp.sum(wrap(lambda p, z: f(p, z * s))(v, x) ** 2)
 
-    _close(jax.grad(functools.partial(scaled, g))(1.5), jax.grad(functools.partial(scaled, f))(1.5))
-    inner = fast_logit_fn(lambda p, z: f(p, z * 1.5))
-    _close(jax.jit(inner)(v, x), f(v, x * 1.5))
-    # vmap over a leading axis of several batches, and forward mode.
+    want = jax.grad(functools.partial(scaled, lambda fn: fn))(1.5)
+    _close(jax.grad(functools.partial(scaled, fast_logit_fn))(1.5), want)
+    _close(jax.jit(jax.grad(functools.partial(scaled, fast_logit_fn)))(1.5), want)
+    # vmap over a leading axis of several batches, and forward mode along a random direction
+    # (so that the choice between tied inputs shows).
     xs = jnp.stack([x, x[::-1]])
     _close(jax.vmap(g, (None, 0))(v, xs), jax.vmap(f, (None, 0))(v, xs))
-    t = jnp.ones_like(x)
+    t = jax.random.normal(jax.random.key(1), x.shape)
     _close(jax.jvp(lambda z: g(v, z), (x,), (t,))[1], jax.jvp(lambda z: f(v, z), (x,), (t,))[1])
+
+
+@pytest.mark.parametrize(
+    "shape, window", [((2, 7, 9, 4), (1, 2, 3, 2)), ((3, 5, 6, 2, 4), (2, 1, 3, 1, 2))]
+)
+def test_tiled_max_pool_follows_reduce_window_on_any_tiling_window(shape, window):
+    # Windows over three axes, some of size 1 between them, sizes that leave a remainder, and
+    # quantised values (ties everywhere): values, gradients and second derivatives agree.
+    x = _images(shape, 7) - 0.5
+    w = jax.random.normal(
+        jax.random.key(2), tuple(d // k for d, k in zip(shape, window, strict=True))
+    )
+
+    def pool(z):
+        return jax.lax.reduce_window(z, -jnp.inf, jax.lax.max, window, window, "VALID")
+
+    def loss(p, z):
+        return jnp.sum(jnp.tanh(p(z)) * w)
+
+    def fast(z):
+        return tiled_max_pool(z, window)
+
+    np.testing.assert_array_equal(fast(x), pool(x))
+    np.testing.assert_array_equal(
+        jax.grad(functools.partial(loss, fast))(x), jax.grad(functools.partial(loss, pool))(x)
+    )
+    t = jax.random.normal(jax.random.key(3), shape)
+
+    def hvp(p):
+        return jax.jvp(jax.grad(functools.partial(loss, p)), (x,), (t,))[1]
+
+    _close(hvp(fast), hvp(pool))
 
 
 def test_infinite_inputs_keep_the_original_values_and_gradients():

@@ -16,8 +16,12 @@ layout in the backward pass), and every ``reduce_window_max`` whose windows tile
 (window = stride, no padding, no dilation: the 2x2 / stride 2 pooling of CNNs) by a reshape and
 a max whose gradient goes to the same input as JAX's rule sends it, the first maximum of the
 window in row-major order, ties included. Everything else is bound
-unchanged (custom derivatives, loops and conditionals included, whose bodies are not rewritten).
-Values and derivatives of every order are the original's.
+unchanged (custom derivatives, loops and conditionals included, whose bodies are not rewritten:
+a model under ``nn.remat`` or ``nn.scan`` keeps its own layers there). Values and derivatives
+of every order are the original's, with two exceptions at windows where the max has no
+well-defined input: a window of -inf everywhere sends its tangent to its first input (JAX's
+reverse mode does the same, its forward mode gives 0), and a window holding NaN gives a zero
+tangent (JAX's passes the one after the last NaN).
 """
 
 from __future__ import annotations
@@ -108,7 +112,9 @@ def _tiled_max_jvp(window, primals, tangents):
     # not a product with the mask, so that -inf elsewhere in the window stays out. A window
     # holding NaN has no maximum to select: its value is the max's (NaN), as the original's.
     value = jnp.where(
-        jnp.any(first, axis=axes), jnp.sum(jnp.where(first, tiles, 0), axis=axes), tiles.max(axes)
+        jnp.any(first, axis=axes),
+        jnp.sum(jnp.where(first, tiles, jnp.asarray(-0.0, tiles.dtype)), axis=axes),  # keeps -0.0
+        tiles.max(axes),
     )
     tangent = jnp.sum(jnp.where(first, _tiles(dx, window)[0], 0), axis=axes)
     return value, tangent
