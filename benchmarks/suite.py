@@ -339,7 +339,8 @@ def summary(result) -> list[dict]:
         for kind in ("score_matching_taylor", "score_matching_hutchinson_1probe"):
             rows.append(
                 {
-                    "work": f"{name} {kind} step / cross-entropy step (jaxgrad)",
+                    "work": f"{name} {kind} step / cross-entropy step (jaxgrad; cost, lower "
+                    "is better)",
                     "jaxgrad": f"{r[kind]['ratio_to_cross_entropy']:.2f}x",
                     "peer": "",
                     "ratio": None,
@@ -366,8 +367,10 @@ def summary(result) -> list[dict]:
 
 def to_markdown(result) -> str:
     m = result["machine"]
+    tiny = result["config"].get("tiny")
     lines = [
-        f"# jaxgrad benchmark suite: {result['machine_name']}",
+        f"# jaxgrad benchmark suite: {result['machine_name']}"
+        + (" (tiny: one timed call each, a smoke test whose figures are noise)" if tiny else ""),
         "",
         f"{m['device_kind']} ({m['backend']}, {m['devices']} device(s)), JAX {m['jax']}; "
         f"peer: {result['peer']}. Ratio = jaxgrad's throughput over the peer's (above 1: "
@@ -429,7 +432,13 @@ def main() -> None:
         "machine": {**machine_info(), "device_kind": jax.devices()[0].device_kind},
         "machine_name": machine_name(),
         "peer": peer,
-        "config": {**cfg, "timed_steps": steps, "repeats": repeats, "chunks": chunks},
+        "config": {
+            **cfg,
+            "tiny": a.tiny,
+            "timed_steps": steps,
+            "repeats": repeats,
+            "chunks": chunks,
+        },
     }
     if device:
         import torch

@@ -265,3 +265,10 @@ def test_bad_input_is_named():
         tiled_max_pool(jnp.ones((2, 4, 4, 1)), (2, 2))
     with pytest.raises(ValueError, match="window sizes must be positive integers"):
         tiled_max_pool(jnp.ones((2, 4, 4, 1)), (1, 0, 2, 1))
+    with pytest.raises(ValueError, match="window sizes must be positive integers"):
+        tiled_max_pool(jnp.ones((2, 4, 4, 1)), (1, True, 2, 1))
+    with pytest.raises(ValueError, match="window must be static"):
+        jax.jit(tiled_max_pool)(jnp.ones((2, 4, 4, 1)), (1, 2, 2, 1))
+    # Any integer type, and array-likes, are taken.
+    got = tiled_max_pool([[1.0, 2.0], [3.0, 4.0]], (np.int64(2), 2))
+    np.testing.assert_array_equal(got, [[4.0]])

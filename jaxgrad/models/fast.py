@@ -31,6 +31,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.extend.core import ClosedJaxpr, DropVar, Literal
 
 from jaxgrad.models.layers import conv_general_dilated
@@ -67,11 +68,20 @@ def tiled_max_pool(x: jax.Array, window: tuple[int, ...]) -> jax.Array:
     Returns:
       ``x.shape[i] // window[i]`` along each axis.
     """
-    if not isinstance(window, (tuple, list)) or len(window) != jnp.ndim(x):
-        raise ValueError(f"window must have one size per axis of x ({jnp.ndim(x)}), got {window}")
-    if any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in window):
-        raise ValueError(f"window sizes must be positive integers, got {window}")
-    return _tiled_max(x, tuple(window))
+    x = jnp.asarray(x)
+    if not isinstance(window, (tuple, list)) or len(window) != x.ndim:
+        raise ValueError(f"window must have one size per axis of x ({x.ndim}), got {window}")
+    sizes = []
+    for w in window:
+        if isinstance(w, jax.core.Tracer):
+            raise ValueError(
+                "window must be static (Python or NumPy integers): under jit, mark it static "
+                f"(jax.jit(..., static_argnums=...)), got a traced {w.aval}"
+            )
+        if isinstance(w, (bool, np.bool_)) or not isinstance(w, (int, np.integer)) or w < 1:
+            raise ValueError(f"window sizes must be positive integers, got {window}")
+        sizes.append(int(w))
+    return _tiled_max(x, tuple(sizes))
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
