@@ -28,7 +28,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from _common import machine_info
+from _common import machine_info, torch_sync
 
 from jaxgrad.attribution import gradient, integrated_gradients, smoothgrad
 from jaxgrad.models import (
@@ -166,7 +166,7 @@ def bench_model(
         sec, out = timed(jax_call(fn), repeats)
         return sec, compile_s, np.asarray(out)
 
-    sync = torch.cuda.synchronize if str(device).startswith("cuda") else (lambda: None)
+    sync = torch_sync(device)
 
     def run_captum(make, **kw):
         def call():  # synchronised, without a copy to the host (as jaxgrad's side)

@@ -49,7 +49,7 @@ import jax  # noqa: E402
 import optax  # noqa: E402
 import score_matching  # noqa: E402
 import train_step  # noqa: E402
-from _common import machine_info  # noqa: E402
+from _common import machine_info, torch_sync, wall_times  # noqa: E402
 from _profile import jax_breakdown, markdown, torch_breakdown  # noqa: E402
 
 from jaxgrad.attribution import integrated_gradients  # noqa: E402
@@ -176,22 +176,6 @@ def _jax_call(fn, *args):
     return jax.block_until_ready(fn(*args))
 
 
-def _no_sync():
-    pass
-
-
-def _best(fn, sync, repeats):
-    fn()
-    sync()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t)
-    return min(times)
-
-
 def bench_conv_kernels(batch: int, repeats: int, device: str | None) -> list[dict]:
     """Each convolution alone, forward and forward + backward (input and weight gradients),
     XLA against PyTorch on the same device: the kernels neither library's code around them
@@ -218,13 +202,13 @@ def bench_conv_kernels(batch: int, repeats: int, device: str | None) -> list[dic
         row = {
             "conv": name,
             "shape": f"{batch}x{hw}x{hw}x{cin} -> {cout}, {k}x{k}, stride {stride}",
-            "xla_forward_ms": 1e3 * _best(run_fwd, _no_sync, repeats),
-            "xla_forward_backward_ms": 1e3 * _best(run_both, _no_sync, repeats),
+            "xla_forward_ms": 1e3 * min(wall_times(run_fwd, repeats)),
+            "xla_forward_backward_ms": 1e3 * min(wall_times(run_both, repeats)),
         }
         if device:
             import torch
 
-            sync = torch.cuda.synchronize if device.startswith("cuda") else _no_sync
+            sync = torch_sync(device)
             xt = torch.tensor(x.transpose(0, 3, 1, 2).copy(), device=device, requires_grad=True)
             wt = torch.tensor(w.transpose(3, 2, 0, 1).copy(), device=device, requires_grad=True)
 
@@ -236,8 +220,8 @@ def bench_conv_kernels(batch: int, repeats: int, device: str | None) -> list[dic
                 out = torch.nn.functional.conv2d(xt, wt, stride=stride, padding=k // 2)
                 return torch.autograd.grad((out**2).sum(), (xt, wt))
 
-            row["torch_forward_ms"] = 1e3 * _best(tf, sync, repeats)
-            row["torch_forward_backward_ms"] = 1e3 * _best(tb, sync, repeats)
+            row["torch_forward_ms"] = 1e3 * min(wall_times(tf, repeats, sync))
+            row["torch_forward_backward_ms"] = 1e3 * min(wall_times(tb, repeats, sync))
             row["forward_ratio"] = row["torch_forward_ms"] / row["xla_forward_ms"]
             row["forward_backward_ratio"] = (
                 row["torch_forward_backward_ms"] / row["xla_forward_backward_ms"]

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from _common import machine_info
+from _common import machine_info, torch_sync, wall_times
 
 from jaxgrad.models import MnistCNN, ResNet18
 from jaxgrad.training import classifier_loss, create_train_state, make_train_step
@@ -148,17 +148,8 @@ def bench_torch(name: str, batch_size: int, steps: int, device: str = "cpu") -> 
 
     step, model = torch_step(name, batch_size, device)
     n_params = sum(p.numel() for p in model.parameters())
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    for _ in range(3 if device.startswith("cuda") else 1):  # cuDNN's autotuning, allocator
-        step()
-    sync()
-    times = []
-    for _ in range(steps):
-        t = time.perf_counter()
-        step()
-        sync()
-        times.append(time.perf_counter() - t)
-    sec = float(np.median(times))
+    warmup = 3 if device.startswith("cuda") else 1  # cuDNN's autotuning, the allocator
+    sec = float(np.median(wall_times(step, steps, torch_sync(device), warmup)))
     return {
         "step_s": sec,
         "examples_per_s": batch_size / sec,
