@@ -24,3 +24,10 @@ def normal(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Arr
 def rademacher(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
     """``jax.random.rademacher(key, shape, dtype)``, drawn flat."""
     return jax.random.rademacher(key, (math.prod(shape),), dtype).reshape(shape)
+
+
+def uniform(
+    key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32, minval=0.0, maxval=1.0
+) -> jax.Array:
+    """``jax.random.uniform(key, shape, dtype, minval, maxval)``, drawn flat."""
+    return jax.random.uniform(key, (math.prod(shape),), dtype, minval, maxval).reshape(shape)

@@ -23,12 +23,18 @@ import numpy as np
 
 from jaxgrad._chunking import chunked_vmap
 from jaxgrad._filters import gaussian_blur
-from jaxgrad._validation import check_choice, check_fractions, check_images, check_inputs
+from jaxgrad._validation import (
+    check_choice,
+    check_fractions,
+    check_images,
+    check_inputs,
+    check_positive_int,
+)
 from jaxgrad.gradients import select_logits
 from jaxgrad.types import ArrayLike, LogitFn, Params
 
 AGGREGATES = ("abs_sum", "std", "sum", "max_abs")
-FILLS = ("constant", "image_mean", "data_mean", "blur")
+FILLS = ("constant", "image_mean", "image_min", "data_mean", "blur")
 ORDERS = ("least", "most", "random")
 
 
@@ -93,6 +99,9 @@ def _fill(x, fill, fill_value, data_mean, blur_sigma):
         return jnp.full_like(x, fill_value)
     if fill == "image_mean":
         return jnp.broadcast_to(jnp.mean(x, axis=(1, 2), keepdims=True), x.shape)
+    if fill == "image_min":
+        axes = tuple(range(1, x.ndim))
+        return jnp.broadcast_to(jnp.min(x, axis=axes, keepdims=True), x.shape)
     if fill == "data_mean":
         if data_mean is None:
             raise ValueError("fill='data_mean' needs data_mean= (an array broadcastable to x[0])")
@@ -134,7 +143,8 @@ def pixel_perturbation(
       order: ``least`` salient first, ``most`` salient first, or ``random`` (needs ``key``).
       aggregate: the per-pixel salience, see :func:`pixel_salience`.
       fill: ``constant`` (``fill_value``), ``image_mean`` (per image and channel),
-        ``data_mean`` (``data_mean``), or ``blur`` (a Gaussian blur of the image with
+        ``image_min`` (each image's minimum, Quantus's ``"black"``), ``data_mean``
+        (``data_mean``), or ``blur`` (a Gaussian blur of the image with
         ``blur_sigma``, zero-padded).
       key: PRNG key for ``order="random"`` or ``ties="random"``.
       ties: ``stable`` (pixel order) or ``random`` (needs ``key``), see :func:`removal_ranks`.
@@ -223,3 +233,96 @@ def area_under_curve(fractions: ArrayLike, values: ArrayLike) -> jax.Array:
     v = jnp.asarray(values)
     widths = (f[1:] - f[:-1]).reshape(-1, *([1] * (v.ndim - 1)))
     return jnp.sum(widths * (v[1:] + v[:-1]) / 2, axis=0)
+
+
+MODES = ("deletion", "insertion")
+
+
+def deletion_insertion(
+    logit_fn: LogitFn,
+    params: Params,
+    x: ArrayLike,
+    target: ArrayLike,
+    attribution: ArrayLike,
+    *,
+    mode: str = "deletion",
+    num_steps: int | None = None,
+    aggregate: str = "abs_sum",
+    fill: str | None = None,
+    fill_value: float = 0.0,
+    data_mean: ArrayLike | None = None,
+    blur_sigma: float = 5.0,
+    ties: str = "stable",
+    key: jax.Array | None = None,
+    chunk_size: int | None = None,
+) -> dict[str, jax.Array]:
+    """Deletion and insertion curves and their areas (Petsiuk et al. 2018, RISE).
+
+    Deletion removes the most salient pixels first, ``W`` pixels per step (RISE's step of one
+    image row), and tracks the target's softmax probability: a faithful map makes it fall
+    fast (lower area is better). Insertion starts from a blurred copy of the image (RISE's
+    substrate) and puts the original pixels back, most salient first: a faithful map makes
+    the probability rise fast (higher area is better). The curve's area is the trapezoidal
+    rule over the fraction of pixels, in ``[0, 1]``.
+
+    Args:
+      logit_fn: ``(params, x) -> [B, K]``.
+      params: the model's params.
+      x: ``[B, H, W, C]`` images.
+      target: ``[B]`` int.
+      attribution: ``x``'s shape, the maps that rank the pixels.
+      mode: ``deletion`` or ``insertion``.
+      num_steps: the curve has ``num_steps + 1`` points, from 0 to every pixel (static);
+        ``H`` when None (``W`` pixels per step, as RISE).
+      aggregate: the per-pixel salience, see :func:`pixel_salience`.
+      fill: the substrate, as in :func:`pixel_perturbation`; by default RISE's: ``constant``
+        0 for deletion, ``blur`` (``blur_sigma`` 5, RISE's ``sigma``) for insertion.
+      fill_value: the constant of ``fill="constant"``.
+      data_mean: the array of ``fill="data_mean"``.
+      blur_sigma: the blur's standard deviation in pixels (static).
+      ties: ``stable`` or ``random`` (needs ``key``), see :func:`removal_ranks`.
+      key: PRNG key for ``ties="random"``.
+      chunk_size: curve points evaluated together (static); all at once when None.
+
+    Returns:
+      ``{"fractions": [F], "changed": [F] (pixels per image), "probability", "logit",
+      "correct": [F, B], "auc": [B]}`` with ``F = num_steps + 1``; ``auc`` is the area under
+      the probability curve.
+    """
+    check_choice(mode, MODES, "mode")
+    x, target = check_inputs(x, target)
+    check_images(x, "x")
+    attribution = jnp.asarray(attribution)
+    if attribution.shape != x.shape:
+        raise ValueError(f"attribution must have x's shape {x.shape}, got {attribution.shape}")
+    num_pixels = x.shape[1] * x.shape[2]
+    num_steps = x.shape[1] if num_steps is None else check_positive_int(num_steps, "num_steps")
+    if num_steps > num_pixels:
+        raise ValueError(f"num_steps must be at most H * W = {num_pixels}, got {num_steps}")
+    if fill is None:
+        fill = "constant" if mode == "deletion" else "blur"
+    f = np.linspace(0.0, 1.0, num_steps + 1)
+    counts = np.rint(f * num_pixels).astype(np.int32)
+    ranks = removal_ranks(pixel_salience(attribution, aggregate), "most", key, ties=ties)
+    ranks = ranks[..., None]
+    substrate = _fill(x, fill, fill_value, data_mean, blur_sigma)
+    start, end = (x, substrate) if mode == "deletion" else (substrate, x)
+
+    def at(count):
+        xp = jnp.where(ranks < count, end, start)
+        logits = logit_fn(params, xp)
+        logit = select_logits(logits, target)
+        prob = select_logits(jax.nn.softmax(logits, axis=-1), target)
+        correct = (jnp.argmax(logits, axis=-1) == target).astype(x.dtype)
+        return logit, prob, correct
+
+    logit, prob, correct = chunked_vmap(at, jnp.asarray(counts), chunk_size)
+    fractions = jnp.asarray(counts / num_pixels, x.dtype)
+    return {
+        "fractions": fractions,
+        "changed": jnp.asarray(counts),
+        "probability": prob,
+        "logit": logit,
+        "correct": correct,
+        "auc": area_under_curve(fractions, prob),
+    }
