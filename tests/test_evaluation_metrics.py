@@ -105,7 +105,9 @@ def test_sensitivity_of_a_constant_gradient_is_zero_and_of_a_quadratic_is_its_cl
 ):
     x, t = batch
     f, p = linear_model(jax.random.key(0))
-    np.testing.assert_allclose(sensitivity(f, p, x, t, key=jax.random.key(3)), 0.0, atol=1e-6)
+    np.testing.assert_allclose(
+        sensitivity(f, p, x, t, key=jax.random.key(3), method=gradient), 0.0, atol=1e-6
+    )
     # logit_t = 0.5 x^T A_t x: the gradient A_t x moves by A_t u exactly.
     d = H * W
     m = jax.random.normal(jax.random.key(4), (3, d, d)) / np.sqrt(d)
@@ -117,7 +119,9 @@ def test_sensitivity_of_a_constant_gradient_is_zero_and_of_a_quadratic_is_its_cl
 
     key, n, r = jax.random.key(8), 7, 0.1
     for reduce in ("max", "mean"):
-        ours = sensitivity(quad, a_mats, x, t, key=key, radius=r, num_samples=n, reduce=reduce)
+        ours = sensitivity(
+            quad, a_mats, x, t, key=key, method=gradient, radius=r, num_samples=n, reduce=reduce
+        )
         v = np.asarray(x).reshape(5, -1)
         am = np.asarray(a_mats)[np.asarray(t)]
         ax = np.einsum("bij,bj->bi", am, v)
@@ -339,7 +343,9 @@ def test_every_metric_runs_under_jit_on_users_models(batch, which):
         "faithfulness": lambda p, x, t, a, k: faithfulness_correlation(
             f, p, x, t, a, key=k, num_runs=8, subset_size=6
         ),
-        "sensitivity": lambda p, x, t, a, k: sensitivity(f, p, x, t, key=k, num_samples=3),
+        "sensitivity": lambda p, x, t, a, k: sensitivity(
+            f, p, x, t, key=k, method=gradient, num_samples=3
+        ),
         "deletion": lambda p, x, t, a, k: deletion_insertion(f, p, x, t, a)["auc"],
         "road": lambda p, x, t, a, k: road(f, p, x, t, a, key=k, fractions=(0.3, 0.6))["logit"],
     }
@@ -373,11 +379,11 @@ def test_every_metric_runs_under_jit_on_users_models(batch, which):
         (lambda f, p, x, t, a: faithfulness_correlation(f, p, x, t, a,
                                                         subsets=np.zeros((3, 2, 4), int)),
          "subsets must have shape"),
-        (lambda f, p, x, t, a: sensitivity(f, p, x, t, key=jax.random.key(0), radius=np.nan),
+        (lambda f, p, x, t, a: sensitivity(f, p, x, t, key=jax.random.key(0), method=gradient, radius=np.nan),
          "radius must be"),
-        (lambda f, p, x, t, a: sensitivity(f, p, x, t, key=jax.random.key(0), reduce="min"),
+        (lambda f, p, x, t, a: sensitivity(f, p, x, t, key=jax.random.key(0), method=gradient, reduce="min"),
          "reduce must be one of"),
-        (lambda f, p, x, t, a: sensitivity(f, p, x, t, key=jax.random.key(0), num_samples=0),
+        (lambda f, p, x, t, a: sensitivity(f, p, x, t, key=jax.random.key(0), method=gradient, num_samples=0),
          "num_samples must be"),
         (lambda f, p, x, t, a: deletion_insertion(f, p, x, t, a, mode="both"),
          "mode must be one of"),

@@ -21,12 +21,14 @@ from jaxgrad.attribution import (
     integrated_gradients,
     smoothgrad,
 )
+from jaxgrad.evaluation import infidelity, sensitivity
 from jaxgrad.models import MLP, MnistCNN, init_variables, linen_logit_fn
 
 torch = pytest.importorskip(
     "torch", reason="the bench extra (torch, captum) is installed by make test"
 )
 captum_attr = pytest.importorskip("captum.attr")
+captum_metrics = pytest.importorskip("captum.metrics")
 
 
 def torch_mlp(params):
@@ -251,3 +253,79 @@ def test_bilinear_resize_matches_torch_interpolate(align_corners):
         .transpose(0, 2, 3, 1)
     )
     np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
+# --- Captum's two metrics, on the same weights and the same draws --------------------------
+
+
+def interleave(draws, to_t):
+    """``[S, B, ...]`` jaxgrad draws in Captum's order: example-major ``[B * S, ...]``."""
+    d = np.asarray(draws)
+    d = np.swapaxes(d, 0, 1).reshape(-1, *d.shape[2:])
+    return torch.tensor(to_t(d).copy())
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_infidelity_matches_captum_with_the_same_perturbations(pair, normalize):
+    logit_fn, variables, x, target, tmodel, to_t, from_t = pair
+    n, sigma, key = 7, 0.05, jax.random.key(3)
+    attribution = gradient(logit_fn, variables, jnp.asarray(x), jnp.asarray(target))
+    kw = dict(num_samples=n, noise_scale=sigma, normalize=normalize)
+    ours = infidelity(logit_fn, variables, x, target, attribution, key=key, **kw)
+    # The documented draws: sample s is noise_scale * N(0, 1) from split(key, n)[s].
+    draws = [sigma * _random.normal(k, x.shape) for k in jax.random.split(key, n)]
+    replayed = infidelity(
+        logit_fn, variables, x, target, attribution, key=None, perturbations=np.stack(draws),
+        normalize=normalize,
+    )  # fmt: skip
+    np.testing.assert_allclose(replayed, ours, rtol=1e-6)
+    pert = interleave(draws, to_t)
+
+    def perturb_func(inputs):
+        return pert, inputs - pert
+
+    theirs = captum_metrics.infidelity(
+        tmodel,
+        perturb_func,
+        torch.tensor(to_t(x).copy()),
+        torch.tensor(to_t(np.asarray(attribution)).copy()),
+        target=torch.tensor(target),
+        n_perturb_samples=n,
+        normalize=normalize,
+    )
+    np.testing.assert_allclose(ours, theirs.numpy(), rtol=2e-3, atol=1e-7)
+
+
+@pytest.mark.parametrize("method", ["gradient", "integrated_gradients"])
+def test_sensitivity_max_matches_captum_with_the_same_noise(pair, method):
+    logit_fn, variables, x, target, tmodel, to_t, from_t = pair
+    n, radius, key = 6, 0.02, jax.random.key(5)
+    if method == "gradient":
+        ours_method, captum_cls, kw, captum_kw = gradient, captum_attr.Saliency, {}, {"abs": False}
+    else:
+        ours_method, captum_cls = integrated_gradients, captum_attr.IntegratedGradients
+        kw, captum_kw = {"steps": 16}, {"n_steps": 16, "method": "gausslegendre"}
+    ours = sensitivity(
+        logit_fn, variables, x, target, key=key, method=ours_method, radius=radius,
+        num_samples=n, **kw,
+    )  # fmt: skip
+    # The documented draws: sample s is U[-radius, radius] from split(key, n)[s].
+    draws = [
+        radius * _random.uniform(k, x.shape, jnp.float32, -1.0, 1.0)
+        for k in jax.random.split(key, n)
+    ]
+    noise = interleave(draws, to_t)
+
+    def perturb_func(inputs, perturb_radius):
+        return inputs + noise
+
+    explain = captum_cls(tmodel).attribute
+    theirs = captum_metrics.sensitivity_max(
+        explain,
+        torch.tensor(to_t(x).copy()),
+        perturb_func=perturb_func,
+        n_perturb_samples=n,
+        target=torch.tensor(target),
+        **captum_kw,
+    )
+    np.testing.assert_allclose(ours, theirs.numpy(), rtol=1e-3, atol=1e-6)

@@ -61,7 +61,7 @@ def infidelity(
     target: ArrayLike,
     attribution: ArrayLike,
     *,
-    key: jax.Array,
+    key: jax.Array | None,
     num_samples: int = 10,
     perturbation: str = "gaussian",
     noise_scale: ArrayLike = 0.003,
@@ -69,6 +69,7 @@ def infidelity(
     baseline: ArrayLike = 0.0,
     normalize: bool = False,
     output: str = "logit",
+    perturbations: ArrayLike | None = None,
     chunk_size: int | None = None,
 ) -> jax.Array:
     """Explanation infidelity, Captum's ``infidelity`` on explicit random draws.
@@ -100,6 +101,9 @@ def infidelity(
       baseline: the value a square is set to (a number or an array broadcastable to ``x``).
       normalize: rescale the attribution optimally first (see above).
       output: ``logit`` (default) or ``probability`` (softmax), the ``f`` compared.
+      perturbations: optional ``[num_samples, B, *S]`` draws to use instead of random ones
+        (the ``I`` of ``gaussian``, the 0/1 masks of ``square``), e.g. to replay another
+        library's; then ``key`` and ``num_samples`` are not used.
       chunk_size: perturbations evaluated together (static); all at once when None.
 
     Returns:
@@ -107,7 +111,7 @@ def infidelity(
     """
     x, target = check_inputs(x, target)
     attribution = _check_attribution(attribution, x)
-    num_samples = check_positive_int(num_samples, "num_samples")
+    draws = _draws(key, num_samples, perturbations, x, "infidelity")
     check_choice(perturbation, PERTURBATIONS, "perturbation")
     check_choice(output, OUTPUTS, "output")
     check_number(noise_scale, "noise_scale", low=0.0)
@@ -123,22 +127,40 @@ def infidelity(
 
     def one(k):
         if perturbation == "gaussian":
-            pert = sigma * _random.normal(k, x.shape, x.dtype)
+            pert = k if perturbations is not None else sigma * _random.normal(k, x.shape, x.dtype)
             x_pert = x - pert
         else:
-            pert = _random_squares(k, x.shape, patch_size, x.dtype)
+            pert = (
+                k if perturbations is not None else _random_squares(k, x.shape, patch_size, x.dtype)
+            )
             x_pert = x - pert * (x - base)
         a_dot = jnp.sum(attribution * pert, axis=axes)
         delta = f0 - select_output(logit_fn(params, x_pert), target, output)
         return a_dot, delta
 
-    a_dot, delta = chunked_vmap(one, jax.random.split(key, num_samples), chunk_size)
+    a_dot, delta = chunked_vmap(one, draws, chunk_size)
     if normalize:
         aa, ad, dd = (jnp.mean(v, axis=0) for v in (a_dot * a_dot, a_dot * delta, delta * delta))
         beta = jnp.where(aa == 0, 0.0, ad / jnp.where(aa == 0, 1.0, aa))
         # = dd - ad^2 / aa >= 0 (Cauchy-Schwarz); the clip removes rounding below 0 only.
         return jnp.maximum(beta * beta * aa - 2 * beta * ad + dd, 0.0)
     return jnp.mean((a_dot - delta) ** 2, axis=0)
+
+
+def _draws(key, num_samples, perturbations, x, name):
+    """The per-sample keys, or the given ``perturbations [S, *x.shape]`` checked."""
+    if perturbations is None:
+        if key is None:
+            raise ValueError(f"{name} needs key= (or explicit perturbations=)")
+        return jax.random.split(key, check_positive_int(num_samples, "num_samples"))
+    p = jnp.asarray(perturbations, x.dtype)
+    if p.ndim != x.ndim + 1 or p.shape[1:] != x.shape or not p.shape[0]:
+        raise ValueError(
+            f"perturbations must have shape [num_samples, *x.shape] = [S, {', '.join(map(str, x.shape))}], "
+            f"got {p.shape}"
+        )
+    check_finite(p, "perturbations")
+    return p
 
 
 def _random_squares(key, shape, size, dtype):

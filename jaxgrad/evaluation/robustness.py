@@ -19,8 +19,8 @@ import jax.numpy as jnp
 
 from jaxgrad import _random
 from jaxgrad._chunking import chunked_vmap
-from jaxgrad._validation import check_choice, check_inputs, check_number, check_positive_int
-from jaxgrad.attribution import gradient
+from jaxgrad._validation import check_choice, check_inputs, check_number
+from jaxgrad.evaluation.faithfulness import _draws
 from jaxgrad.types import ArrayLike, LogitFn, Params
 
 REDUCTIONS = ("max", "mean")
@@ -32,12 +32,13 @@ def sensitivity(
     x: ArrayLike,
     target: ArrayLike,
     *,
-    key: jax.Array,
-    method: Callable[..., jax.Array] = gradient,
+    key: jax.Array | None,
+    method: Callable[..., jax.Array],
     radius: ArrayLike = 0.02,
     num_samples: int = 10,
     reduce: str = "max",
     method_key: jax.Array | None = None,
+    perturbations: ArrayLike | None = None,
     chunk_size: int | None = None,
     **method_kwargs: Any,
 ) -> jax.Array:
@@ -54,7 +55,8 @@ def sensitivity(
       target: ``[B]`` int, the class explained (the same at every perturbed copy).
       key: PRNG key for the noise: sample ``k`` draws ``U[-radius, radius]`` from
         ``jax.random.split(key, num_samples)[k]``.
-      method: an attribution function with the common signature (``gradient`` default).
+      method: the attribution function explained, with the common signature
+        (``jaxgrad.attribution.gradient``, say; required, as Captum's ``explanation_func``).
       radius: the noise's half-width (traced); Captum's ``perturb_radius``, Quantus's
         ``lower_bound``.
       num_samples: perturbed copies (static); Captum's ``n_perturb_samples``, Quantus's
@@ -64,6 +66,9 @@ def sensitivity(
       method_key: the key handed to a stochastic ``method`` (SmoothGrad, say); the same key
         at ``x`` and at every copy, so that the score measures the input's effect and not
         the method's own sampling noise. Needed only by methods that take a key.
+      perturbations: optional ``[num_samples, B, *S]`` noise ``u`` to use instead of random
+        draws, e.g. to replay another library's; then ``key``, ``radius`` and
+        ``num_samples`` are not used.
       chunk_size: copies explained together (static); all at once when None.
       **method_kwargs: passed to ``method`` (e.g. ``steps=`` for IG).
 
@@ -71,9 +76,9 @@ def sensitivity(
       ``[B]``, lower is better.
     """
     check_choice(reduce, REDUCTIONS, "reduce")
-    num_samples = check_positive_int(num_samples, "num_samples")
     check_number(radius, "radius", low=0.0)
     x, target = check_inputs(x, target)
+    draws = _draws(key, num_samples, perturbations, x, "sensitivity")
     r = jnp.asarray(radius, x.dtype)
     axes = tuple(range(1, x.ndim))
 
@@ -85,9 +90,9 @@ def sensitivity(
     norm0 = jnp.where(norm0 == 0, 1.0, norm0)
 
     def one(k):
-        u = _random.uniform(k, x.shape, x.dtype, -1.0, 1.0) * r
+        u = k if perturbations is not None else _random.uniform(k, x.shape, x.dtype, -1.0, 1.0) * r
         d = explain(x + u) - a0
         return jnp.sqrt(jnp.sum(d * d, axis=axes)) / norm0
 
-    s = chunked_vmap(one, jax.random.split(key, num_samples), chunk_size)  # [S, B]
+    s = chunked_vmap(one, draws, chunk_size)  # [S, B]
     return jnp.max(s, axis=0) if reduce == "max" else jnp.mean(s, axis=0)
