@@ -58,6 +58,11 @@ def model_loss(model, spec, *, unroll: bool = False):
 
 
 @functools.partial(jax.jit, static_argnums=0)
+def curve_name(name: str, imputation: str) -> str:
+    """A curve's name: the model's for the protocol's constant fill, ``+ ROAD`` imputed."""
+    return name if imputation == "constant" else f"{name} + ROAD"
+
+
 def _gradient_of_predicted(lf, variables, x):
     """|input-gradient| of the predicted class's logit (Shah et al.'s attribution)."""
     target = jnp.argmax(lf(variables, x), axis=-1)
@@ -134,7 +139,13 @@ def run(config, workdir: str | Path) -> dict:
     model = make_model(config.model, config.data.num_classes)
     lf = linen_logit_fn(model)
     retrain = retrainer(model, override(config.train, epochs=d.epochs), mesh=mesh)
-    roar_options = dict(retrain=retrain, fractions=tuple(d.fractions), fill_value=fill, unit=d.unit)
+    roar_options = dict(
+        retrain=retrain,
+        fractions=tuple(d.fractions),
+        fill_value=fill,
+        unit=d.unit,
+        imputation_noise=d.imputation_noise,
+    )
     models, curves = {}, {}
     for m, spec in enumerate(config.train.models):
         name = spec["name"]
@@ -162,17 +173,21 @@ def run(config, workdir: str | Path) -> dict:
         print(json.dumps({name: row}), flush=True)
         chunk = config.evaluation.attribution_chunk
         a_train, a_test = (attribute(lf, trained.variables, s, chunk) for s in (train, test))
-        print(f"DiffROAR of the {name} model's gradients", flush=True)
-        curves[name] = roar(
-            train,
-            test,
-            a_train,
-            a_test,
-            key=purpose_key(config.seed, Purpose.ROAR_RETRAIN, m),
-            seeds=spec["runs"],
-            record=workdir / "roar" / f"{safe}.json",  # a rerun skips finished retrainings
-            **roar_options,
-        )
+        for imputation in d.imputations:
+            label = curve_name(name, imputation)
+            print(f"DiffROAR of the {name} model's gradients ({imputation})", flush=True)
+            curves[label] = roar(
+                train,
+                test,
+                a_train,
+                a_test,
+                key=purpose_key(config.seed, Purpose.ROAR_RETRAIN, m),
+                seeds=spec["runs"],
+                imputation=imputation,
+                # A rerun skips finished retrainings.
+                record=workdir / "roar" / f"{curve_name(safe, imputation)}.json",
+                **roar_options,
+            )
     control = purpose_key(config.seed, Purpose.CONTROL)
 
     def draw(shape, split):
@@ -180,17 +195,19 @@ def run(config, workdir: str | Path) -> dict:
             jax.random.uniform(jax.random.fold_in(jax.random.fold_in(control, split), s), shape)
         )
 
-    print("DiffROAR of a random ranking (the control)", flush=True)
-    curves["random"] = roar(
-        train,
-        test,
-        draw(train["image"].shape, 0),
-        draw(test["image"].shape, 1),
-        key=purpose_key(config.seed, Purpose.ROAR_RETRAIN, len(config.train.models)),
-        seeds=d.control_runs,
-        record=workdir / "roar" / "random.json",
-        **roar_options,
-    )
+    for imputation in d.imputations:
+        print(f"DiffROAR of a random ranking (the control, {imputation})", flush=True)
+        curves[curve_name("random", imputation)] = roar(
+            train,
+            test,
+            draw(train["image"].shape, 0),
+            draw(test["image"].shape, 1),
+            key=purpose_key(config.seed, Purpose.ROAR_RETRAIN, len(config.train.models)),
+            seeds=d.control_runs,
+            imputation=imputation,
+            record=workdir / "roar" / f"{curve_name('random', imputation)}.json",
+            **roar_options,
+        )
     out = {
         "models": models,
         "diff_roar": curves,
@@ -217,7 +234,10 @@ def plan(config, dry: DryRun) -> None:
     x, y = abstract_images(chunk, shape)
     retrain_section = override(config.train, epochs=d.epochs)
     retrainings = (
-        2 * len(d.fractions) * (sum(s["runs"] for s in config.train.models) + d.control_runs)
+        2
+        * len(d.fractions)
+        * (sum(s["runs"] for s in config.train.models) + d.control_runs)
+        * len(d.imputations)
     )
     variables = None
     for spec in config.train.models:
@@ -263,17 +283,36 @@ def plan(config, dry: DryRun) -> None:
     maskings = 2 * len(d.fractions) * (len(config.train.models) + d.control_runs)
     for split, n in (("train", n_train), ("test", n_test)):
         xs, _ = abstract_images(n, shape)
-        dry.add(
-            f"DiffROAR masking ({split} split, {n} images)",
-            keep_ranked,
-            xs,
-            xs,
-            jax.ShapeDtypeStruct((), jnp.float32),
-            count=int(np.prod(shape)) // 2,  # the cost does not depend on the count
-            order="most",
-            unit=d.unit,
-            calls=maskings,
-        )
+        if "constant" in d.imputations:
+            dry.add(
+                f"DiffROAR masking ({split} split, {n} images)",
+                keep_ranked,
+                xs,
+                xs,
+                jax.ShapeDtypeStruct((), jnp.float32),
+                count=int(np.prod(shape)) // 2,  # the cost does not depend on the count
+                order="most",
+                unit=d.unit,
+                calls=maskings,
+            )
+        if "road" in d.imputations:
+            # ROAD's imputation, 4,096 images a call; its conjugate-gradient loop is counted
+            # once by XLA's cost analysis (it runs up to H * W iterations).
+            xc, _ = abstract_images(min(n, 4096), shape)
+            dry.add(
+                f"DiffROAR ROAD imputation ({split} split, {min(n, 4096)} images)",
+                keep_ranked,
+                xc,
+                xc,
+                jax.ShapeDtypeStruct((), jnp.float32),
+                abstract_key(),
+                jax.ShapeDtypeStruct((), jnp.float32),
+                count=int(np.prod(shape)) // 2,
+                order="most",
+                unit=d.unit,
+                imputation="road",
+                calls=maskings * -(-n // 4096),
+            )
     # One retraining's programs, times the number of retrainings.
     plan_training(
         dry,

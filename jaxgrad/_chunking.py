@@ -57,3 +57,42 @@ def chunked_sum(fn, xs, chunk_size: int | None):
 
     acc, _ = jax.lax.scan(body, init, (xs_c, mask))
     return acc
+
+
+def merged_map(make, evaluate, samples, chunk_size: int | None):
+    """``evaluate`` of ``make(s)`` for every sample ``s``, the samples merged into the batch.
+
+    ``make(sample) -> inputs`` builds one sample's batch (a pytree of ``[B, ...]`` arrays;
+    vmapped over the samples); ``evaluate(inputs, copies) -> outputs`` is a per-example
+    function of a batch (a model or an attribution method: examples independent, the
+    model contract), called on ``copies`` samples' batches concatenated along the batch
+    axis, ``[copies * B, ...]``, with per-example arguments tiled ``copies`` times by the
+    caller (``jnp.tile(target, copies)``). Returns ``outputs`` as ``[S, B, ...]``.
+
+    One large batch is what XLA runs fastest: a ``vmap`` over the samples of a model's
+    forward pass takes about twice as long on XLA's CPU backend (2.66 s against 1.24 s for
+    100 x 64 MNIST CNN forward passes). With ``chunk_size`` the samples go ``chunk_size`` at
+    a time through a ``lax.map`` (the last chunk padded with the first sample, dropped).
+    """
+    check_chunk_size(chunk_size)
+    n = jax.tree.leaves(samples)[0].shape[0]
+
+    def run(chunk):
+        inputs = jax.vmap(make)(chunk)
+        c, b = jax.tree.leaves(inputs)[0].shape[:2]
+        flat = jax.tree.map(lambda a: a.reshape(c * b, *a.shape[2:]), inputs)
+        out = evaluate(flat, c)
+        return jax.tree.map(lambda o: o.reshape(c, b, *o.shape[1:]), out)
+
+    if chunk_size is None or chunk_size >= n:
+        return run(samples)
+    n_chunks = -(-n // chunk_size)
+    pad = n_chunks * chunk_size - n
+
+    def split(a):
+        if pad:
+            a = jnp.concatenate([a, jnp.repeat(a[:1], pad, axis=0)], axis=0)
+        return a.reshape(n_chunks, chunk_size, *a.shape[1:])
+
+    out = jax.lax.map(run, jax.tree.map(split, samples))
+    return jax.tree.map(lambda o: o.reshape(n_chunks * chunk_size, *o.shape[2:])[:n], out)

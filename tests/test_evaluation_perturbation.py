@@ -133,7 +133,8 @@ def test_random_ties_in_pixel_perturbation_and_roar_masks_stay_within_the_tied_p
 
     x = jax.random.uniform(key, (3, 6, 6, 1)) + 0.5
     a = jnp.where(jnp.arange(36).reshape(1, 6, 6, 1) % 2 == 0, 0.0, x)  # 0 on half the pixels
-    lf = lambda p, xx: jnp.stack([jnp.sum(xx * (a != 0), (1, 2, 3)), jnp.zeros(3)], -1)  # noqa: E731
+    odd = (jnp.arange(36).reshape(1, 6, 6, 1) % 2 != 0).astype(x.dtype)  # where a != 0
+    lf = lambda p, xx: jnp.stack([jnp.sum(xx * odd, (1, 2, 3)), jnp.zeros(len(xx))], -1)  # noqa: E731
     r = pixel_perturbation(
         lf, None, x, jnp.zeros(3, jnp.int32), a, fractions=(0.25, 0.5), key=key, ties="random"
     )

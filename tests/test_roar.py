@@ -239,3 +239,61 @@ def test_a_recorded_roar_curve_resumes_without_retraining_what_it_finished(tmp_p
     other = attribution[::-1].copy()
     roar(data, data, other, other, record=record, progress=False, **kw)
     assert len(calls) == 16
+
+
+@pytest.mark.parametrize("unit", ["pixel", "coordinate"])
+def test_road_imputation_keeps_the_kept_pixels_and_imputes_the_rest(unit):
+    """imputation="road": the kept pixels are the constant-fill masks' kept pixels, the
+    removed ones are ROAD's imputation from them (a linear image off the border is imputed
+    exactly, so no outline of the mask remains), with noise only where imputed."""
+    from jaxgrad.drivers import keep_ranked
+    from jaxgrad.evaluation import noisy_linear_imputation
+
+    rows, cols = np.meshgrid(np.arange(6), np.arange(6), indexing="ij")
+    ramp = (0.1 * rows + 0.05 * cols + 0.3).astype(np.float32)
+    x = np.repeat(ramp[None, ..., None], 2, 0).repeat(2, -1)  # [2, 6, 6, 2]
+    a = np.zeros_like(x)
+    a[:, 1:5, 1:5] = 1 + np.random.default_rng(0).random((2, 4, 4, 2))  # inner pixels salient
+    count = 20 * (2 if unit == "coordinate" else 1)  # the 20 border pixels
+    opts = dict(count=count, order="least", unit=unit)  # keep the border, remove the inside
+    const = np.asarray(keep_ranked(x, a, jnp.float32(-1.0), **opts))
+    removed = const == -1.0
+    assert removed.sum() == 2 * 16 * 2  # every inner coordinate
+    clean = np.asarray(keep_ranked(x, a, jnp.float32(-1.0), imputation="road", **opts))
+    np.testing.assert_allclose(clean, x, atol=1e-5)  # the ramp, exactly: no outline
+    key = jax.random.key(3)
+    noisy = np.asarray(keep_ranked(x, a, jnp.float32(-1.0), key, 0.1, imputation="road", **opts))
+    np.testing.assert_array_equal(noisy[~removed], x[~removed])
+    assert np.abs(noisy[removed] - x[removed]).std() > 0.05
+    # The same as the evaluation package's imputation of those coordinates.
+    ref = noisy_linear_imputation(
+        jnp.asarray(x), jnp.asarray(removed), key=jax.random.fold_in(key, 0x524F4144), noise=0.1
+    )
+    np.testing.assert_allclose(noisy, ref, atol=1e-6)
+
+
+def test_roar_with_road_imputation_retrains_on_imputed_splits(tmp_path):
+    rng = np.random.default_rng(2)
+    data = {"image": rng.random((6, 5, 5, 1), np.float32) + 1.0, "label": np.arange(6) % 2}
+    attribution = rng.random((6, 5, 5, 1))
+    seen = []
+
+    def retrain(train, test, key):
+        seen.append(np.asarray(train["image"]))
+        return float(np.mean(train["image"]))
+
+    kw = dict(retrain=retrain, key=jax.random.key(0), fractions=(0.4,), progress=False)
+    record = tmp_path / "curve.json"
+    roar(data, data, attribution, attribution, fill_value=0.0, record=record, **kw)
+    masked_const = seen[0]
+    assert (masked_const == 0).any()
+    roar(data, data, attribution, attribution, imputation="road", record=record, **kw)
+    assert len(seen) == 4  # a road curve is not the constant curve's record
+    imputed = seen[2]
+    kept = masked_const != 0
+    np.testing.assert_array_equal(imputed[kept], masked_const[kept])
+    assert (imputed[~kept] > 0.5).all()  # imputed from neighbours near 1-2, not filled with 0
+    with pytest.raises(ValueError, match="imputation must be one of"):
+        roar(data, data, attribution, attribution, imputation="zero", **kw)
+    with pytest.raises(ValueError, match="imputation_noise must be"):
+        roar(data, data, attribution, attribution, imputation="road", imputation_noise=-1, **kw)

@@ -31,9 +31,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxgrad._validation import check_choice, check_fractions, check_positive_int
+from jaxgrad._validation import check_choice, check_fractions, check_number, check_positive_int
 from jaxgrad.data.base import Dataset
 from jaxgrad.evaluation.perturbation import TIES, pixel_salience, removal_ranks
+from jaxgrad.evaluation.road import noisy_linear_imputation
 from jaxgrad.models.adapters import linen_logit_fn
 from jaxgrad.paths import as_path
 from jaxgrad.training.logging import Progress
@@ -46,28 +47,36 @@ PROTOCOLS = ("diff_roar", "roar")
 
 
 UNITS = ("pixel", "coordinate")
+IMPUTATIONS = ("constant", "road")
 
 
-# Compiled once per (count, order, aggregate, unit), reused for every data set and seed.
-@functools.partial(jax.jit, static_argnames=("count", "order", "aggregate", "unit", "ties"))
+# Compiled once per (count, order, aggregate, unit, ...), reused for every data set and seed.
+@functools.partial(
+    jax.jit, static_argnames=("count", "order", "aggregate", "unit", "ties", "imputation")
+)
 def keep_ranked(
     x,
     attribution,
     fill_value,
     key=None,
+    noise=0.01,
     *,
     count,
     order,
     aggregate="abs_sum",
     unit="pixel",
     ties="stable",
+    imputation="constant",
 ):
     """Keeps the first ``count`` pixels (or coordinates) of each image in ``order``.
 
     The masking of :func:`roar`: ``x, attribution: [B, H, W, C]``; the others are set to
-    ``fill_value``. ``unit="coordinate"`` ranks each channel by ``|attribution|`` on its own
-    (``aggregate`` is then unused). ``ties="random"`` orders equal values at random with
-    ``key`` (``jaxgrad.evaluation.removal_ranks``).
+    ``fill_value`` (``imputation="constant"``) or imputed by ROAD's noisy linear imputation
+    (``imputation="road"``, noise std ``noise``, drawn from ``key``;
+    ``jaxgrad.evaluation.noisy_linear_imputation``), which leaves no constant-valued shape
+    for a retrained model to read. ``unit="coordinate"`` ranks each channel by
+    ``|attribution|`` on its own (``aggregate`` is then unused). ``ties="random"`` orders
+    equal values at random with ``key`` (``jaxgrad.evaluation.removal_ranks``).
     """
     if unit == "coordinate":  # every channel of every pixel ranked on its own: |a|
         b, h, w, c = x.shape
@@ -76,6 +85,12 @@ def keep_ranked(
     else:
         salience = pixel_salience(attribution, aggregate)
         ranks = removal_ranks(salience, order, key, ties=ties)[..., None]
+    if imputation == "road":
+        removed = jnp.broadcast_to(ranks >= count, x.shape)
+        if key is None:
+            return noisy_linear_imputation(x, removed, noise=0.0)
+        k = jax.random.fold_in(key, 0x524F4144)  # "ROAD": not the ties' draw
+        return noisy_linear_imputation(x, removed, key=k, noise=noise)
     return jnp.where(ranks < count, x, fill_value.astype(x.dtype))
 
 
@@ -156,24 +171,32 @@ def _masked(
     unit="pixel",
     ties="stable",
     key=None,
+    imputation="constant",
+    noise=0.01,
+    chunk=4096,
 ) -> Dataset:
     x, a = np.asarray(data["image"], np.float32), np.asarray(attribution)
     if a.shape != x.shape:
         raise ValueError(f"attributions must have the images' shape {x.shape}, got {a.shape}")
     units = x.shape[1] * x.shape[2] * (x.shape[3] if unit == "coordinate" else 1)
     count = int(np.rint(k * units))
-    kept = keep_ranked(
-        x,
-        a,
-        jnp.float32(fill_value),
-        key,
-        count=count,
-        order=order,
-        aggregate=aggregate,
-        unit=unit,
-        ties=ties,
-    )
-    return {"image": np.asarray(kept), "label": data["label"]}
+    options = dict(count=count, order=order, aggregate=aggregate, unit=unit, ties=ties)
+    if imputation == "constant":  # one call: the whole split
+        kept = keep_ranked(x, a, jnp.float32(fill_value), key, **options)
+        return {"image": np.asarray(kept), "label": data["label"]}
+    # ROAD's solver holds a few copies of its input: chunks of images, each its own key.
+    parts = []
+    for c, i in enumerate(range(0, len(x), chunk)):
+        k_c = None if key is None else jax.random.fold_in(key, c)
+        parts.append(
+            np.asarray(
+                keep_ranked(
+                    x[i : i + chunk], a[i : i + chunk], jnp.float32(fill_value), k_c,
+                    jnp.float32(noise), imputation=imputation, **options,
+                )
+            )
+        )  # fmt: skip
+    return {"image": np.concatenate(parts), "label": data["label"]}
 
 
 def _fingerprint(attributions, settings) -> str:
@@ -218,6 +241,8 @@ def roar(
     fractions: Sequence[float] = (0.1, 0.3, 0.5, 0.7, 0.9),
     protocol: str = "diff_roar",
     fill_value: float = 0.0,
+    imputation: str = "constant",
+    imputation_noise: float = 0.01,
     aggregate: str = "abs_sum",
     unit: str = "pixel",
     seeds: int = 1,
@@ -239,7 +264,14 @@ def roar(
       key: PRNG key.
       fractions: the ``k`` grid: the share of the most (or least) salient pixels selected.
       protocol: ``"diff_roar"`` (top-k kept vs bottom-k kept) or ``"roar"`` (top-k removed).
-      fill_value: the value of the removed pixels.
+      fill_value: the value of the removed pixels (``imputation="constant"``).
+      imputation: ``constant`` (``fill_value``, the protocols' own) or ``road``: the removed
+        pixels are imputed from their kept neighbours, with Gaussian noise of std
+        ``imputation_noise``, ROAD's noisy linear imputation (Rong et al. 2022,
+        ``jaxgrad.evaluation.noisy_linear_imputation``). A constant fill draws the mask's
+        outline, from which a retrained model can read the class when the masks are
+        class-stereotyped; ROAD's imputation leaves no such outline.
+      imputation_noise: the noise's standard deviation for ``imputation="road"``.
       aggregate: the per-pixel salience (``jaxgrad.evaluation.pixel_salience``).
       unit: ``"pixel"`` (a pixel's channels are kept or masked together, ranked by
         ``aggregate``) or ``"coordinate"`` (each channel of each pixel ranked by ``|a|`` on
@@ -272,6 +304,8 @@ def roar(
     check_choice(protocol, PROTOCOLS, "protocol")
     check_choice(unit, UNITS, "unit")
     check_choice(ties, TIES, "ties")
+    check_choice(imputation, IMPUTATIONS, "imputation")
+    check_number(imputation_noise, "imputation_noise", low=0.0)
     seeds = check_positive_int(seeds, "seeds")
     f = check_fractions(fractions)
     # (k, label, share of pixels kept, the order they are kept in).
@@ -299,6 +333,8 @@ def roar(
                 unit,
                 ties,
                 jax.random.fold_in(mask_key, j),
+                imputation,
+                imputation_noise,
             )
             for j, (d, a) in enumerate(zip((train, test), attributions, strict=True))
         ]
@@ -324,6 +360,8 @@ def roar(
         )  # fmt: skip
         if ties != "stable":  # records written before ``ties`` existed stay valid
             settings["ties"] = ties
+        if imputation != "constant":  # as for ties
+            settings["imputation"] = [imputation, float(imputation_noise)]
         fingerprint = _fingerprint(first, settings)
     finished = _read_record(record, fingerprint)
     for done, (i, s) in enumerate(schedule, start=1):

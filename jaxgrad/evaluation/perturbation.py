@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxgrad._chunking import chunked_vmap
+from jaxgrad._chunking import merged_map
 from jaxgrad._filters import gaussian_blur
 from jaxgrad._validation import (
     check_choice,
@@ -112,6 +112,23 @@ def _fill(x, fill, fill_value, data_mean, blur_sigma):
     check_choice(fill, FILLS, "fill")
 
 
+def responses(logit_fn: LogitFn, params: Params, target: jax.Array):
+    """``evaluate(x, copies) -> (logit, probability, correct)`` of the target.
+
+    For ``_chunking.merged_map``: ``x`` holds ``copies`` batches, the target tiled to match.
+    """
+
+    def evaluate(xp, copies):
+        logits = logit_fn(params, xp)
+        tt = jnp.tile(target, copies)
+        logit = select_logits(logits, tt)
+        prob = select_logits(jax.nn.softmax(logits, axis=-1), tt)
+        correct = (jnp.argmax(logits, axis=-1) == tt).astype(xp.dtype)
+        return logit, prob, correct
+
+    return evaluate
+
+
 def pixel_perturbation(
     logit_fn: LogitFn,
     params: Params,
@@ -168,15 +185,12 @@ def pixel_perturbation(
     filler = _fill(x, fill, fill_value, data_mean, blur_sigma)
     f0 = select_logits(logit_fn(params, x), target)
 
-    def at(count):
-        xp = jnp.where(ranks < count, filler, x)
-        logits = logit_fn(params, xp)
-        logit = select_logits(logits, target)
-        prob = select_logits(jax.nn.softmax(logits, axis=-1), target)
-        correct = (jnp.argmax(logits, axis=-1) == target).astype(x.dtype)
-        return logit, prob, correct
-
-    logit, prob, correct = chunked_vmap(at, jnp.asarray(removed), chunk_size)
+    logit, prob, correct = merged_map(
+        lambda count: jnp.where(ranks < count, filler, x),
+        responses(logit_fn, params, target),
+        jnp.asarray(removed),
+        chunk_size,
+    )
     return {
         "fractions": jnp.asarray(f, x.dtype),
         "removed": jnp.asarray(removed),
@@ -308,15 +322,12 @@ def deletion_insertion(
     substrate = _fill(x, fill, fill_value, data_mean, blur_sigma)
     start, end = (x, substrate) if mode == "deletion" else (substrate, x)
 
-    def at(count):
-        xp = jnp.where(ranks < count, end, start)
-        logits = logit_fn(params, xp)
-        logit = select_logits(logits, target)
-        prob = select_logits(jax.nn.softmax(logits, axis=-1), target)
-        correct = (jnp.argmax(logits, axis=-1) == target).astype(x.dtype)
-        return logit, prob, correct
-
-    logit, prob, correct = chunked_vmap(at, jnp.asarray(counts), chunk_size)
+    logit, prob, correct = merged_map(
+        lambda count: jnp.where(ranks < count, end, start),
+        responses(logit_fn, params, target),
+        jnp.asarray(counts),
+        chunk_size,
+    )
     fractions = jnp.asarray(counts / num_pixels, x.dtype)
     return {
         "fractions": fractions,

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxgrad import _random
-from jaxgrad._chunking import chunked_vmap
+from jaxgrad._chunking import merged_map
 from jaxgrad._validation import (
     check_finite,
     check_fractions,
@@ -33,8 +33,7 @@ from jaxgrad._validation import (
     check_inputs,
     check_number,
 )
-from jaxgrad.evaluation.perturbation import pixel_salience, removal_ranks
-from jaxgrad.gradients import select_logits
+from jaxgrad.evaluation.perturbation import pixel_salience, removal_ranks, responses
 from jaxgrad.types import ArrayLike, LogitFn, Params
 
 # (row offset, column offset): weight, as in the reference implementation.
@@ -76,7 +75,9 @@ def noisy_linear_imputation(
 
     Args:
       x: ``[B, H, W, C]`` images.
-      mask: ``[B, H, W]`` bool, True where a pixel is removed (all its channels).
+      mask: ``[B, H, W]`` bool, True where a pixel is removed (all its channels), or
+        ``[B, H, W, C]``, True where a coordinate is removed (each channel imputed from its
+        own kept neighbours).
       key: PRNG key for the noise (needed when ``noise`` is not 0).
       noise: the standard deviation of the Gaussian noise added to imputed pixels
         (traced); ROAD's default 0.01. ``noise=0`` gives the plain linear imputation.
@@ -92,16 +93,17 @@ def noisy_linear_imputation(
     x = jnp.asarray(x)
     check_images(x, "x")
     mask = jnp.asarray(mask)
-    if mask.shape != x.shape[:3] or mask.dtype != jnp.bool_:
+    if mask.shape not in (x.shape[:3], x.shape) or mask.dtype != jnp.bool_:
         raise ValueError(
-            f"mask must be a bool array [B, H, W] = {x.shape[:3]}, got {mask.dtype} {mask.shape}"
+            f"mask must be a bool array [B, H, W] = {x.shape[:3]} or x's shape, got "
+            f"{mask.dtype} {mask.shape}"
         )
     check_number(noise, "noise", low=0.0)
     if not (isinstance(tol, float | int) and 0 < tol < 1):
         raise ValueError(f"tol must be a number in (0, 1), got {tol!r}")
     h, w = x.shape[1], x.shape[2]
     max_iter = h * w if max_iter is None else int(max_iter)
-    m = mask[..., None].astype(x.dtype)
+    m = (mask if mask.ndim == 4 else mask[..., None]).astype(x.dtype)
     # s: the total weight of each pixel's neighbours inside the image.
     s = _neighbour_sum(jnp.ones((1, h, w, 1), x.dtype))
     rhs = m * _neighbour_sum((1 - m) * x)  # the kept neighbours' contribution
@@ -216,19 +218,15 @@ def road(
         raise ValueError("road needs key= for its imputation noise (or noise=0)")
     noise_keys = jax.random.split(k_noise, len(f)) if k_noise is not None else jnp.zeros(len(f))
 
-    def at(count, k):
+    def make(args):
+        count, k = args
         mask = ranks < count
         if k_noise is None:
-            xp = noisy_linear_imputation(x, mask, noise=0.0, tol=tol)
-        else:
-            xp = noisy_linear_imputation(x, mask, key=k, noise=noise, tol=tol)
-        logits = logit_fn(params, xp)
-        correct = (jnp.argmax(logits, axis=-1) == target).astype(x.dtype)
-        prob = select_logits(jax.nn.softmax(logits, axis=-1), target)
-        return select_logits(logits, target), prob, correct
+            return noisy_linear_imputation(x, mask, noise=0.0, tol=tol)
+        return noisy_linear_imputation(x, mask, key=k, noise=noise, tol=tol)
 
-    logit, prob, correct = chunked_vmap(
-        lambda args: at(*args), (jnp.asarray(removed), noise_keys), chunk_size
+    logit, prob, correct = merged_map(
+        make, responses(logit_fn, params, target), (jnp.asarray(removed), noise_keys), chunk_size
     )
     return {
         "fractions": jnp.asarray(f, x.dtype),

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxgrad import _random
-from jaxgrad._chunking import chunked_vmap
+from jaxgrad._chunking import chunked_vmap, merged_map
 from jaxgrad._validation import check_choice, check_inputs, check_number
 from jaxgrad.evaluation.faithfulness import _draws
 from jaxgrad.types import ArrayLike, LogitFn, Params
@@ -83,16 +83,33 @@ def sensitivity(
     axes = tuple(range(1, x.ndim))
 
     def explain(inputs):
+        if method_key is None:
+            return method(logit_fn, params, inputs, target, **method_kwargs)
         return method(logit_fn, params, inputs, target, key=method_key, **method_kwargs)
 
     a0 = explain(x)
     norm0 = jnp.sqrt(jnp.sum(a0 * a0, axis=axes))
     norm0 = jnp.where(norm0 == 0, 1.0, norm0)
 
-    def one(k):
-        u = k if perturbations is not None else _random.uniform(k, x.shape, x.dtype, -1.0, 1.0) * r
-        d = explain(x + u) - a0
-        return jnp.sqrt(jnp.sum(d * d, axis=axes)) / norm0
+    def make(k):
+        if perturbations is not None:
+            return x + k
+        return x + _random.uniform(k, x.shape, x.dtype, -1.0, 1.0) * r
 
-    s = chunked_vmap(one, draws, chunk_size)  # [S, B]
+    def change(a, copies=1):  # [copies * B, *S] -> [copies * B]
+        reps = (copies,) + (1,) * (x.ndim - 1)
+        d = a - jnp.tile(a0, reps)
+        return jnp.sqrt(jnp.sum(d * d, axis=axes)) / jnp.tile(norm0, copies)
+
+    if method_key is None:  # every copy in one batch: examples are independent
+        s = merged_map(
+            make,
+            lambda xs, copies: change(
+                method(logit_fn, params, xs, jnp.tile(target, copies), **method_kwargs), copies
+            ),
+            draws,
+            chunk_size,
+        )
+    else:  # the same key for every copy: one method call per copy
+        s = chunked_vmap(lambda k: change(explain(make(k))), draws, chunk_size)
     return jnp.max(s, axis=0) if reduce == "max" else jnp.mean(s, axis=0)
