@@ -21,9 +21,12 @@ says otherwise, the same work in each library:
   time, 28 steps, to the image's minimum; ``quantus.PixelFlipping(features_in_step=28)``
   against ``jaxgrad.evaluation.deletion_insertion``.
 
-jaxgrad's figures are the median of ``--repeats`` calls of the jitted function, compilation
-excluded (reported apart as ``jaxgrad_compile_s``: a metric is compiled once per shape and
-reused); each peer's is the median of ``--repeats`` calls (one for the slow Quantus rows).
+jaxgrad's figures are the median of ``--repeats`` calls of the jitted function at each
+``chunk_size`` in (None, 8, 32), the best reported (as ``benchmarks/attribution.py`` does),
+compilation excluded (reported apart as ``jaxgrad_compile_s``: a metric is compiled once per
+shape and reused); each peer's is the median of ``--repeats`` calls (one for the slow Quantus
+rows) at its defaults (the whole batch at once: Quantus's ``batch_size=64``, Captum's
+``max_examples_per_batch=None``).
 ``ratio`` is the peer's time over jaxgrad's: above 1, jaxgrad is faster. Prints JSON and
 writes it to ``--out`` when given.
 """
@@ -31,6 +34,7 @@ writes it to ``--out`` when given.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -49,6 +53,8 @@ from jaxgrad.evaluation import (
     road,
     sensitivity,
 )
+
+CHUNKS = (None, 8, 32)  # jaxgrad's chunk_size (perturbed copies per call), the best reported
 
 
 def log(msg):
@@ -107,9 +113,20 @@ def main():
     rows = {}
 
     def record(name, jax_fn, jax_args, peers, settings):
-        log(f"{name}: jaxgrad")
-        sec, first = run_jax(jax_fn, jax_args, repeats)
-        row = {"settings": settings, "jaxgrad_s": sec, "jaxgrad_compile_s": first - sec}
+        by_chunk = {}
+        for cs in CHUNKS:
+            log(f"{name}: jaxgrad chunk_size={cs}")
+            sec, first = run_jax(functools.partial(jax_fn, cs), jax_args, repeats)
+            by_chunk[str(cs)] = {"seconds": sec, "compile_s": first - sec}
+        best = min(by_chunk, key=lambda c: by_chunk[c]["seconds"])
+        sec = by_chunk[best]["seconds"]
+        row = {
+            "settings": settings,
+            "jaxgrad_s": sec,
+            "jaxgrad_best_chunk_size": best,
+            "jaxgrad_compile_s": by_chunk[best]["compile_s"],
+            "jaxgrad_by_chunk_size": by_chunk,
+        }
         for peer, (call, peer_repeats) in peers.items():
             log(f"{name}: {peer}")
             row[f"{peer}_s"] = run_peer(call, peer_repeats)
@@ -126,7 +143,9 @@ def main():
 
     record(
         "infidelity",
-        lambda v, x, t, a, k: infidelity(lf, v, x, t, a, key=k, num_samples=n_inf),
+        lambda cs, v, x, t, a, k: infidelity(
+            lf, v, x, t, a, key=k, num_samples=n_inf, chunk_size=cs
+        ),
         (v, xj, tj, jnp.asarray(a), key),
         {
             "captum": (
@@ -143,8 +162,8 @@ def main():
     n_sens = max(10 // scale, 2)
     record(
         "sensitivity_max",
-        lambda v, x, t, k: sensitivity(
-            lf, v, x, t, key=k, method=gradient, radius=0.02, num_samples=n_sens
+        lambda cs, v, x, t, k: sensitivity(
+            lf, v, x, t, key=k, method=gradient, radius=0.02, num_samples=n_sens, chunk_size=cs
         ),
         (v, xj, tj, key),
         {
@@ -175,9 +194,18 @@ def main():
     n_avg = max(200 // scale, 2)
     record(
         "avg_sensitivity",
-        lambda v, x, t, k: sensitivity(
-            lf, v, x, t, key=k, method=gradient, radius=0.2, num_samples=n_avg, reduce="mean"
-        ),
+        lambda cs, v, x, t, k: sensitivity(
+            lf,
+            v,
+            x,
+            t,
+            key=k,
+            method=gradient,
+            radius=0.2,
+            num_samples=n_avg,
+            reduce="mean",
+            chunk_size=cs,
+        ),  # fmt: skip
         (v, xj, tj, key),
         {
             "quantus": (
@@ -197,9 +225,17 @@ def main():
     percentages = list(range(1, 100, 2))[:: 5 if args.tiny else 1]
     record(
         "road",
-        lambda v, x, t, a, k: road(
-            lf, v, x, t, a, key=k, fractions=np.array(percentages) / 100, aggregate="sum"
-        ),
+        lambda cs, v, x, t, a, k: road(
+            lf,
+            v,
+            x,
+            t,
+            a,
+            key=k,
+            fractions=np.array(percentages) / 100,
+            aggregate="sum",
+            chunk_size=cs,
+        ),  # fmt: skip
         (v, xj, tj, jnp.asarray(a), key),
         {
             "quantus": (
@@ -216,8 +252,8 @@ def main():
     runs = max(100 // scale, 2)
     record(
         "faithfulness_correlation",
-        lambda v, x, t, a, k: faithfulness_correlation(
-            lf, v, x, t, a, key=k, num_runs=runs, subset_size=224
+        lambda cs, v, x, t, a, k: faithfulness_correlation(
+            lf, v, x, t, a, key=k, num_runs=runs, subset_size=224, chunk_size=cs
         ),
         (v, xj, tj, jnp.asarray(a), key),
         {
@@ -236,9 +272,18 @@ def main():
     # Pixel flipping: one row of pixels per step.
     record(
         "pixel_flipping",
-        lambda v, x, t, a: deletion_insertion(
-            lf, v, x, t, a, mode="deletion", num_steps=28, aggregate="sum", fill="image_min"
-        )["auc"],
+        lambda cs, v, x, t, a: deletion_insertion(
+            lf,
+            v,
+            x,
+            t,
+            a,
+            mode="deletion",
+            num_steps=28,
+            aggregate="sum",
+            fill="image_min",
+            chunk_size=cs,
+        )["auc"],  # fmt: skip
         (v, xj, tj, jnp.asarray(a)),
         {
             "quantus": (

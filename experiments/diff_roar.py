@@ -57,12 +57,12 @@ def model_loss(model, spec, *, unroll: bool = False):
     return adversarial_classifier_loss(model, random_start=True, unroll=unroll, **spec["pgd"])
 
 
-@functools.partial(jax.jit, static_argnums=0)
 def curve_name(name: str, imputation: str) -> str:
     """A curve's name: the model's for the protocol's constant fill, ``+ ROAD`` imputed."""
     return name if imputation == "constant" else f"{name} + ROAD"
 
 
+@functools.partial(jax.jit, static_argnums=0)
 def _gradient_of_predicted(lf, variables, x):
     """|input-gradient| of the predicted class's logit (Shah et al.'s attribution)."""
     target = jnp.argmax(lf(variables, x), axis=-1)

@@ -196,3 +196,33 @@ def test_the_accelerator_path_runs_tiny_on_the_cpu(tmp_path):
     assert any("convolution" in o["op"] for o in part["torch"]["top_ops"])
     assert "### resnet18 training step" in report and "| PyTorch op |" in report
     assert proc.stdout.strip().startswith("# jaxgrad benchmark suite: cpu")
+
+
+@pytest.mark.slow
+def test_the_metrics_benchmark_runs_tiny_against_captum_and_quantus(tmp_path):
+    # benchmarks/metrics.py at CI's size: every metric timed in jaxgrad and its peers.
+    env = {**os.environ, "XLA_FLAGS": "", "PYTHONUNBUFFERED": "1"}
+    out = tmp_path / "metrics.json"
+    proc = subprocess.run(
+        [sys.executable, "metrics.py", "--tiny", "--out", str(out)],
+        cwd=BENCH,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads(out.read_text())["metrics"]
+    peers = {
+        "infidelity": ["captum"],
+        "sensitivity_max": ["captum", "quantus"],
+        "avg_sensitivity": ["quantus"],
+        "road": ["quantus"],
+        "faithfulness_correlation": ["quantus"],
+        "pixel_flipping": ["quantus"],
+    }
+    assert set(rows) == set(peers)
+    for name, row in rows.items():
+        assert row["jaxgrad_s"] > 0 and len(row["jaxgrad_by_chunk_size"]) == 3, name
+        for peer in peers[name]:
+            assert row[f"{peer}_s"] > 0 and row[f"ratio_{peer}"] > 0, (name, peer)
