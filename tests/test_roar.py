@@ -297,3 +297,69 @@ def test_roar_with_road_imputation_retrains_on_imputed_splits(tmp_path):
         roar(data, data, attribution, attribution, imputation="zero", **kw)
     with pytest.raises(ValueError, match="imputation_noise must be"):
         roar(data, data, attribution, attribution, imputation="road", imputation_noise=-1, **kw)
+
+
+def _digits_subset(n_train=256, n_test=96):
+    train, test = load_dataset("digits", "train"), load_dataset("digits", "test")
+    return (
+        {k: v[:n_train] for k, v in train.items()},
+        {k: v[:n_test] for k, v in test.items()},
+    )
+
+
+def test_models_trained_together_equal_models_trained_one_by_one():
+    import optax
+
+    from jaxgrad.training import classifier_loss, train_for_epochs, train_seeds_for_epochs
+
+    train, _ = _digits_subset()
+    model = MLP(hidden=(32,))
+    tx = optax.adam(3e-3)
+    keys = jax.random.split(jax.random.key(4), 3)
+    kw = dict(epochs=2, batch_size=48)  # 256 examples: a padded last batch every epoch
+    together = train_seeds_for_epochs(model, classifier_loss(model), tx, train, keys=keys, **kw)
+    for s in range(3):
+        alone = train_for_epochs(model, classifier_loss(model), tx, train, key=keys[s], **kw)
+        assert int(together.step[s]) == int(alone.step) == 12
+        jax.tree.map(
+            lambda a, b, s=s: np.testing.assert_allclose(a[s], b, rtol=1e-5, atol=1e-6),
+            together.params,
+            alone.params,
+        )
+
+
+def test_a_diverging_model_trained_together_is_named():
+    import optax
+
+    from jaxgrad.training import Diverged, classifier_loss, train_seeds_for_epochs
+
+    train, _ = _digits_subset(64)
+    model = MLP(hidden=(8,))
+    keys = jax.random.split(jax.random.key(0), 2)
+    with pytest.raises(Diverged, match="model"):
+        train_seeds_for_epochs(
+            model, classifier_loss(model), optax.sgd(1e30), train, keys=keys, epochs=3,
+            batch_size=32,
+        )  # fmt: skip
+    with pytest.raises(ValueError, match="keys must be a 1-D array of PRNG keys"):
+        train_seeds_for_epochs(
+            model, classifier_loss(model), optax.sgd(0.1), train, keys=jax.random.key(0),
+            epochs=1, batch_size=32,
+        )  # fmt: skip
+
+
+def test_roar_retrains_a_masks_seeds_together_with_the_same_accuracies():
+    train, test = _digits_subset()
+    retrain = make_retrainer(lambda: MLP(hidden=(32,)), epochs=3, batch_size=64)
+    one_by_one = lambda tr, te, k: retrain(tr, te, k)  # noqa: E731 (no takes_key_arrays)
+    rng = np.random.default_rng(0)
+    a_train, a_test = rng.random(train["image"].shape), rng.random(test["image"].shape)
+    kw = dict(key=jax.random.key(1), fractions=(0.3,), seeds=3, progress=False)
+    together = roar(train, test, a_train, a_test, retrain=retrain, **kw)
+    alone = roar(train, test, a_train, a_test, retrain=one_by_one, **kw)
+    for name in ("top_k_accuracy_per_seed", "bottom_k_accuracy_per_seed"):
+        np.testing.assert_allclose(together[name], alone[name], atol=1.5 / len(test["label"]))
+    keys = jax.random.split(jax.random.key(2), 2)
+    accuracies = retrain(train, test, keys)
+    assert accuracies.shape == (2,)
+    np.testing.assert_allclose(accuracies, [retrain(train, test, k) for k in keys], atol=1.5 / 96)

@@ -33,12 +33,13 @@ import numpy as np
 
 from jaxgrad._validation import check_choice, check_fractions, check_number, check_positive_int
 from jaxgrad.data.base import Dataset
+from jaxgrad.data.iterators import eval_batches
 from jaxgrad.evaluation.perturbation import TIES, pixel_salience, removal_ranks
 from jaxgrad.evaluation.road import noisy_linear_imputation
 from jaxgrad.models.adapters import linen_logit_fn
 from jaxgrad.paths import as_path
 from jaxgrad.training.logging import Progress
-from jaxgrad.training.loop import epoch_steps, train_for_epochs
+from jaxgrad.training.loop import epoch_steps, train_for_epochs, train_seeds_for_epochs
 from jaxgrad.training.losses import classifier_loss
 from jaxgrad.training.optim import make_optimizer, make_schedule
 from jaxgrad.training.state import evaluate, make_eval_step
@@ -113,6 +114,12 @@ def make_retrainer(
 ) -> Callable[[Dataset, Dataset, jax.Array], float]:
     """``retrain(train, test, key) -> test accuracy`` training a fresh classifier.
 
+    ``retrain`` also takes a 1-D array of keys ``[S]`` and returns the ``S`` accuracies: on
+    one device (``mesh=None``) the ``S`` models are trained together in one compiled program
+    (``jaxgrad.training.train_seeds_for_epochs``), each exactly as ``retrain`` with its own
+    key would train it; with a mesh, one after another. :func:`roar` passes a mask's seeds
+    this way.
+
     Args:
       model_factory: returns a new Linen classifier (e.g. ``lambda: MLP(hidden=(256,))``).
       epochs, batch_size: the schedule's length and the global batch size.
@@ -131,9 +138,7 @@ def make_retrainer(
         epochs'); None trains every epoch.
     """
 
-    def retrain(train: Dataset, test: Dataset, key: jax.Array) -> float:
-        model = model_factory()
-        n = len(train["label"]) * (jax.process_count() if host_local else 1)
+    def optimizer_for(n):
         batch, total = epoch_steps(n, epochs=epochs, batch_size=batch_size, mesh=mesh)
         per_epoch = total // epochs
         lr = make_schedule(
@@ -143,10 +148,16 @@ def make_retrainer(
             milestones=[m * per_epoch for m in milestones],
             gamma=gamma,
         )
+        return batch, make_optimizer(optimizer, lr, momentum=momentum, weight_decay=weight_decay)
+
+    def retrain_one(train: Dataset, test: Dataset, key: jax.Array) -> float:
+        model = model_factory()
+        n = len(train["label"]) * (jax.process_count() if host_local else 1)
+        batch, tx = optimizer_for(n)
         state = train_for_epochs(
             model,
             classifier_loss(model, augment=augment),
-            make_optimizer(optimizer, lr, momentum=momentum, weight_decay=weight_decay),
+            tx,
             train,
             key=key,
             epochs=epochs,
@@ -158,6 +169,34 @@ def make_retrainer(
         eval_step = make_eval_step(linen_logit_fn(model), mesh=mesh)
         return evaluate(eval_step, state.variables, test, batch_size=batch, mesh=mesh)["accuracy"]
 
+    def retrain_together(train: Dataset, test: Dataset, keys: jax.Array) -> np.ndarray:
+        model = model_factory()
+        batch, tx = optimizer_for(len(train["label"]))
+        state = train_seeds_for_epochs(
+            model,
+            classifier_loss(model, augment=augment),
+            tx,
+            train,
+            keys=keys,
+            epochs=epochs,
+            batch_size=batch_size,
+            max_steps=max_steps,
+        )
+        eval_step = jax.jit(jax.vmap(make_eval_step(linen_logit_fn(model)), in_axes=(0, None)))
+        correct = count = 0.0
+        for b in eval_batches(test, batch):
+            sums = eval_step(state.variables, b)
+            correct, count = correct + sums["correct"], count + sums["count"]
+        return np.asarray(correct) / np.asarray(count)
+
+    def retrain(train: Dataset, test: Dataset, key: jax.Array):
+        if jnp.ndim(key) == 0:
+            return retrain_one(train, test, key)
+        if mesh is None and not host_local:
+            return retrain_together(train, test, key)
+        return np.array([retrain_one(train, test, k) for k in key])
+
+    retrain.takes_key_arrays = True
     return retrain
 
 
@@ -260,7 +299,9 @@ def roar(
         seeds includes the masks' randomness.
       retrain: ``(train, test, key) -> test accuracy`` (see :func:`make_retrainer`). Seed
         ``s`` retrains every mask with ``fold_in(key, s)``, so within a seed the masks are
-        the only difference.
+        the only difference. A retrainer marked ``takes_key_arrays`` (as
+        :func:`make_retrainer`'s is) gets a fixed mask's seeds at once, ``retrain(train,
+        test, keys [S]) -> [S]``, and trains them together.
       key: PRNG key.
       fractions: the ``k`` grid: the share of the most (or least) salient pixels selected.
       protocol: ``"diff_roar"`` (top-k kept vs bottom-k kept) or ``"roar"`` (top-k removed).
@@ -364,24 +405,46 @@ def roar(
             settings["imputation"] = [imputation, float(imputation_noise)]
         fingerprint = _fingerprint(first, settings)
     finished = _read_record(record, fingerprint)
-    for done, (i, s) in enumerate(schedule, start=1):
+    # A retrainer that takes key arrays trains a fixed mask's seeds together.
+    together = getattr(retrain, "takes_key_arrays", False) and not per_seed and seeds > 1
+    if together:
+        groups = [(i, list(range(seeds))) for i in range(len(masks))]
+    else:
+        groups = [(i, [s]) for i, s in schedule]
+    done = 0
+    for i, group in groups:
         k, kept = masks[i][:2]
-        name = f"{protocol}/{kept}/k={k:.6g}/seed={s}"
-        if name in finished:
-            acc[i, s] = finished[name]
+        todo = []
+        for s in group:
+            name = f"{protocol}/{kept}/k={k:.6g}/seed={s}"
+            if name in finished:
+                acc[i, s] = finished[name]
+                done += 1
+            else:
+                todo.append(s)
+        if not todo:
             continue
-        mask_id = (i, s if per_seed else 0)
+        mask_id = (i, todo[0] if per_seed else 0)
         if mask_id != cached_id:
-            if drawn[0] != s:  # each seed's attributions are drawn once, for all its masks
+            s0 = todo[0]
+            if drawn[0] != s0:  # each seed's attributions are drawn once, for all its masks
                 pair = (train_attribution, test_attribution)
-                drawn = (s, [a(s) if callable(a) else a for a in pair])
+                drawn = (s0, [a(s0) if callable(a) else a for a in pair])
             cached_id, (tr, te) = mask_id, masked_splits(i, drawn[1], mask_id[1])
-        acc[i, s] = float(retrain(tr, te, jax.random.fold_in(key, s)))
+        if together:
+            keys = jnp.stack([jax.random.fold_in(key, s) for s in todo])
+            accuracies = np.asarray(retrain(tr, te, keys)).reshape(len(todo))
+        else:
+            accuracies = [retrain(tr, te, jax.random.fold_in(key, todo[0]))]
+        for s, a in zip(todo, accuracies, strict=True):
+            done += 1
+            acc[i, s] = float(a)
+            if record is not None:
+                finished[f"{protocol}/{kept}/k={k:.6g}/seed={s}"] = acc[i, s]
+            if bar is not None:
+                bar.update(done, {"accuracy": acc[i, s]}, note=f"k={k:.2f} {kept} seed {s}")
         if record is not None:
-            finished[name] = acc[i, s]
             _write_record(record, fingerprint, finished)
-        if bar is not None:
-            bar.update(done, {"accuracy": acc[i, s]}, note=f"k={k:.2f} {kept} seed {s}")
     if protocol == "roar":
         return {"fractions": f, "accuracy": acc.mean(1), "accuracy_per_seed": acc.T}
     top, bottom = acc[: len(f)].T, acc[len(f) :].T  # [seeds, F]

@@ -3,7 +3,14 @@
 from jaxgrad.training.checkpoint import Checkpointer, CheckpointError
 from jaxgrad.training.cost import abstract_train_state, compiled_cost
 from jaxgrad.training.logging import MetricWriter, Progress, read_metrics
-from jaxgrad.training.loop import Diverged, Preempted, epoch_steps, fit, train_for_epochs
+from jaxgrad.training.loop import (
+    Diverged,
+    Preempted,
+    epoch_steps,
+    fit,
+    train_for_epochs,
+    train_seeds_for_epochs,
+)
 from jaxgrad.training.losses import (
     LossFn,
     classifier_loss,
@@ -50,6 +57,7 @@ __all__ = [
     "read_metrics",
     "regularized_classifier_loss",
     "train_for_epochs",
+    "train_seeds_for_epochs",
     "train_state_from",
     "with_augmentation",
 ]

@@ -41,6 +41,7 @@ from jax.sharding import Mesh
 from jaxgrad import sharding as shd
 from jaxgrad.data.base import Dataset
 from jaxgrad.data.iterators import batches, steps_per_epoch
+from jaxgrad.models.adapters import init_variables
 from jaxgrad.training.checkpoint import Checkpointer, _from_process_0
 from jaxgrad.training.logging import MetricWriter, Progress
 from jaxgrad.training.state import (
@@ -514,3 +515,84 @@ def train_for_epochs(
         host_local=host_local,
         **fit_options,
     )
+
+
+def train_seeds_for_epochs(
+    model,
+    loss_fn: Callable,
+    tx,
+    data: Dataset,
+    *,
+    keys: jax.Array,
+    epochs: int,
+    batch_size: int,
+    max_steps: int | None = None,
+) -> TrainState:
+    """Several models of one architecture, one per key, trained together in one program.
+
+    What :func:`train_for_epochs` does for each key (the same initialisation, batch order and
+    per-step keys), with one compiled step that updates every model at once (a ``vmap`` over
+    the models' states and their batches), on one device: ROAR / DiffROAR retrain a mask with
+    several seeds, and small models fill a device far better together than one at a time.
+    Memory grows with the number of models.
+
+    Args:
+      model: a Linen module taking ``(x, train)``.
+      loss_fn: see :mod:`jaxgrad.training.losses`.
+      tx: the optax optimizer.
+      data: the training split (its ``image`` and ``label``).
+      keys: ``[S]`` PRNG keys, one per model, each used as :func:`train_for_epochs`'s key.
+      epochs, batch_size: the schedule's length and the batch size (of each model).
+      max_steps: stop after this many steps if the epochs have more.
+
+    Returns:
+      The ``S`` final states stacked along a leading axis (``jax.tree.map(lambda a: a[s],
+      state)`` is model ``s``).
+
+    Raises:
+      Diverged: a model's loss or gradient norm was not finite; names the model and step.
+    """
+    keys = jnp.asarray(keys)
+    if keys.ndim != 1 or not jnp.issubdtype(keys.dtype, jax.dtypes.prng_key):
+        raise ValueError(
+            f"keys must be a 1-D array of PRNG keys [S], got {keys.dtype} {keys.shape}"
+        )
+    batch, num_steps = epoch_steps(len(data["label"]), epochs=epochs, batch_size=batch_size)
+    if max_steps is not None:
+        if max_steps < 0:
+            raise ValueError(f"max_steps must be >= 0 or None, got {max_steps}")
+        num_steps = min(num_steps, max_steps)
+    split = jax.vmap(jax.random.split)(keys)  # [S, 2]: (init, run), as train_for_epochs
+    sample_x = jnp.asarray(data["image"][:1])
+
+    def init(k):
+        variables = init_variables(model, k, sample_x)
+        params = variables.pop("params")
+        return TrainState(jnp.zeros((), jnp.int32), params, variables, tx.init(params))
+
+    state = jax.jit(jax.vmap(init))(split[:, 0])
+    run_keys = split[:, 1]
+    data_keys = jax.vmap(lambda k: jax.random.fold_in(k, 0))(run_keys)
+    step_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(run_keys)
+    step = jax.jit(jax.vmap(make_train_step(loss_fn, tx, donate=False)), donate_argnums=(0,))
+    iterators = [batches(data, key=k, batch_size=batch, num_steps=num_steps) for k in data_keys]
+    losses, norms = [], []
+    for _ in range(num_steps):
+        per_model = [next(it) for it in iterators]
+        stacked = {name: np.stack([b[name] for b in per_model]) for name in per_model[0]}
+        state, metrics = step(state, stacked, step_keys)
+        losses.append(metrics["loss"])
+        norms.append(metrics["grad_norm"])
+    if num_steps:
+        finite = np.asarray(
+            jnp.isfinite(jnp.stack(losses)) & jnp.isfinite(jnp.stack(norms))
+        )  # [steps, S]
+        if not finite.all():
+            first, model_index = (int(i[0]) for i in np.nonzero(~finite))
+            raise Diverged(
+                first,
+                {"loss": float(losses[first][model_index]), "model": model_index},
+                None,
+                f"train_seeds_for_epochs (model {model_index} of {len(keys)})",
+            )
+    return state
