@@ -226,3 +226,22 @@ def test_the_metrics_benchmark_runs_tiny_against_captum_and_quantus(tmp_path):
         assert row["jaxgrad_s"] > 0 and len(row["jaxgrad_by_chunk_size"]) == 3, name
         for peer in peers[name]:
             assert row[f"{peer}_s"] > 0 and row[f"ratio_{peer}"] > 0, (name, peer)
+
+
+@pytest.mark.slow
+def test_the_seed_retraining_benchmark_runs_tiny(tmp_path):
+    env = {**os.environ, "XLA_FLAGS": "", "PYTHONUNBUFFERED": "1"}
+    out = tmp_path / "roar_seeds.json"
+    proc = subprocess.run(
+        [sys.executable, "roar_seeds.py", "--tiny", "--out", str(out)],
+        cwd=BENCH,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["seeds"] == 2 and row["speedup"] > 0
+    # The same two models either way: their test accuracies agree to an image or so.
+    np.testing.assert_allclose(row["accuracy_together"], row["accuracy_one_by_one"], atol=2 / 64)
