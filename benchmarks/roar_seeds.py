@@ -6,7 +6,7 @@
 One DiffROAR mask's retrainings as ``jaxgrad.drivers.make_retrainer`` runs them (an MLP, Adam,
 the given epochs and batch size, then the test accuracy): for each ``S``, the wall time of
 ``S`` calls ``retrain(train, test, key)`` (the loop over seeds) and of one call
-``retrain(train, test, keys[S])`` (``jaxgrad.training.train_seeds_for_epochs``), compilation
+``retrain.together(train, test, keys[S])`` (``jaxgrad.training.train_seeds_for_epochs``), compilation
 included in both (each retraining compiles its step once, as in a DiffROAR curve), and their
 ratio. The accuracies of both are printed beside (they agree: the same models). Prints JSON,
 and writes it to ``--out`` when given.
@@ -61,7 +61,7 @@ def main():
         loop_s = time.perf_counter() - t0
         log(f"{s} seed(s): together")
         t0 = time.perf_counter()
-        together = np.asarray(retrain(train, test, keys)).tolist()
+        together = np.asarray(retrain.together(train, test, keys)).tolist()
         together_s = time.perf_counter() - t0
         rows.append(
             {

@@ -65,9 +65,11 @@ def merged_map(make, evaluate, samples, chunk_size: int | None):
     ``make(sample) -> inputs`` builds one sample's batch (a pytree of ``[B, ...]`` arrays;
     vmapped over the samples); ``evaluate(inputs, copies) -> outputs`` is a per-example
     function of a batch (a model or an attribution method: examples independent, the
-    model contract), called on ``copies`` samples' batches concatenated along the batch
-    axis, ``[copies * B, ...]``, with per-example arguments tiled ``copies`` times by the
-    caller (``jnp.tile(target, copies)``). Returns ``outputs`` as ``[S, B, ...]``.
+    model contract), called on ``copies`` samples' batches merged example-major along the
+    batch axis, ``[B * copies, ...]`` (example ``b``'s copies side by side, so a batch
+    sharded over devices stays sharded with no communication), with per-example arguments
+    repeated to match by the caller (:func:`repeat_examples`). Returns ``outputs`` as
+    ``[S, B, ...]``.
 
     One large batch is what XLA runs fastest: a ``vmap`` over the samples of a model's
     forward pass takes about twice as long on XLA's CPU backend (2.66 s against 1.24 s for
@@ -80,9 +82,9 @@ def merged_map(make, evaluate, samples, chunk_size: int | None):
     def run(chunk):
         inputs = jax.vmap(make)(chunk)
         c, b = jax.tree.leaves(inputs)[0].shape[:2]
-        flat = jax.tree.map(lambda a: a.reshape(c * b, *a.shape[2:]), inputs)
+        flat = jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1).reshape(b * c, *a.shape[2:]), inputs)
         out = evaluate(flat, c)
-        return jax.tree.map(lambda o: o.reshape(c, b, *o.shape[1:]), out)
+        return jax.tree.map(lambda o: jnp.swapaxes(o.reshape(b, c, *o.shape[1:]), 0, 1), out)
 
     if chunk_size is None or chunk_size >= n:
         return run(samples)
@@ -96,3 +98,8 @@ def merged_map(make, evaluate, samples, chunk_size: int | None):
 
     out = jax.lax.map(run, jax.tree.map(split, samples))
     return jax.tree.map(lambda o: o.reshape(n_chunks * chunk_size, *o.shape[2:])[:n], out)
+
+
+def repeat_examples(a, copies: int):
+    """``a [B, ...]`` for :func:`merged_map`'s merged batch: each example ``copies`` times."""
+    return jnp.repeat(a, copies, axis=0)

@@ -407,3 +407,99 @@ def test_bad_input_gets_a_named_error(batch, call, match):
     a = gradient(f, p, x, t)
     with pytest.raises((ValueError, TypeError), match=match):
         call(f, p, x, t, a)
+
+
+def test_chunked_and_unchunked_metrics_agree(batch):
+    x, t = batch
+    f, p = linear_model(jax.random.key(0))
+    g = lambda params, z: jnp.tanh(f(params, z))  # noqa: E731 (nonlinear)
+    a = gradient(g, p, x, t)
+    k = jax.random.key(1)
+    for cs in (1, 3):  # 3 does not divide the copies: the last chunk is padded
+        pairs = [
+            (infidelity(g, p, x, t, a, key=k, num_samples=7),
+             infidelity(g, p, x, t, a, key=k, num_samples=7, chunk_size=cs)),
+            (sensitivity(g, p, x, t, key=k, method=gradient, num_samples=5),
+             sensitivity(g, p, x, t, key=k, method=gradient, num_samples=5, chunk_size=cs)),
+            (faithfulness_correlation(g, p, x, t, a, key=k, num_runs=7, subset_size=9),
+             faithfulness_correlation(g, p, x, t, a, key=k, num_runs=7, subset_size=9,
+                                      chunk_size=cs)),
+            (deletion_insertion(g, p, x, t, a, num_steps=4)["auc"],
+             deletion_insertion(g, p, x, t, a, num_steps=4, chunk_size=cs)["auc"]),
+            (road(g, p, x, t, a, key=k, fractions=(0.2, 0.4, 0.6, 0.8))["logit"],
+             road(g, p, x, t, a, key=k, fractions=(0.2, 0.4, 0.6, 0.8), chunk_size=cs)["logit"]),
+        ]  # fmt: skip
+        for whole, chunked in pairs:
+            np.testing.assert_allclose(chunked, whole, rtol=1e-5, atol=1e-6)
+
+
+def test_merged_batches_keep_a_sharded_batch_sharded():
+    # The copies merge example-major, so a batch sharded over the 8 devices stays sharded:
+    # the compiled metric gathers nothing across devices and equals the unsharded one.
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    from jaxgrad.evaluation import pixel_perturbation
+
+    f, p = linear_model(jax.random.key(0))
+    x = jax.random.uniform(jax.random.key(1), (16, H, W, 1))
+    t = jnp.arange(16) % 3
+    a = gradient(f, p, x, t)
+    mesh = Mesh(np.array(jax.devices()[:8]), ("data",))
+    shard = NamedSharding(mesh, PartitionSpec("data"))
+    xs, ts, as_ = (jax.device_put(v, shard) for v in (x, t, a))
+
+    def curve(x, t, a):
+        return pixel_perturbation(f, p, x, t, a, fractions=(0.1, 0.3, 0.5, 0.7))["logit"]
+
+    def infid(x, t, a):
+        return infidelity(f, p, x, t, a, key=jax.random.key(2), num_samples=4)
+
+    for fn in (curve, infid):
+        compiled = jax.jit(fn).lower(xs, ts, as_).compile()
+        text = compiled.as_text()
+        assert "all-gather" not in text and "all-to-all" not in text, fn.__name__
+        np.testing.assert_allclose(compiled(xs, ts, as_), fn(x, t, a), rtol=1e-5, atol=1e-6)
+
+
+def test_an_invalid_target_or_input_gives_nan_accuracy_under_jit(batch):
+    x, t = batch
+    f, p = linear_model(jax.random.key(0))
+    a = gradient(f, p, x, t)
+    bad_t = t.at[0].set(7)  # out of range, unseen by jit's checks
+    bad_x = x.at[1, 0, 0, 0].set(jnp.nan)
+    out = jax.jit(lambda x, t: road(f, p, x, t, a, key=None, noise=0.0, fractions=(0.5,)))(
+        bad_x, bad_t
+    )
+    correct = np.asarray(out["correct"])[0]
+    assert np.isnan(correct[:2]).all() and np.isfinite(correct[2:]).all()
+    out = jax.jit(lambda x, t: deletion_insertion(f, p, x, t, a, num_steps=2))(x, bad_t)
+    assert np.isnan(np.asarray(out["correct"])[:, 0]).all()
+
+
+def test_road_at_every_pixel_imputes_zero_plus_noise(batch):
+    x, t = batch
+    f, p = linear_model(jax.random.key(0))
+    a = gradient(f, p, x, t)
+    out = road(f, p, x, t, a, key=None, noise=0.0, fractions=(1.0,))
+    assert list(out["removed"]) == [H * W]
+    np.testing.assert_allclose(
+        out["logit"][0], np.asarray(f(p, jnp.zeros_like(x)))[np.arange(5), t], rtol=1e-5
+    )
+    # A traced or array zero noise needs no key either.
+    noisy_linear_imputation(x, jnp.ones((5, H, W), bool), noise=jnp.array(0.0))
+
+
+@pytest.mark.parametrize(
+    "subsets, match",
+    [
+        (np.full((3, 5, 4), 64), "pixel indices in"),
+        (np.tile(np.array([0, 1, 1, 2]), (3, 5, 1)), "must not repeat"),
+        (np.tile(np.arange(4), (1, 5, 1)), "at least 2 runs"),
+    ],
+)
+def test_given_subsets_are_checked(batch, subsets, match):
+    x, t = batch
+    f, p = linear_model(jax.random.key(0))
+    a = gradient(f, p, x, t)
+    with pytest.raises(ValueError, match=match):
+        faithfulness_correlation(f, p, x, t, a, subsets=subsets)

@@ -329,3 +329,37 @@ def test_sensitivity_max_matches_captum_with_the_same_noise(pair, method):
         **captum_kw,
     )
     np.testing.assert_allclose(ours, theirs.numpy(), rtol=1e-3, atol=1e-6)
+
+
+def test_square_infidelity_matches_captums_multiply_by_inputs_decorator(cnn_pair):
+    logit_fn, variables, x, target, tmodel, to_t, from_t = cnn_pair
+    x = x.copy()
+    x[:, :3] = 0.0  # pixels equal to the baseline: Captum's I is 0 there
+    n = 5
+    attribution = gradient(logit_fn, variables, jnp.asarray(x), jnp.asarray(target))
+    masks = np.zeros((n, *x.shape), np.float32)
+    rng = np.random.default_rng(0)
+    for s in range(n):
+        for b in range(len(x)):
+            r, c = rng.integers(0, 5, 2)
+            masks[s, b, r : r + 4, c : c + 4] = 1.0
+    ours = infidelity(
+        logit_fn, variables, x, target, attribution, key=None, perturbation="square",
+        perturbations=masks,
+    )  # fmt: skip
+    replay = interleave(masks, to_t)
+
+    @captum_metrics.infidelity_perturb_func_decorator(True)
+    def perturb_func(inputs, baselines):
+        return inputs - replay * (inputs - baselines)
+
+    theirs = captum_metrics.infidelity(
+        tmodel,
+        perturb_func,
+        torch.tensor(to_t(x).copy()),
+        torch.tensor(to_t(np.asarray(attribution)).copy()),
+        baselines=0.0,
+        target=torch.tensor(target),
+        n_perturb_samples=n,
+    )
+    np.testing.assert_allclose(ours, theirs.numpy(), rtol=2e-3, atol=1e-7)

@@ -293,6 +293,12 @@ def test_roar_with_road_imputation_retrains_on_imputed_splits(tmp_path):
     kept = masked_const != 0
     np.testing.assert_array_equal(imputed[kept], masked_const[kept])
     assert (imputed[~kept] > 0.5).all()  # imputed from neighbours near 1-2, not filled with 0
+    with pytest.raises(ValueError, match="roar needs key="):
+        roar(data, data, attribution, attribution, retrain=retrain, key=None, progress=False)
+    nan_attribution = attribution.copy()
+    nan_attribution[2, 0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="attributions contain NaN .* first at index 2"):
+        roar(data, data, nan_attribution, attribution, **kw)
     with pytest.raises(ValueError, match="imputation must be one of"):
         roar(data, data, attribution, attribution, imputation="zero", **kw)
     with pytest.raises(ValueError, match="imputation_noise must be"):
@@ -351,7 +357,7 @@ def test_a_diverging_model_trained_together_is_named():
 def test_roar_retrains_a_masks_seeds_together_with_the_same_accuracies():
     train, test = _digits_subset()
     retrain = make_retrainer(lambda: MLP(hidden=(32,)), epochs=3, batch_size=64)
-    one_by_one = lambda tr, te, k: retrain(tr, te, k)  # noqa: E731 (no takes_key_arrays)
+    one_by_one = lambda tr, te, k: retrain(tr, te, k)  # noqa: E731 (no .together)
     rng = np.random.default_rng(0)
     a_train, a_test = rng.random(train["image"].shape), rng.random(test["image"].shape)
     kw = dict(key=jax.random.key(1), fractions=(0.3,), seeds=3, progress=False)
@@ -360,6 +366,6 @@ def test_roar_retrains_a_masks_seeds_together_with_the_same_accuracies():
     for name in ("top_k_accuracy_per_seed", "bottom_k_accuracy_per_seed"):
         np.testing.assert_allclose(together[name], alone[name], atol=1.5 / len(test["label"]))
     keys = jax.random.split(jax.random.key(2), 2)
-    accuracies = retrain(train, test, keys)
+    accuracies = retrain.together(train, test, keys)
     assert accuracies.shape == (2,)
     np.testing.assert_allclose(accuracies, [retrain(train, test, k) for k in keys], atol=1.5 / 96)

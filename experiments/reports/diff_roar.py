@@ -97,7 +97,8 @@ def _leakage_blocks(curves: dict, fractions: list) -> list:
             f"{name}: keeping the {fractions[i]:g} least salient share, {const[i]:.3f} with the "
             f"constant fill and {road[i]:.3f} with ROAD (a random ranking with ROAD: "
             f"{base:.3f}): "
-            + ("no leakage left." if gone else f"{road[i] - base:+.3f} above random remains.")
+            + ("none left above random" if gone else f"{road[i] - base:+.3f} above random remains")
+            + f" ({len(curves[name]['bottom_k_accuracy_per_seed'])} retraining(s) each)."
         )
     return [
         report.paragraph(

@@ -1,8 +1,9 @@
 """ROAR (Hooker et al. 2019, arXiv 1806.10758) and DiffROAR (Shah, Jain & Netrapalli 2021).
 
 Both judge an attribution by *retraining*: pixels are masked per example according to the
-attribution (filled with a constant), a fresh model is trained on the masked training set
-and evaluated on the masked test set.
+attribution (filled with a constant, or imputed from their neighbours with ROAD's noisy
+linear imputation, ``imputation="road"``), a fresh model is trained on the masked training
+set and evaluated on the masked test set.
 
 - ROAR removes the fraction ``k`` of most salient pixels; a good attribution makes the
   retrained accuracy drop fast.
@@ -79,6 +80,20 @@ def keep_ranked(
     ``|attribution|`` on its own (``aggregate`` is then unused). ``ties="random"`` orders
     equal values at random with ``key`` (``jaxgrad.evaluation.removal_ranks``).
     """
+    kept = _kept(x, attribution, key, count, order, aggregate, unit, ties)
+    if imputation == "road":
+        if key is None:  # no key, no noise
+            return noisy_linear_imputation(x, ~kept, noise=0.0)
+        return noisy_linear_imputation(x, ~kept, key=_road_key(key), noise=noise)
+    return jnp.where(kept, x, fill_value.astype(x.dtype))
+
+
+def _road_key(key):
+    return jax.random.fold_in(key, 0x524F4144)  # "ROAD": not the ties' draw
+
+
+def _kept(x, attribution, key, count, order, aggregate, unit, ties):
+    """``[B, H, W, C]`` bool: the first ``count`` pixels (coordinates) in ``order``."""
     if unit == "coordinate":  # every channel of every pixel ranked on its own: |a|
         b, h, w, c = x.shape
         ranks = removal_ranks(jnp.abs(attribution).reshape(b, h, w * c), order, key, ties=ties)
@@ -86,13 +101,11 @@ def keep_ranked(
     else:
         salience = pixel_salience(attribution, aggregate)
         ranks = removal_ranks(salience, order, key, ties=ties)[..., None]
-    if imputation == "road":
-        removed = jnp.broadcast_to(ranks >= count, x.shape)
-        if key is None:
-            return noisy_linear_imputation(x, removed, noise=0.0)
-        k = jax.random.fold_in(key, 0x524F4144)  # "ROAD": not the ties' draw
-        return noisy_linear_imputation(x, removed, key=k, noise=noise)
-    return jnp.where(ranks < count, x, fill_value.astype(x.dtype))
+    return jnp.broadcast_to(ranks < count, x.shape)
+
+
+_kept_jit = jax.jit(_kept, static_argnums=(3, 4, 5, 6, 7))
+_impute_jit = jax.jit(noisy_linear_imputation)
 
 
 def make_retrainer(
@@ -114,11 +127,11 @@ def make_retrainer(
 ) -> Callable[[Dataset, Dataset, jax.Array], float]:
     """``retrain(train, test, key) -> test accuracy`` training a fresh classifier.
 
-    ``retrain`` also takes a 1-D array of keys ``[S]`` and returns the ``S`` accuracies: on
-    one device (``mesh=None``) the ``S`` models are trained together in one compiled program
-    (``jaxgrad.training.train_seeds_for_epochs``), each exactly as ``retrain`` with its own
-    key would train it; with a mesh, one after another. :func:`roar` passes a mask's seeds
-    this way.
+    ``retrain.together(train, test, keys [S]) -> [S]`` gives the ``S`` accuracies: on one
+    device (``mesh`` None or of one device) the ``S`` models are trained together in one
+    compiled program (``jaxgrad.training.train_seeds_for_epochs``), each as ``retrain``
+    with its own key would train it; on several devices, one after another. :func:`roar`
+    retrains a fixed mask's seeds this way.
 
     Args:
       model_factory: returns a new Linen classifier (e.g. ``lambda: MLP(hidden=(256,))``).
@@ -187,16 +200,22 @@ def make_retrainer(
         for b in eval_batches(test, batch):
             sums = eval_step(state.variables, b)
             correct, count = correct + sums["correct"], count + sums["count"]
-        return np.asarray(correct) / np.asarray(count)
+        return np.asarray(correct, np.float64) / np.asarray(count, np.float64)
 
-    def retrain(train: Dataset, test: Dataset, key: jax.Array):
-        if jnp.ndim(key) == 0:
-            return retrain_one(train, test, key)
-        if mesh is None and not host_local:
-            return retrain_together(train, test, key)
-        return np.array([retrain_one(train, test, k) for k in key])
+    def retrain(train: Dataset, test: Dataset, key: jax.Array) -> float:
+        return retrain_one(train, test, key)
 
-    retrain.takes_key_arrays = True
+    def together(train: Dataset, test: Dataset, keys: jax.Array) -> np.ndarray:
+        keys = jnp.asarray(keys)
+        if keys.ndim != 1 or not jax.dtypes.issubdtype(keys.dtype, jax.dtypes.prng_key):
+            raise ValueError(
+                f"keys must be a 1-D array of PRNG keys [S], got {keys.dtype} {keys.shape}"
+            )
+        if (mesh is None or mesh.devices.size == 1) and not host_local:
+            return retrain_together(train, test, keys)
+        return np.array([retrain_one(train, test, k) for k in keys])
+
+    retrain.together = together
     return retrain
 
 
@@ -217,24 +236,33 @@ def _masked(
     x, a = np.asarray(data["image"], np.float32), np.asarray(attribution)
     if a.shape != x.shape:
         raise ValueError(f"attributions must have the images' shape {x.shape}, got {a.shape}")
+    if not np.isfinite(a).all():
+        bad = np.flatnonzero(~np.isfinite(a.reshape(len(a), -1)).all(axis=1))
+        raise ValueError(
+            f"attributions contain NaN or infinite values in {len(bad)} image(s), first at "
+            f"index {bad[0]}"
+        )
     units = x.shape[1] * x.shape[2] * (x.shape[3] if unit == "coordinate" else 1)
     count = int(np.rint(k * units))
     options = dict(count=count, order=order, aggregate=aggregate, unit=unit, ties=ties)
     if imputation == "constant":  # one call: the whole split
         kept = keep_ranked(x, a, jnp.float32(fill_value), key, **options)
         return {"image": np.asarray(kept), "label": data["label"]}
-    # ROAD's solver holds a few copies of its input: chunks of images, each its own key.
+    # The masks of the whole split (the constant fill's, ties included), then ROAD's
+    # imputation in chunks of images (its solver holds a few copies of its input).
+    kept = np.asarray(_kept_jit(x, a, key, count, order, aggregate, unit, ties))
     parts = []
     for c, i in enumerate(range(0, len(x), chunk)):
-        k_c = None if key is None else jax.random.fold_in(key, c)
-        parts.append(
-            np.asarray(
-                keep_ranked(
-                    x[i : i + chunk], a[i : i + chunk], jnp.float32(fill_value), k_c,
-                    jnp.float32(noise), imputation=imputation, **options,
+        removed = jnp.asarray(~kept[i : i + chunk])
+        if key is None:
+            parts.append(np.asarray(_impute_jit(x[i : i + chunk], removed, noise=0.0)))
+        else:
+            k_c = jax.random.fold_in(_road_key(key), c)
+            parts.append(
+                np.asarray(
+                    _impute_jit(x[i : i + chunk], removed, key=k_c, noise=jnp.float32(noise))
                 )
             )
-        )  # fmt: skip
     return {"image": np.concatenate(parts), "label": data["label"]}
 
 
@@ -299,9 +327,8 @@ def roar(
         seeds includes the masks' randomness.
       retrain: ``(train, test, key) -> test accuracy`` (see :func:`make_retrainer`). Seed
         ``s`` retrains every mask with ``fold_in(key, s)``, so within a seed the masks are
-        the only difference. A retrainer marked ``takes_key_arrays`` (as
-        :func:`make_retrainer`'s is) gets a fixed mask's seeds at once, ``retrain(train,
-        test, keys [S]) -> [S]``, and trains them together.
+        the only difference. A retrainer with a ``together(train, test, keys [S]) -> [S]``
+        attribute (as :func:`make_retrainer`'s) gets a fixed mask's seeds in one call.
       key: PRNG key.
       fractions: the ``k`` grid: the share of the most (or least) salient pixels selected.
       protocol: ``"diff_roar"`` (top-k kept vs bottom-k kept) or ``"roar"`` (top-k removed).
@@ -342,6 +369,8 @@ def roar(
 
       ROAR: ``fractions``, ``accuracy`` (after removing the top-k), ``accuracy_per_seed``.
     """
+    if key is None:
+        raise ValueError("roar needs key= (a PRNG key: the retrainings' seeds derive from it)")
     check_choice(protocol, PROTOCOLS, "protocol")
     check_choice(unit, UNITS, "unit")
     check_choice(ties, TIES, "ties")
@@ -406,7 +435,7 @@ def roar(
         fingerprint = _fingerprint(first, settings)
     finished = _read_record(record, fingerprint)
     # A retrainer that takes key arrays trains a fixed mask's seeds together.
-    together = getattr(retrain, "takes_key_arrays", False) and not per_seed and seeds > 1
+    together = hasattr(retrain, "together") and not per_seed and seeds > 1
     if together:
         groups = [(i, list(range(seeds))) for i in range(len(masks))]
     else:
@@ -433,7 +462,7 @@ def roar(
             cached_id, (tr, te) = mask_id, masked_splits(i, drawn[1], mask_id[1])
         if together:
             keys = jnp.stack([jax.random.fold_in(key, s) for s in todo])
-            accuracies = np.asarray(retrain(tr, te, keys)).reshape(len(todo))
+            accuracies = np.asarray(retrain.together(tr, te, keys)).reshape(len(todo))
         else:
             accuracies = [retrain(tr, te, jax.random.fold_in(key, todo[0]))]
         for s, a in zip(todo, accuracies, strict=True):

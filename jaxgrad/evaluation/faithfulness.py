@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxgrad import _random
-from jaxgrad._chunking import merged_map
+from jaxgrad._chunking import merged_map, repeat_examples
 from jaxgrad._validation import (
     check_choice,
     check_finite,
@@ -28,6 +29,7 @@ from jaxgrad._validation import (
     check_inputs,
     check_number,
     check_positive_int,
+    is_concrete,
 )
 from jaxgrad.evaluation.perturbation import FILLS, _fill, pixel_salience
 from jaxgrad.gradients import select_logits
@@ -95,7 +97,8 @@ def infidelity(
         the binary mask of the square, the perturbation Yeh et al. use for global
         attributions (gradient x input, IG); it is Captum's
         ``infidelity_perturb_func_decorator(multiply_by_inputs=True)``: ``I =
-        (x - x~) / (x - baseline)``. Needs images ``[B, H, W, C]``.
+        (x - x~) / (x - baseline)``, the mask where ``x`` differs from the baseline and 0
+        where it does not. Needs images ``[B, H, W, C]``.
       noise_scale: the Gaussian's standard deviation (traced).
       patch_size: the side of the square (static).
       baseline: the value a square is set to (a number or an array broadcastable to ``x``).
@@ -104,7 +107,10 @@ def infidelity(
       perturbations: optional ``[num_samples, B, *S]`` draws to use instead of random ones
         (the ``I`` of ``gaussian``, the 0/1 masks of ``square``), e.g. to replay another
         library's; then ``key`` and ``num_samples`` are not used.
-      chunk_size: perturbations evaluated together (static); all at once when None.
+      chunk_size: perturbations evaluated together (static);
+        all at once when None. The model sees them as one merged batch of
+        ``chunk_size * B`` examples (``logit_fn`` must not depend on the batch size:
+        examples independent, the model contract).
 
     Returns:
       ``[B]``, lower is better.
@@ -130,16 +136,17 @@ def infidelity(
             pert = k if perturbations is not None else sigma * _random.normal(k, x.shape, x.dtype)
             return pert, x - pert
         if perturbations is not None:
-            pert = k
+            mask = k
         else:
-            pert = _random_squares(k, x.shape, patch_size, x.dtype)
-        return pert, x - pert * (x - base)
+            mask = _random_squares(k, x.shape, patch_size, x.dtype)
+        # Captum's (x - x~) / (x - baseline), 0 where x equals the baseline (nothing moved).
+        return mask * (x != base).astype(x.dtype), x - mask * (x - base)
 
     def evaluate(inputs, copies):
         pert, x_pert = inputs
-        a_dot = jnp.sum(jnp.tile(attribution, (copies,) + (1,) * (x.ndim - 1)) * pert, axis=axes)
-        out = select_output(logit_fn(params, x_pert), jnp.tile(target, copies), output)
-        return a_dot, jnp.tile(f0, copies) - out
+        a_dot = jnp.sum(repeat_examples(attribution, copies) * pert, axis=axes)
+        out = select_output(logit_fn(params, x_pert), repeat_examples(target, copies), output)
+        return a_dot, repeat_examples(f0, copies) - out
 
     a_dot, delta = merged_map(make, evaluate, draws, chunk_size)  # [S, B] each
     if normalize:
@@ -224,7 +231,8 @@ def faithfulness_correlation(
       attribution: ``x``'s shape.
       key: PRNG key for the subsets (needed unless ``subsets`` is given).
       num_runs: subsets per example (static).
-      subset_size: pixels per subset (static), at most ``H * W``.
+      subset_size: pixels per subset (static), below ``H * W``; Quantus's 224 suits
+        ImageNet-size images (pass e.g. 16 on 8x8 digits).
       aggregate: per-pixel attribution, see :func:`~jaxgrad.evaluation.pixel_salience`
         (``sum``: signed, as Quantus sums the signed attribution; with one channel it is
         the attribution itself).
@@ -237,7 +245,10 @@ def faithfulness_correlation(
       subsets: optional ``int[num_runs, B, subset_size]`` flat pixel indices (row-major
         over ``H, W``) to use instead of random ones, e.g. to replay another library's
         draws; then ``key`` is not used.
-      chunk_size: runs evaluated together (static); all at once when None.
+      chunk_size: runs evaluated together (static);
+        all at once when None. The model sees them as one merged batch of
+        ``chunk_size * B`` examples (``logit_fn`` must not depend on the batch size:
+        examples independent, the model contract).
 
     Returns:
       ``[B]`` in ``[-1, 1]``; NaN where either side is constant over the runs (the
@@ -255,20 +266,37 @@ def faithfulness_correlation(
             raise ValueError("faithfulness_correlation needs key= (or explicit subsets=)")
         num_runs = check_positive_int(num_runs, "num_runs")
         subset_size = check_positive_int(subset_size, "subset_size")
-        if subset_size > num_pixels:
+        if subset_size >= num_pixels:
             raise ValueError(
-                f"subset_size must be at most the number of pixels H * W = {num_pixels}, "
-                f"got {subset_size}"
+                f"subset_size must be below the number of pixels H * W = {num_pixels} (a "
+                f"subset of every pixel is the same each run), got {subset_size}; Quantus's "
+                "224 is for 224x224 images"
             )
         subsets = random_subsets(key, num_runs, b, num_pixels, subset_size)
     else:
+        concrete = np.asarray(subsets) if is_concrete(subsets) else None
         subsets = jnp.asarray(subsets)
-        if subsets.ndim != 3 or subsets.shape[1] != b:
+        if subsets.ndim != 3 or subsets.shape[1] != b or subsets.shape[2] > num_pixels:
             raise ValueError(
-                f"subsets must have shape [num_runs, B={b}, subset_size], got {subsets.shape}"
+                f"subsets must have shape [num_runs, B={b}, subset_size <= {num_pixels}], got "
+                f"{subsets.shape}"
             )
         if not jnp.issubdtype(subsets.dtype, jnp.integer):
             raise TypeError(f"subsets must be integer pixel indices, got dtype {subsets.dtype}")
+        if concrete is not None and concrete.size:
+            if concrete.min() < 0 or concrete.max() >= num_pixels:
+                raise ValueError(
+                    f"subsets must hold pixel indices in [0, {num_pixels}), got values in "
+                    f"[{concrete.min()}, {concrete.max()}]"
+                )
+            if any(
+                len(np.unique(row)) < len(row) for row in concrete.reshape(-1, concrete.shape[2])
+            ):
+                raise ValueError("subsets must not repeat a pixel within a subset")
+    if subsets.shape[0] < 2:
+        raise ValueError(
+            f"faithfulness_correlation needs at least 2 runs for a correlation, got {subsets.shape[0]}"
+        )
     salience = pixel_salience(attribution, aggregate).reshape(b, num_pixels)
     filler = _fill(x, fill, fill_value, data_mean, 2.0)
     f0 = select_output(logit_fn(params, x), target, output)
@@ -281,8 +309,8 @@ def faithfulness_correlation(
 
     def evaluate(inputs, copies):
         sums, x_pert = inputs
-        out = select_output(logit_fn(params, x_pert), jnp.tile(target, copies), output)
-        return sums, jnp.tile(f0, copies) - out
+        out = select_output(logit_fn(params, x_pert), repeat_examples(target, copies), output)
+        return sums, repeat_examples(f0, copies) - out
 
     sums, deltas = merged_map(make, evaluate, subsets, chunk_size)  # [R, B] each
     return pearson(sums, deltas, axis=0)

@@ -21,10 +21,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxgrad._chunking import merged_map
+from jaxgrad._chunking import merged_map, repeat_examples
 from jaxgrad._filters import gaussian_blur
 from jaxgrad._validation import (
     check_choice,
+    check_finite,
     check_fractions,
     check_images,
     check_inputs,
@@ -90,7 +91,8 @@ def removal_ranks(
         idx = jnp.argsort(jax.random.uniform(key, flat.shape), axis=1)
     else:
         check_choice(order, ORDERS, "order")
-    ranks = jnp.zeros_like(idx).at[jnp.arange(b)[:, None], idx].set(jnp.arange(flat.shape[1]))
+    # The inverse permutation, by a sort per row (a scatter would gather a sharded batch).
+    ranks = jnp.argsort(idx, axis=1).astype(idx.dtype)
     return ranks.reshape(salience.shape)
 
 
@@ -120,11 +122,14 @@ def responses(logit_fn: LogitFn, params: Params, target: jax.Array):
 
     def evaluate(xp, copies):
         logits = logit_fn(params, xp)
-        tt = jnp.tile(target, copies)
+        tt = repeat_examples(target, copies)
         logit = select_logits(logits, tt)
         prob = select_logits(jax.nn.softmax(logits, axis=-1), tt)
         correct = (jnp.argmax(logits, axis=-1) == tt).astype(xp.dtype)
-        return logit, prob, correct
+        # NaN, not a plausible 0 or 1, where the target is out of range (under jit) or the
+        # logits are not finite (a NaN input).
+        valid = (tt >= 0) & (tt < logits.shape[-1]) & jnp.all(jnp.isfinite(logits), axis=-1)
+        return logit, prob, jnp.where(valid, correct, jnp.nan)
 
     return evaluate
 
@@ -165,16 +170,22 @@ def pixel_perturbation(
         ``blur_sigma``, zero-padded).
       key: PRNG key for ``order="random"`` or ``ties="random"``.
       ties: ``stable`` (pixel order) or ``random`` (needs ``key``), see :func:`removal_ranks`.
-      chunk_size: fractions evaluated together (static); all at once when None.
+      chunk_size: fractions evaluated together (static);
+        all at once when None. The model sees them as one merged batch of
+        ``chunk_size * B`` examples (``logit_fn`` must not depend on the batch size:
+        examples independent, the model contract).
 
     Returns:
       ``{"fractions": [F], "removed": [F] (pixels per image), "logit", "probability",
-      "correct", "fractional_change": [F, B]}``, the last being ``|f(x) - f(x~)| / |f(x)|``.
+      "correct", "fractional_change": [F, B]}``, the last being ``|f(x) - f(x~)| / |f(x)|``;
+      ``correct`` is NaN where the target is out of range (under ``jit``) or the logits are
+      not finite.
     """
     x, target = check_inputs(x, target)
     attribution = jnp.asarray(attribution)
     if attribution.shape != x.shape:
         raise ValueError(f"attribution must have x's shape {x.shape}, got {attribution.shape}")
+    check_finite(attribution, "attribution")
     if x.ndim != 4:
         raise ValueError(f"x must be images [B, H, W, C], got shape {x.shape}")
     f = check_fractions(fractions)
@@ -293,15 +304,21 @@ def deletion_insertion(
         0 for deletion, ``blur`` (``blur_sigma`` 5, RISE's ``sigma``) for insertion.
       fill_value: the constant of ``fill="constant"``.
       data_mean: the array of ``fill="data_mean"``.
-      blur_sigma: the blur's standard deviation in pixels (static).
+      blur_sigma: the blur's standard deviation in pixels (static); RISE uses 5 with a kernel
+        cut at 11 pixels, jaxgrad's blur keeps 4 standard deviations.
       ties: ``stable`` or ``random`` (needs ``key``), see :func:`removal_ranks`.
       key: PRNG key for ``ties="random"``.
-      chunk_size: curve points evaluated together (static); all at once when None.
+      chunk_size: curve points evaluated together (static);
+        all at once when None. The model sees them as one merged batch of
+        ``chunk_size * B`` examples (``logit_fn`` must not depend on the batch size:
+        examples independent, the model contract).
 
     Returns:
       ``{"fractions": [F], "changed": [F] (pixels per image), "probability", "logit",
-      "correct": [F, B], "auc": [B]}`` with ``F = num_steps + 1``; ``auc`` is the area under
-      the probability curve.
+      "correct": [F, B], "auc": [B]}`` with ``F = num_steps + 1``; ``fractions`` and
+      ``changed`` count the pixels deleted (deletion) or inserted (insertion); ``auc`` is
+      the area under the probability curve. ``correct`` is NaN where the target is out of
+      range (under ``jit``) or the logits are not finite.
     """
     check_choice(mode, MODES, "mode")
     x, target = check_inputs(x, target)
@@ -309,6 +326,7 @@ def deletion_insertion(
     attribution = jnp.asarray(attribution)
     if attribution.shape != x.shape:
         raise ValueError(f"attribution must have x's shape {x.shape}, got {attribution.shape}")
+    check_finite(attribution, "attribution")
     num_pixels = x.shape[1] * x.shape[2]
     num_steps = x.shape[1] if num_steps is None else check_positive_int(num_steps, "num_steps")
     if num_steps > num_pixels:

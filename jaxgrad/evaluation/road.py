@@ -32,6 +32,8 @@ from jaxgrad._validation import (
     check_images,
     check_inputs,
     check_number,
+    check_positive_int,
+    is_concrete,
 )
 from jaxgrad.evaluation.perturbation import pixel_salience, removal_ranks, responses
 from jaxgrad.types import ArrayLike, LogitFn, Params
@@ -87,8 +89,9 @@ def noisy_linear_imputation(
         (enough in exact arithmetic).
 
     Returns:
-      ``x`` with the removed pixels imputed. Where every pixel of an image is removed the
-      system has no data: those pixels are imputed as 0 (plus noise).
+      ``x`` with the removed pixels imputed. Where every pixel of an image (for a
+      per-coordinate mask, of one of its channels) is removed the system has no data: those
+      pixels are imputed as 0 (plus noise).
     """
     x = jnp.asarray(x)
     check_images(x, "x")
@@ -99,10 +102,13 @@ def noisy_linear_imputation(
             f"{mask.dtype} {mask.shape}"
         )
     check_number(noise, "noise", low=0.0)
+    check_finite(x, "x")
     if not (isinstance(tol, float | int) and 0 < tol < 1):
         raise ValueError(f"tol must be a number in (0, 1), got {tol!r}")
     h, w = x.shape[1], x.shape[2]
-    max_iter = h * w if max_iter is None else int(max_iter)
+    max_iter = h * w if max_iter is None else check_positive_int(max_iter, "max_iter")
+    if key is None and not (is_concrete(noise) and float(np.asarray(noise)) == 0.0):
+        raise ValueError("noisy_linear_imputation needs key= for its noise (or noise=0)")
     m = (mask if mask.ndim == 4 else mask[..., None]).astype(x.dtype)
     # s: the total weight of each pixel's neighbours inside the image.
     s = _neighbour_sum(jnp.ones((1, h, w, 1), x.dtype))
@@ -116,8 +122,6 @@ def noisy_linear_imputation(
     if key is not None:
         eps = _random.normal(key, x.shape, x.dtype)
         imputed = imputed + m * jnp.asarray(noise, x.dtype) * eps
-    elif not (isinstance(noise, float | int) and noise == 0):
-        raise ValueError("noisy_linear_imputation needs key= for its noise (or noise=0)")
     return imputed
 
 
@@ -194,7 +198,10 @@ def road(
       noise: the imputation noise's standard deviation (traced), ROAD's 0.01 by default.
       ties: ``stable`` or ``random``, see :func:`~jaxgrad.evaluation.removal_ranks`.
       tol: the imputation's conjugate-gradient tolerance (static).
-      chunk_size: fractions evaluated together (static); all at once when None.
+      chunk_size: fractions evaluated together (static);
+        all at once when None. The model sees them as one merged batch of
+        ``chunk_size * B`` examples (``logit_fn`` must not depend on the batch size:
+        examples independent, the model contract).
 
     Returns:
       ``{"fractions": [F], "removed": [F] (pixels per image), "logit", "probability",
@@ -214,7 +221,7 @@ def road(
     if key is not None:
         k_rank, k_noise = jax.random.split(key)
     ranks = removal_ranks(pixel_salience(attribution, aggregate), order, k_rank, ties=ties)
-    if k_noise is None and not (isinstance(noise, float | int) and noise == 0):
+    if k_noise is None and not (is_concrete(noise) and float(np.asarray(noise)) == 0.0):
         raise ValueError("road needs key= for its imputation noise (or noise=0)")
     noise_keys = jax.random.split(k_noise, len(f)) if k_noise is not None else jnp.zeros(len(f))
 

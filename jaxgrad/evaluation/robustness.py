@@ -16,9 +16,10 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxgrad import _random
-from jaxgrad._chunking import chunked_vmap, merged_map
+from jaxgrad._chunking import chunked_vmap, merged_map, repeat_examples
 from jaxgrad._validation import check_choice, check_inputs, check_number
 from jaxgrad.evaluation.faithfulness import _draws
 from jaxgrad.types import ArrayLike, LogitFn, Params
@@ -69,7 +70,12 @@ def sensitivity(
       perturbations: optional ``[num_samples, B, *S]`` noise ``u`` to use instead of random
         draws, e.g. to replay another library's; then ``key``, ``radius`` and
         ``num_samples`` are not used.
-      chunk_size: copies explained together (static); all at once when None.
+      chunk_size: copies explained together (static); all at once when None. The copies
+        are explained as one merged batch of ``chunk_size * B`` examples (the fastest way;
+        ``method`` and the model must not depend on the batch size), or one call per copy
+        when ``method_key`` is given or ``method_kwargs`` holds arrays (per-example values
+        such as an IG baseline of ``x``'s shape). ``method``'s own ``chunk_size``, if any,
+        goes through ``functools.partial(method, chunk_size=...)``.
       **method_kwargs: passed to ``method`` (e.g. ``steps=`` for IG).
 
     Returns:
@@ -97,19 +103,22 @@ def sensitivity(
         return x + _random.uniform(k, x.shape, x.dtype, -1.0, 1.0) * r
 
     def change(a, copies=1):  # [copies * B, *S] -> [copies * B]
-        reps = (copies,) + (1,) * (x.ndim - 1)
-        d = a - jnp.tile(a0, reps)
-        return jnp.sqrt(jnp.sum(d * d, axis=axes)) / jnp.tile(norm0, copies)
+        d = a - repeat_examples(a0, copies)
+        return jnp.sqrt(jnp.sum(d * d, axis=axes)) / repeat_examples(norm0, copies)
 
-    if method_key is None:  # every copy in one batch: examples are independent
+    # Every copy in one merged batch (examples are independent), unless the method needs the
+    # same key at every copy or holds per-example arrays (an IG baseline of x's shape, say).
+    per_example = any(isinstance(v, jax.Array | np.ndarray) for v in jax.tree.leaves(method_kwargs))
+    if method_key is None and not per_example:
         s = merged_map(
             make,
             lambda xs, copies: change(
-                method(logit_fn, params, xs, jnp.tile(target, copies), **method_kwargs), copies
+                method(logit_fn, params, xs, repeat_examples(target, copies), **method_kwargs),
+                copies,
             ),
             draws,
             chunk_size,
         )
-    else:  # the same key for every copy: one method call per copy
+    else:  # one method call per copy
         s = chunked_vmap(lambda k: change(explain(make(k))), draws, chunk_size)
     return jnp.max(s, axis=0) if reduce == "max" else jnp.mean(s, axis=0)

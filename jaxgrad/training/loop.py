@@ -22,6 +22,7 @@ holds a non-finite state and the retention policy never deletes the last finite 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import signal
@@ -550,7 +551,8 @@ def train_seeds_for_epochs(
       state)`` is model ``s``).
 
     Raises:
-      Diverged: a model's loss or gradient norm was not finite; names the model and step.
+      Diverged: a model's metrics (loss, gradient norm, the loss's own) were not finite at
+        some step; the message names the step and the model.
     """
     keys = jnp.asarray(keys)
     if keys.ndim != 1 or not jnp.issubdtype(keys.dtype, jax.dtypes.prng_key):
@@ -575,23 +577,26 @@ def train_seeds_for_epochs(
     data_keys = jax.vmap(lambda k: jax.random.fold_in(k, 0))(run_keys)
     step_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(run_keys)
     step = jax.jit(jax.vmap(make_train_step(loss_fn, tx, donate=False)), donate_argnums=(0,))
+    data = {"image": data["image"], "label": data["label"]}
     iterators = [batches(data, key=k, batch_size=batch, num_steps=num_steps) for k in data_keys]
-    losses, norms = [], []
+    history = []  # each step's metrics, on device
     for _ in range(num_steps):
         per_model = [next(it) for it in iterators]
         stacked = {name: np.stack([b[name] for b in per_model]) for name in per_model[0]}
         state, metrics = step(state, stacked, step_keys)
-        losses.append(metrics["loss"])
-        norms.append(metrics["grad_norm"])
+        history.append(metrics)
     if num_steps:
+        stacked = jax.tree.map(lambda *m: jnp.stack(m), *history)  # name -> [steps, S]
         finite = np.asarray(
-            jnp.isfinite(jnp.stack(losses)) & jnp.isfinite(jnp.stack(norms))
-        )  # [steps, S]
+            functools.reduce(jnp.logical_and, [jnp.isfinite(v) for v in stacked.values()])
+        )
         if not finite.all():
             first, model_index = (int(i[0]) for i in np.nonzero(~finite))
+            bad = {k: float(np.asarray(v)[first, model_index]) for k, v in stacked.items()}
+            bad["model"] = model_index  # which of the S models (named in the message)
             raise Diverged(
-                first,
-                {"loss": float(losses[first][model_index]), "model": model_index},
+                first + 1,  # the step count after the update, as fit reports it
+                bad,
                 None,
                 f"train_seeds_for_epochs (model {model_index} of {len(keys)})",
             )
