@@ -415,7 +415,7 @@ def test_chunked_and_unchunked_metrics_agree(batch):
     g = lambda params, z: jnp.tanh(f(params, z))  # noqa: E731 (nonlinear)
     a = gradient(g, p, x, t)
     k = jax.random.key(1)
-    for cs in (1, 3):  # 3 does not divide the copies: the last chunk is padded
+    for cs in (3,):  # 3 does not divide the copies: the last chunk is padded
         pairs = [
             (infidelity(g, p, x, t, a, key=k, num_samples=7),
              infidelity(g, p, x, t, a, key=k, num_samples=7, chunk_size=cs)),

@@ -354,6 +354,7 @@ def test_a_diverging_model_trained_together_is_named():
         )  # fmt: skip
 
 
+@pytest.mark.slow  # real retrainings; test_models_trained_together_... covers the training
 def test_roar_retrains_a_masks_seeds_together_with_the_same_accuracies():
     train, test = _digits_subset()
     retrain = make_retrainer(lambda: MLP(hidden=(32,)), epochs=3, batch_size=64)
