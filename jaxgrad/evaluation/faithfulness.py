@@ -31,20 +31,12 @@ from jaxgrad._validation import (
     check_positive_int,
     is_concrete,
 )
-from jaxgrad.evaluation.perturbation import FILLS, _fill, pixel_salience
+from jaxgrad.evaluation.perturbation import FILLS, _fill, check_attribution, pixel_salience
 from jaxgrad.gradients import select_logits
 from jaxgrad.types import ArrayLike, LogitFn, Params
 
 OUTPUTS = ("logit", "probability")
 PERTURBATIONS = ("gaussian", "square")
-
-
-def _check_attribution(attribution, x):
-    attribution = jnp.asarray(attribution)
-    if attribution.shape != x.shape:
-        raise ValueError(f"attribution must have x's shape {x.shape}, got {attribution.shape}")
-    check_finite(attribution, "attribution")
-    return attribution
 
 
 def select_output(logits: jax.Array, target: jax.Array, output: str) -> jax.Array:
@@ -116,7 +108,7 @@ def infidelity(
       ``[B]``, lower is better.
     """
     x, target = check_inputs(x, target)
-    attribution = _check_attribution(attribution, x)
+    attribution = check_attribution(attribution, x)
     draws = _draws(key, num_samples, perturbations, x, "infidelity")
     check_choice(perturbation, PERTURBATIONS, "perturbation")
     check_choice(output, OUTPUTS, "output")
@@ -256,7 +248,7 @@ def faithfulness_correlation(
     """
     x, target = check_inputs(x, target)
     check_images(x, "x")
-    attribution = _check_attribution(attribution, x)
+    attribution = check_attribution(attribution, x)
     check_choice(output, OUTPUTS, "output")
     check_choice(fill, FILLS, "fill")
     b, h, w, _ = x.shape

@@ -39,6 +39,15 @@ FILLS = ("constant", "image_mean", "image_min", "data_mean", "blur")
 ORDERS = ("least", "most", "random")
 
 
+def check_attribution(attribution: ArrayLike, x: jax.Array) -> jax.Array:
+    """``attribution`` as an array of ``x``'s shape, finite where concrete (named errors)."""
+    attribution = jnp.asarray(attribution)
+    if attribution.shape != x.shape:
+        raise ValueError(f"attribution must have x's shape {x.shape}, got {attribution.shape}")
+    check_finite(attribution, "attribution")
+    return attribution
+
+
 def pixel_salience(attribution: ArrayLike, aggregate: str = "abs_sum") -> jax.Array:
     """Per-pixel salience ``[B, H, W]`` of an attribution ``[B, H, W, C]``.
 
@@ -182,10 +191,7 @@ def pixel_perturbation(
       not finite.
     """
     x, target = check_inputs(x, target)
-    attribution = jnp.asarray(attribution)
-    if attribution.shape != x.shape:
-        raise ValueError(f"attribution must have x's shape {x.shape}, got {attribution.shape}")
-    check_finite(attribution, "attribution")
+    attribution = check_attribution(attribution, x)
     if x.ndim != 4:
         raise ValueError(f"x must be images [B, H, W, C], got shape {x.shape}")
     f = check_fractions(fractions)
@@ -323,10 +329,7 @@ def deletion_insertion(
     check_choice(mode, MODES, "mode")
     x, target = check_inputs(x, target)
     check_images(x, "x")
-    attribution = jnp.asarray(attribution)
-    if attribution.shape != x.shape:
-        raise ValueError(f"attribution must have x's shape {x.shape}, got {attribution.shape}")
-    check_finite(attribution, "attribution")
+    attribution = check_attribution(attribution, x)
     num_pixels = x.shape[1] * x.shape[2]
     num_steps = x.shape[1] if num_steps is None else check_positive_int(num_steps, "num_steps")
     if num_steps > num_pixels:

@@ -35,7 +35,12 @@ from jaxgrad._validation import (
     check_positive_int,
     is_concrete,
 )
-from jaxgrad.evaluation.perturbation import pixel_salience, removal_ranks, responses
+from jaxgrad.evaluation.perturbation import (
+    check_attribution,
+    pixel_salience,
+    removal_ranks,
+    responses,
+)
 from jaxgrad.types import ArrayLike, LogitFn, Params
 
 # (row offset, column offset): weight, as in the reference implementation.
@@ -209,10 +214,7 @@ def road(
     """
     x, target = check_inputs(x, target)
     check_images(x, "x")
-    attribution = jnp.asarray(attribution)
-    if attribution.shape != x.shape:
-        raise ValueError(f"attribution must have x's shape {x.shape}, got {attribution.shape}")
-    check_finite(attribution, "attribution")
+    attribution = check_attribution(attribution, x)
     check_number(noise, "noise", low=0.0)
     f = check_fractions(fractions)
     num_pixels = x.shape[1] * x.shape[2]
