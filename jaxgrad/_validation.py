@@ -7,6 +7,10 @@ only when the array is concrete, since a check inside ``jit`` would need a host 
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -117,11 +121,36 @@ def check_inputs(x, target, name: str = "x") -> tuple[jax.Array, jax.Array]:
     return x, check_target(target, x.shape[0])
 
 
+def as_int(value, name: str, *, low: int | None = None) -> int:
+    """``value`` as a Python int: any integer type (``int``, ``np.integer``, a concrete 0-d
+    integer array) is accepted and ``bool`` refused; ``low`` is the smallest allowed value.
+    """
+    v = None
+    if isinstance(value, bool | np.bool_):
+        pass
+    elif isinstance(value, int | np.integer):
+        v = int(value)
+    elif (
+        is_concrete(value)
+        and hasattr(value, "dtype")
+        and np.ndim(value) == 0
+        and np.issubdtype(value.dtype, np.integer)
+    ):
+        v = int(np.asarray(value))
+    what = {1: "a positive integer", 0: "a non-negative integer"}.get(
+        low, "an integer" if low is None else f"an integer >= {low}"
+    )
+    if v is None:
+        kind = "a traced value (it must be static)" if not is_concrete(value) else repr(value)
+        raise TypeError(f"{name} must be {what} (int, np.integer or a 0-d integer array), got {kind}")
+    if low is not None and v < low:
+        raise ValueError(f"{name} must be {what}, got {v}")
+    return v
+
+
 def check_positive_int(value, name: str) -> int:
-    """Raises a ``ValueError`` naming ``name`` unless ``value`` is an int >= 1 (static args)."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
+    """``value`` as an int >= 1 (any integer type, not ``bool``), else an error naming ``name``."""
+    return as_int(value, name, low=1)
 
 
 def check_chunk_size(chunk_size) -> None:
@@ -169,3 +198,159 @@ def broadcast_baseline(baseline, x: jax.Array) -> jax.Array:
         raise ValueError(
             f"baseline of shape {b.shape} is not broadcastable to x's shape {x.shape}"
         ) from None
+
+
+# --- declarative checks: @checked(steps=POSITIVE_INT, sigma=POSITIVE, ...) -----------------
+
+Rule = Callable[[object, str], object]
+
+
+def integer(low: int | None = None, *, optional: bool = False) -> Rule:
+    """A rule: any integer type, at least ``low``; returned as a Python int."""
+
+    def rule(value, name):
+        if optional and value is None:
+            return value
+        return as_int(value, name, low=low)
+
+    return rule
+
+
+def number(
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+    optional: bool = False,
+) -> Rule:
+    """A rule: a finite number in the range when concrete (see :func:`check_number`)."""
+
+    def rule(value, name):
+        if optional and value is None:
+            return value
+        if isinstance(value, str):
+            raise TypeError(f"{name} must be a number, got {value!r}")
+        return check_number(
+            value, name, low=low, high=high, low_open=low_open, high_open=high_open
+        )
+
+    return rule
+
+
+def one_of(*choices, optional: bool = False) -> Rule:
+    """A rule: one of ``choices`` (compared with ``==``)."""
+
+    def rule(value, name):
+        if optional and value is None:
+            return value
+        if not isinstance(value, str | int | type(None)) or value not in choices:
+            raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+        return value
+
+    return rule
+
+
+def a_callable(*, optional: bool = False) -> Rule:
+    """A rule: a function (or any callable)."""
+
+    def rule(value, name):
+        if optional and value is None:
+            return value
+        if not callable(value):
+            raise TypeError(f"{name} must be callable, got {type(value).__name__} {value!r}")
+        return value
+
+    return rule
+
+
+def prng_key(*, optional: bool = False) -> Rule:
+    """A rule: a JAX PRNG key (``jax.random.key`` or a legacy ``uint32[2]`` key)."""
+
+    def rule(value, name):
+        if value is None:
+            if optional:
+                return value
+            raise TypeError(f"{name} must be a PRNG key (jax.random.key(seed)), got None")
+        dtype = getattr(value, "dtype", None)
+        typed = dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
+        legacy = dtype == jnp.uint32 and np.shape(value)[-1:] == (2,)
+        if not (typed or legacy):
+            raise TypeError(
+                f"{name} must be a PRNG key (jax.random.key(seed)), got {type(value).__name__} "
+                f"{value!r}"[:200]
+            )
+        return value
+
+    return rule
+
+
+POSITIVE_INT = integer(1)
+NONNEGATIVE_INT = integer(0)
+OPTIONAL_POSITIVE_INT = integer(1, optional=True)
+POSITIVE = number(0, low_open=True)
+NONNEGATIVE = number(0)
+FRACTION = number(0, 1)
+FINITE = number()
+CALLABLE = a_callable()
+KEY = prng_key()
+OPTIONAL_KEY = prng_key(optional=True)
+
+
+def checked(**rules: Rule):
+    """Checks the named arguments of every call before the function runs.
+
+    ``@checked(steps=POSITIVE_INT, sigma=POSITIVE)`` applies each rule to the argument of
+    that name when the caller passes it (defaults are trusted); a rule raises an error naming
+    the argument, or returns the value to use (integers of any type become Python ints, so a
+    static argument stays hashable). The wrapper keeps the function's name, docstring and
+    signature.
+    """
+
+    def decorate(fn):
+        sig = inspect.signature(fn)
+        unknown = set(rules) - set(sig.parameters)
+        if unknown:
+            raise TypeError(f"@checked rules for arguments {fn.__name__} lacks: {sorted(unknown)}")
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            try:
+                bound = sig.bind(*args, **kwargs)
+            except TypeError as e:
+                raise TypeError(f"{fn.__name__}(): {e}") from None
+            changed = False
+            for name, rule in rules.items():
+                if name in bound.arguments:
+                    value = bound.arguments[name]
+                    new = rule(value, name)
+                    if new is not value:
+                        bound.arguments[name] = new
+                        changed = True
+            if changed:
+                return fn(*bound.args, **bound.kwargs)
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+def clip_range(*, optional: bool = True) -> Rule:
+    """A rule: ``None`` (where allowed) or a ``(low, high)`` pair of finite numbers, low < high."""
+
+    def rule(value, name):
+        if value is None and optional:
+            return value
+        try:
+            lo, hi = (float(v) for v in value)
+        except (TypeError, ValueError):
+            raise TypeError(f"{name} must be a (low, high) pair of numbers, got {value!r}") from None
+        if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+            raise ValueError(f"{name} must be a (low, high) pair with low < high, got {value!r}")
+        return value
+
+    return rule
+
+
+CLIP = clip_range()

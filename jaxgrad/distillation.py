@@ -31,7 +31,18 @@ import jax.numpy as jnp
 
 from jaxgrad import _random
 from jaxgrad._chunking import chunked_vmap
-from jaxgrad._validation import check_choice, check_positive_int, check_target, check_x
+from jaxgrad._validation import (
+    CALLABLE,
+    KEY,
+    OPTIONAL_POSITIVE_INT,
+    POSITIVE,
+    POSITIVE_INT,
+    check_choice,
+    check_positive_int,
+    check_target,
+    check_x,
+    checked,
+)
 from jaxgrad.gradients import input_gradients
 from jaxgrad.types import ArrayLike, LogitFn, Params
 
@@ -47,6 +58,7 @@ def _flat_normalised(g: jax.Array, normalize: bool, eps: float) -> jax.Array:
     return g * jax.lax.rsqrt(jnp.sum(g**2, axis=1, keepdims=True) + eps**2)
 
 
+@checked(student_logit_fn=CALLABLE, teacher_logit_fn=CALLABLE, eps=POSITIVE)
 def jacobian_matching_loss(
     student_logit_fn: LogitFn,
     student_params: Params,
@@ -110,6 +122,7 @@ def jacobian_matching_loss(
     return penalty(check_target(target, x.shape[0], num_classes))
 
 
+@checked(temperature=POSITIVE)
 def distillation_loss(
     student_logits: ArrayLike,
     teacher_logits: ArrayLike,
@@ -143,6 +156,7 @@ def distillation_loss(
     return temperature**2 * jnp.sum(jnp.exp(log_p_t) * (log_p_t - log_p_s), axis=1)
 
 
+@checked(student_logit_fn=CALLABLE, teacher_logit_fn=CALLABLE, key=KEY, sigma=POSITIVE, num_samples=POSITIVE_INT, chunk_size=OPTIONAL_POSITIVE_INT)
 def noisy_distillation_loss(
     student_logit_fn: LogitFn,
     student_params: Params,

@@ -9,7 +9,16 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxgrad._validation import check_target, check_x
+from jaxgrad._validation import (
+    CALLABLE,
+    NONNEGATIVE,
+    NONNEGATIVE_INT,
+    POSITIVE,
+    check_finite,
+    check_target,
+    check_x,
+    checked,
+)
 from jaxgrad.types import ArrayLike, LogitFn, Params, TappedLogitFn
 
 
@@ -83,7 +92,7 @@ def log_density(
     Returns:
       ``[B]``.
     """
-    logits = logit_fn(params, jnp.asarray(x))
+    logits = logit_fn(params, check_x(x))
     if target is None:
         return jax.nn.logsumexp(logits, axis=-1)
     return select_logits(logits, target)
@@ -107,6 +116,7 @@ def score(
     return jax.grad(lambda z: jnp.sum(log_density(logit_fn, params, z, target)))(x)
 
 
+@checked(logit_fn=CALLABLE, g=CALLABLE)
 def shift_logits(logit_fn: LogitFn, g) -> LogitFn:
     """Adds ``g(params, x)`` to every logit: the same softmax, different input-gradients.
 
@@ -164,6 +174,7 @@ def _shifted(logit_fn: LogitFn, shift, *, keep_biases: bool) -> LogitFn:
     return TappedLogitFn(shifted, taps, biases, with_activation)
 
 
+@checked(f=CALLABLE)
 def hvp(f, x: ArrayLike, v: ArrayLike) -> jax.Array:
     """Hessian-vector products of a per-example function, forward-over-reverse.
 
@@ -175,12 +186,13 @@ def hvp(f, x: ArrayLike, v: ArrayLike) -> jax.Array:
     Returns:
       ``H_b v_b`` for every example, ``[B, *S]``: ``jax.jvp(jax.grad(sum f), (x,), (v,))``.
     """
-    x, v = jnp.asarray(x), jnp.asarray(v)
+    x, v = check_x(x), jnp.asarray(v)
     if v.shape != x.shape:
         raise ValueError(f"v must have x's shape {x.shape}, got {v.shape}")
     return jax.jvp(jax.grad(lambda z: jnp.sum(f(z))), (x,), (v.astype(x.dtype),))[1]
 
 
+@checked(logit_fn=CALLABLE, target_class=NONNEGATIVE_INT)
 def shift_to_target_map(logit_fn: LogitFn, target_class: int, target_map: ArrayLike) -> LogitFn:
     """A classifier with the same softmax whose ``target_class`` input-gradient is ``target_map``.
 
@@ -199,6 +211,7 @@ def shift_to_target_map(logit_fn: LogitFn, target_class: int, target_map: ArrayL
     Returns:
       The shifted ``logit_fn``.
     """
+    check_finite(jnp.asarray(target_map)[None], "target_map")
     m = jnp.asarray(target_map)
 
     def shift(params: Params, x: jax.Array, logits: jax.Array) -> jax.Array:
@@ -212,16 +225,20 @@ def shift_to_target_map(logit_fn: LogitFn, target_class: int, target_map: ArrayL
     return _shifted(logit_fn, shift, keep_biases=True)
 
 
+@checked(eps=POSITIVE)
 def cosine_similarity(a: ArrayLike, b: ArrayLike, eps: float = 1e-12) -> jax.Array:
     """Per-example cosine similarity of ``[B, *S]`` arrays (``b`` may be ``[*S]``), ``[B]``."""
-    a = jnp.asarray(a)
-    b = jnp.broadcast_to(jnp.asarray(b), a.shape)
+    a, b = jnp.asarray(a), jnp.asarray(b)
+    if b.shape not in (a.shape, a.shape[1:]):
+        raise ValueError(f"b must have a's shape {a.shape} or {a.shape[1:]}, got {b.shape}")
+    b = jnp.broadcast_to(b, a.shape)
     axes = tuple(range(1, a.ndim))
     num = jnp.sum(a * b, axis=axes)
     den = jnp.sqrt(jnp.sum(a * a, axis=axes) * jnp.sum(b * b, axis=axes))
     return num / jnp.maximum(den, eps)
 
 
+@checked(alpha=NONNEGATIVE)
 def gradient_manipulation_loss(
     logit_fn: LogitFn,
     params: Params,
@@ -239,6 +256,11 @@ def gradient_manipulation_loss(
     differentiable in ``params`` (double backprop).
     """
     x = check_x(x)
+    if jnp.shape(target_map) not in (x.shape, x.shape[1:]):
+        raise ValueError(
+            f"target_map must have the per-example shape {x.shape[1:]} (or x's {x.shape}), "
+            f"got {jnp.shape(target_map)}"
+        )
     logits = logit_fn(params, x)
     ce = -select_logits(jax.nn.log_softmax(logits, axis=-1), target)
     grads = input_gradients(logit_fn, params, x, target)

@@ -22,7 +22,17 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxgrad._validation import check_choice, check_target, check_x
+from jaxgrad._validation import (
+    CALLABLE,
+    NONNEGATIVE,
+    OPTIONAL_KEY,
+    POSITIVE,
+    check_choice,
+    check_target,
+    check_x,
+    checked,
+    number,
+)
 from jaxgrad.gradients import select_logits
 from jaxgrad.trace_estimators import (
     PerExampleFn,
@@ -34,6 +44,7 @@ from jaxgrad.trace_estimators import (
 from jaxgrad.types import ArrayLike, LogitFn, Params
 
 
+@checked(f=CALLABLE)
 def gradient_norm_regularizer(f: PerExampleFn, x: ArrayLike) -> jax.Array:
     """``1/2 ||grad_x f_b(x_b)||^2`` per example, ``[B]`` (the paper's gradient-norm baseline)."""
     x = check_x(x)
@@ -41,6 +52,7 @@ def gradient_norm_regularizer(f: PerExampleFn, x: ArrayLike) -> jax.Array:
     return 0.5 * jnp.sum(g**2, axis=tuple(range(1, x.ndim)))
 
 
+@checked(f=CALLABLE, key=OPTIONAL_KEY)
 def score_matching_loss(
     f: PerExampleFn,
     x: ArrayLike,
@@ -73,9 +85,13 @@ def stability_regularizer(trace: ArrayLike) -> jax.Array:
     Naive score matching drives the trace to ``-inf`` (the finite-sample optimum is a mixture
     of Diracs at the data); penalising its square keeps it bounded.
     """
-    return jnp.square(jnp.asarray(trace))
+    trace = jnp.asarray(trace)
+    if trace.ndim != 1:
+        raise ValueError(f"trace must be one estimate per example, [B], got shape {trace.shape}")
+    return jnp.square(trace)
 
 
+@checked(tau=POSITIVE)
 def anti_score_matching_loss(trace: ArrayLike, *, tau: ArrayLike = 1000.0) -> jax.Array:
     """``-min(h, tau)`` per example: maximise the trace until it reaches ``tau``.
 
@@ -83,7 +99,10 @@ def anti_score_matching_loss(trace: ArrayLike, *, tau: ArrayLike = 1000.0) -> ja
       trace: trace estimates ``h``, ``[B]``.
       tau: the threshold (paper 1000, authors' code 1e4).
     """
-    return -jnp.minimum(jnp.asarray(trace), tau)
+    trace = jnp.asarray(trace)
+    if trace.ndim != 1:
+        raise ValueError(f"trace must be one estimate per example, [B], got shape {trace.shape}")
+    return -jnp.minimum(trace, tau)
 
 
 KINDS = ("none", "score_matching", "anti_score_matching", "gradient_norm")
@@ -106,6 +125,7 @@ CODE_DEFAULTS = {
 }
 
 
+@checked(logit_fn=CALLABLE, key=OPTIONAL_KEY, mu=NONNEGATIVE, tau=POSITIVE)
 def regularizer(
     logit_fn: LogitFn,
     params: Params,
@@ -166,6 +186,7 @@ def regularizer(
 Regularizer = Callable[..., jax.Array]
 
 
+@checked(lam=number(0, optional=True), mu=number(0, optional=True), tau=number(0, low_open=True, optional=True))
 def make_regularizer(
     kind: str,
     *,
@@ -230,6 +251,7 @@ class LossAux(NamedTuple):
     model_aux: Any
 
 
+@checked(logit_fn=CALLABLE, key=OPTIONAL_KEY, lam=number(0, optional=True), mu=number(0, optional=True), tau=number(0, low_open=True, optional=True))
 def regularized_loss_with_aux(
     logit_fn: Callable[[Params, jax.Array], tuple[jax.Array, Any]],
     params: Params,
@@ -269,6 +291,7 @@ def regularized_loss_with_aux(
     return ce + reg, LossAux(logits, reg, model_aux)
 
 
+@checked(logit_fn=CALLABLE, key=OPTIONAL_KEY, lam=number(0, optional=True), mu=number(0, optional=True), tau=number(0, low_open=True, optional=True))
 def regularized_loss(
     logit_fn: LogitFn,
     params: Params,

@@ -36,11 +36,19 @@ import jax.numpy as jnp
 from jaxgrad import _random
 from jaxgrad._chunking import chunked_vmap
 from jaxgrad._validation import (
+    CALLABLE,
+    KEY,
+    OPTIONAL_KEY,
+    OPTIONAL_POSITIVE_INT,
+    POSITIVE,
+    POSITIVE_INT,
     check_choice,
     check_number,
     check_positive_int,
     check_target,
     check_x,
+    checked,
+    one_of,
 )
 from jaxgrad.gradients import select_logits
 from jaxgrad.types import ArrayLike, LogitFn, Params
@@ -72,6 +80,7 @@ def takes_f_x(estimator: TraceEstimator) -> bool:
         return False
 
 
+@checked(f=CALLABLE, chunk_size=OPTIONAL_POSITIVE_INT)
 def hessian_trace_exact(
     f: PerExampleFn, x: ArrayLike, *, key: jax.Array | None = None, chunk_size: int | None = None
 ) -> jax.Array:
@@ -117,6 +126,7 @@ def _probes(key: jax.Array, shape: tuple[int, ...], dtype, distribution: str) ->
     return _random.normal(key, shape, dtype)
 
 
+@checked(f=CALLABLE, key=KEY, num_probes=POSITIVE_INT, distribution=one_of(*DISTRIBUTIONS), product=one_of(*PRODUCTS), chunk_size=OPTIONAL_POSITIVE_INT)
 def hessian_trace_hutchinson(
     f: PerExampleFn,
     x: ArrayLike,
@@ -169,6 +179,7 @@ def hessian_trace_hutchinson(
     return jnp.mean(chunked_vmap(quad_form, keys, chunk_size), axis=0)
 
 
+@checked(f=CALLABLE, key=KEY, sigma=POSITIVE, num_samples=POSITIVE_INT, chunk_size=OPTIONAL_POSITIVE_INT)
 def hessian_trace_taylor(
     f: PerExampleFn,
     x: ArrayLike,
@@ -230,6 +241,7 @@ def hessian_trace_taylor(
     return jnp.mean(chunked_vmap(one, keys, chunk_size), axis=0)
 
 
+@checked(logit_fn=CALLABLE, key=OPTIONAL_KEY)
 def hessian_trace(
     logit_fn: LogitFn,
     params: Params,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from jaxgrad._validation import check_positive_int
+
 RULES = ("left", "right", "middle", "trapezoid", "gauss_legendre")
 
 
@@ -19,9 +21,7 @@ def quadrature(rule: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
     Raises:
       ValueError: unknown rule, ``steps < 1`` (``< 2`` for the trapezoid).
     """
-    if not isinstance(steps, (int, np.integer)) or steps < 1:
-        raise ValueError(f"steps must be a positive integer, got {steps!r}")
-    m = int(steps)
+    m = check_positive_int(steps, "steps")
     k = np.arange(m, dtype=np.float64)
     if rule == "left":
         return k / m, np.full(m, 1.0 / m)

@@ -24,12 +24,22 @@ import numpy as np
 
 from jaxgrad._chunking import chunked_sum
 from jaxgrad._filters import gaussian_blur
-from jaxgrad._validation import check_inputs, check_positive_int
+from jaxgrad._validation import (
+    CALLABLE,
+    OPTIONAL_KEY,
+    OPTIONAL_POSITIVE_INT,
+    POSITIVE,
+    POSITIVE_INT,
+    check_inputs,
+    check_positive_int,
+    checked,
+)
 from jaxgrad.attribution._common import multi_target
 from jaxgrad.gradients import input_gradients
 from jaxgrad.types import ArrayLike, LogitFn, Params
 
 
+@checked(logit_fn=CALLABLE, key=OPTIONAL_KEY, max_sigma=POSITIVE, steps=POSITIVE_INT, grad_step=POSITIVE, truncate=POSITIVE, chunk_size=OPTIONAL_POSITIVE_INT)
 @multi_target
 def blur_integrated_gradients(
     logit_fn: LogitFn,

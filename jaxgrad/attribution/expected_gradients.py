@@ -13,12 +13,21 @@ import jax
 import jax.numpy as jnp
 
 from jaxgrad._chunking import chunked_sum
-from jaxgrad._validation import check_inputs, check_positive_int
+from jaxgrad._validation import (
+    CALLABLE,
+    KEY,
+    OPTIONAL_POSITIVE_INT,
+    POSITIVE_INT,
+    check_inputs,
+    check_positive_int,
+    checked,
+)
 from jaxgrad.attribution._common import multi_target
 from jaxgrad.gradients import input_gradients
 from jaxgrad.types import ArrayLike, LogitFn, Params
 
 
+@checked(logit_fn=CALLABLE, key=KEY, num_samples=POSITIVE_INT, chunk_size=OPTIONAL_POSITIVE_INT)
 @multi_target
 def expected_gradients(
     logit_fn: LogitFn,

@@ -29,7 +29,8 @@ import numpy as np
 
 from jaxgrad._filters import resize_bilinear
 from jaxgrad._taps import tap_gradients
-from jaxgrad._validation import check_images, check_inputs, is_concrete
+from jaxgrad._validation import check_images, check_inputs, check_x, is_concrete
+from jaxgrad.gradients import select_logits
 from jaxgrad.attribution._common import multi_target
 from jaxgrad.types import ArrayLike, Params, TappedLogitFn, require_tapped
 
@@ -105,13 +106,20 @@ def completeness_gap(
     decomposition: FullGradDecomposition, x: ArrayLike, logits: ArrayLike, target: ArrayLike
 ) -> jax.Array:
     """``f_y(x) - sum(x * input_gradient) - sum of the bias gradients``, per example ``[B]``."""
-    x = jnp.asarray(x)
+    x = check_x(x)
+    if x.shape != decomposition.input_gradient.shape:
+        raise ValueError(
+            f"x must have the decomposition's input_gradient shape "
+            f"{decomposition.input_gradient.shape}, got {x.shape}"
+        )
+    logits = jnp.asarray(logits)
+    if logits.ndim != 2 or logits.shape[0] != x.shape[0]:
+        raise ValueError(f"logits must have shape [B, K] with B = {x.shape[0]}, got {logits.shape}")
     axes = tuple(range(1, x.ndim))
     total = jnp.sum(x * decomposition.input_gradient, axis=axes)
     for term in decomposition.bias_gradients.values():
         total = total + jnp.sum(term, axis=tuple(range(1, term.ndim)))
-    f = jnp.take_along_axis(jnp.asarray(logits), jnp.asarray(target)[:, None], axis=1)[:, 0]
-    return f - total
+    return select_logits(logits, target) - total
 
 
 def _check_completeness(decomposition, x, logits, target, rtol: float, unbiased) -> None:

@@ -15,12 +15,17 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxgrad._validation import check_inputs
+from jaxgrad._validation import (
+    CALLABLE,
+    check_inputs,
+    checked,
+)
 from jaxgrad.attribution._common import multi_target
 from jaxgrad.gradients import input_gradients
 from jaxgrad.types import Activation, ArrayLike, Params, TappedLogitFn, require_tapped
 
 
+@checked(activation=CALLABLE)
 def guided(activation: Activation) -> Activation:
     """An elementwise ``activation`` whose backward pass passes only positive gradients.
 

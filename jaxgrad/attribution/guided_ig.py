@@ -22,7 +22,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxgrad._validation import broadcast_baseline, check_inputs, check_number, check_positive_int
+from jaxgrad._validation import (
+    CALLABLE,
+    OPTIONAL_KEY,
+    POSITIVE_INT,
+    broadcast_baseline,
+    check_inputs,
+    check_number,
+    check_positive_int,
+    checked,
+)
 from jaxgrad.attribution._common import multi_target
 from jaxgrad.gradients import input_gradients
 from jaxgrad.types import ArrayLike, LogitFn, Params
@@ -32,6 +41,7 @@ def _isclose(a, b, tol):
     return jnp.abs(a - b) <= jnp.maximum(tol * jnp.maximum(jnp.abs(a), jnp.abs(b)), tol)
 
 
+@checked(logit_fn=CALLABLE, key=OPTIONAL_KEY, steps=POSITIVE_INT)
 @multi_target
 def guided_integrated_gradients(
     logit_fn: LogitFn,

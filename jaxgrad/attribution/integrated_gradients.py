@@ -16,7 +16,16 @@ import jax
 import jax.numpy as jnp
 
 from jaxgrad._chunking import chunked_sum
-from jaxgrad._validation import broadcast_baseline, check_inputs, check_positive_int
+from jaxgrad._validation import (
+    CALLABLE,
+    OPTIONAL_KEY,
+    OPTIONAL_POSITIVE_INT,
+    POSITIVE_INT,
+    broadcast_baseline,
+    check_inputs,
+    check_positive_int,
+    checked,
+)
 from jaxgrad.attribution._common import multi_target
 from jaxgrad.attribution._paths import quadrature
 from jaxgrad.gradients import input_gradients, select_logits
@@ -46,6 +55,7 @@ def _baselines(baseline: Baseline, x: jax.Array, key, num_baselines: int) -> jax
     return broadcast_baseline(baseline, x)[None]
 
 
+@checked(logit_fn=CALLABLE, key=OPTIONAL_KEY, num_baselines=POSITIVE_INT, steps=POSITIVE_INT, chunk_size=OPTIONAL_POSITIVE_INT)
 @multi_target
 def integrated_gradients(
     logit_fn: LogitFn,
@@ -102,6 +112,7 @@ def integrated_gradients(
     return jnp.mean(jax.vmap(for_baseline)(bases), axis=0)
 
 
+@checked(logit_fn=CALLABLE, key=OPTIONAL_KEY, num_baselines=POSITIVE_INT)
 @multi_target(per_target=("attribution",))
 def completeness_delta(
     logit_fn: LogitFn,

@@ -20,7 +20,17 @@ import jax.numpy as jnp
 
 from jaxgrad import _random
 from jaxgrad._chunking import chunked_sum
-from jaxgrad._validation import check_choice, check_inputs, check_number, check_positive_int
+from jaxgrad._validation import (
+    CALLABLE,
+    KEY,
+    OPTIONAL_POSITIVE_INT,
+    POSITIVE_INT,
+    check_choice,
+    check_inputs,
+    check_number,
+    check_positive_int,
+    checked,
+)
 from jaxgrad.attribution._common import multi_target
 from jaxgrad.attribution.gradient import gradient
 from jaxgrad.types import ArrayLike, LogitFn, Params
@@ -45,6 +55,7 @@ def _check_method_kwargs(method, method_kwargs) -> None:
         )
 
 
+@checked(logit_fn=CALLABLE, key=KEY, method=CALLABLE, num_samples=POSITIVE_INT, chunk_size=OPTIONAL_POSITIVE_INT)
 @multi_target
 def smoothgrad(
     logit_fn: LogitFn,

@@ -23,12 +23,17 @@ import numpy as np
 from jaxgrad import _random
 from jaxgrad._chunking import merged_map, repeat_examples
 from jaxgrad._validation import (
+    CALLABLE,
+    OPTIONAL_KEY,
+    POSITIVE,
+    POSITIVE_INT,
     check_choice,
     check_finite,
     check_images,
     check_inputs,
     check_number,
     check_positive_int,
+    checked,
     is_concrete,
 )
 from jaxgrad.evaluation.perturbation import FILLS, _fill, check_attribution, pixel_salience
@@ -48,6 +53,7 @@ def select_output(logits: jax.Array, target: jax.Array, output: str) -> jax.Arra
     return select_logits(logits, target)
 
 
+@checked(logit_fn=CALLABLE, key=OPTIONAL_KEY, num_samples=POSITIVE_INT, noise_scale=POSITIVE, patch_size=POSITIVE_INT)
 def infidelity(
     logit_fn: LogitFn,
     params: Params,
@@ -188,6 +194,7 @@ def random_subsets(key: jax.Array, num_runs: int, batch: int, num_pixels: int, s
     return jax.lax.top_k(u, size)[1]
 
 
+@checked(logit_fn=CALLABLE, key=OPTIONAL_KEY, num_runs=POSITIVE_INT, subset_size=POSITIVE_INT)
 def faithfulness_correlation(
     logit_fn: LogitFn,
     params: Params,

@@ -12,8 +12,10 @@ import jax
 import jax.numpy as jnp
 
 from jaxgrad.types import ArrayLike
+from jaxgrad._validation import checked, number
 
 
+@checked(top_k=number(0, low_open=True))
 def block_localization(
     attribution: ArrayLike, signal_mask: ArrayLike, *, top_k: int | float = 0.05
 ) -> dict[str, jax.Array]:

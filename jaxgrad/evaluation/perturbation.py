@@ -30,6 +30,7 @@ from jaxgrad._validation import (
     check_images,
     check_inputs,
     check_positive_int,
+    is_concrete,
 )
 from jaxgrad.gradients import select_logits
 from jaxgrad.types import ArrayLike, LogitFn, Params
@@ -84,6 +85,7 @@ def removal_ranks(
     order then removes the top rows first.
     """
     check_choice(ties, TIES, "ties")
+    check_finite(salience, "salience")
     b = salience.shape[0]
     flat = salience.reshape(b, -1)
     if order in ("least", "most"):
@@ -249,6 +251,7 @@ def mask_images(
     """
     x = jnp.asarray(x)
     check_images(x, "x")
+    check_finite(attribution, "attribution")
     attribution = jnp.asarray(attribution)
     if attribution.shape != x.shape:
         raise ValueError(f"attribution must have x's shape {x.shape}, got {attribution.shape}")
@@ -262,6 +265,15 @@ def area_under_curve(fractions: ArrayLike, values: ArrayLike) -> jax.Array:
     """Trapezoidal area under ``values [F, ...]`` over ``fractions [F]`` (sorted ascending)."""
     f = jnp.asarray(fractions)
     v = jnp.asarray(values)
+    if f.ndim != 1 or f.shape[0] < 2:
+        raise ValueError(f"fractions must be 1-D with at least 2 points, got shape {f.shape}")
+    if v.ndim < 1 or v.shape[0] != f.shape[0]:
+        raise ValueError(
+            f"values must have the fractions' length {f.shape[0]} in its first axis [F, ...], "
+            f"got shape {v.shape}"
+        )
+    if is_concrete(f) and not np.all(np.diff(np.asarray(f)) >= 0):
+        raise ValueError(f"fractions must be sorted ascending, got {np.asarray(f).tolist()}")
     widths = (f[1:] - f[:-1]).reshape(-1, *([1] * (v.ndim - 1)))
     return jnp.sum(widths * (v[1:] + v[:-1]) / 2, axis=0)
 

@@ -16,7 +16,12 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from jaxgrad._validation import check_choice
+from jaxgrad._validation import (
+    KEY,
+    POSITIVE,
+    check_choice,
+    checked,
+)
 
 MODES = ("cascading", "independent")
 
@@ -31,6 +36,11 @@ def layer_names(
     call order for freshly initialised Flax params but alphabetical after some round trips
     (a restored checkpoint, for one): pass the model, or ``layers=`` explicitly.
     """
+    if not isinstance(variables, Mapping) or "params" not in variables:
+        raise TypeError(
+            "variables must be a Flax variables dict with a 'params' collection, got "
+            f"{type(variables).__name__}"
+        )
     if model is not None:
         if sample_x is None:
             raise ValueError("layer_names with a model needs sample_x (one input, [1, *S])")
@@ -95,6 +105,7 @@ def _in_layer(path: str, layer: str) -> bool:
     return path == layer or path.startswith(layer + "/")
 
 
+@checked(key=KEY, stddev=POSITIVE)
 def randomization_stages(
     params: Any,
     *,

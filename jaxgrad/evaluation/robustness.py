@@ -20,13 +20,23 @@ import numpy as np
 
 from jaxgrad import _random
 from jaxgrad._chunking import chunked_vmap, merged_map, repeat_examples
-from jaxgrad._validation import check_choice, check_inputs, check_number
+from jaxgrad._validation import (
+    CALLABLE,
+    OPTIONAL_KEY,
+    POSITIVE,
+    POSITIVE_INT,
+    check_choice,
+    check_inputs,
+    check_number,
+    checked,
+)
 from jaxgrad.evaluation.faithfulness import _draws
 from jaxgrad.types import ArrayLike, LogitFn, Params
 
 REDUCTIONS = ("max", "mean")
 
 
+@checked(logit_fn=CALLABLE, key=OPTIONAL_KEY, method=CALLABLE, radius=POSITIVE, num_samples=POSITIVE_INT)
 def sensitivity(
     logit_fn: LogitFn,
     params: Params,

@@ -20,14 +20,31 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxgrad import _random
 from jaxgrad._chunking import chunked_vmap
-from jaxgrad._validation import check_inputs, check_positive_int
+from jaxgrad._validation import (
+    CALLABLE,
+    CLIP,
+    KEY,
+    NONNEGATIVE,
+    OPTIONAL_KEY,
+    OPTIONAL_POSITIVE_INT,
+    POSITIVE,
+    POSITIVE_INT,
+    check_inputs,
+    check_positive_int,
+    check_target,
+    checked,
+    is_concrete,
+    number,
+)
 from jaxgrad.gradients import input_gradients, select_logits
 from jaxgrad.types import ArrayLike, LogitFn, Params
 
 
+@checked(logit_fn=CALLABLE, key=OPTIONAL_KEY, step_size=POSITIVE, noise_scale=number(0, optional=True), steps=POSITIVE_INT, clip=CLIP, weight_decay=NONNEGATIVE)
 def langevin_sample(
     logit_fn: LogitFn,
     params: Params,
@@ -87,6 +104,7 @@ def langevin_sample(
     return jax.lax.fori_loop(0, steps, step, x)
 
 
+@checked(logit_fn=CALLABLE, step_size=POSITIVE, steps=POSITIVE_INT, clip=CLIP, weight_decay=NONNEGATIVE)
 def gradient_ascent(
     logit_fn,
     params,
@@ -119,6 +137,7 @@ def gradient_ascent(
     )
 
 
+@checked(logit_fn=CALLABLE, key=KEY, num_samples=POSITIVE_INT, chunk_size=OPTIONAL_POSITIVE_INT)
 def density_ratio_profile(
     logit_fn: LogitFn,
     params: Params,
@@ -137,6 +156,10 @@ def density_ratio_profile(
     """
     x, target = check_inputs(x, target)
     num_samples = check_positive_int(num_samples, "num_samples")
+    if is_concrete(sigmas):
+        s = np.asarray(sigmas, np.float64).reshape(-1)
+        if not s.size or not np.all(np.isfinite(s)) or np.any(s <= 0):
+            raise ValueError(f"sigmas must be finite positive numbers, got {s.tolist()}")
     sigmas = jnp.asarray(sigmas, x.dtype).reshape(-1)
     f0 = select_logits(logit_fn(params, x), target)
 
@@ -152,6 +175,7 @@ def density_ratio_profile(
     return jnp.mean(draws, axis=0)
 
 
+@checked(logit_fn=CALLABLE)
 def gan_test_accuracy(
     logit_fn: LogitFn, params: Params, x: ArrayLike, target: ArrayLike
 ) -> jax.Array:
@@ -161,4 +185,6 @@ def gan_test_accuracy(
     another model also recognises as ``y``.
     """
     x, target = check_inputs(x, target)
-    return (jnp.argmax(logit_fn(params, x), axis=-1) == target).astype(jnp.float32)
+    logits = logit_fn(params, x)
+    target = check_target(target, x.shape[0], logits.shape[-1])
+    return (jnp.argmax(logits, axis=-1) == target).astype(jnp.float32)

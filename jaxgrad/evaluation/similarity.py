@@ -20,6 +20,7 @@ import numpy as np
 
 from jaxgrad._filters import gaussian_matrix, separable
 from jaxgrad.types import ArrayLike
+from jaxgrad._validation import POSITIVE, checked
 
 
 def rankdata_average(a: ArrayLike, mask: ArrayLike | None = None) -> jax.Array:
@@ -29,8 +30,14 @@ def rankdata_average(a: ArrayLike, mask: ArrayLike | None = None) -> jax.Array:
     meaningless) and the others are ranked among themselves.
     """
     a = jnp.asarray(a)
+    if a.ndim < 1:
+        raise ValueError(f"a must have at least one axis to rank along, got shape {a.shape}")
+    nan_rows = jnp.isnan(a).any(axis=-1, keepdims=True) if jnp.issubdtype(a.dtype, jnp.floating) else None
     if mask is not None:
-        a = jnp.where(jnp.asarray(mask, bool), a, jnp.inf)
+        mask = jnp.asarray(mask, bool)
+        if mask.shape != a.shape:
+            raise ValueError(f"mask must have a's shape {a.shape}, got {mask.shape}")
+        a = jnp.where(mask, a, jnp.inf)
     s = jnp.sort(a, axis=-1)
     search = jnp.vectorize(
         lambda srt, v, side: jnp.searchsorted(srt, v, side=side),
@@ -39,7 +46,9 @@ def rankdata_average(a: ArrayLike, mask: ArrayLike | None = None) -> jax.Array:
     )
     lo = search(s, a, "left")
     hi = search(s, a, "right")
-    return (lo + hi - 1) / 2.0 + 1.0
+    ranks = (lo + hi - 1) / 2.0 + 1.0
+    # NaN ranks where a row holds a NaN (scipy's nan_policy="propagate"), never finite ones
+    return ranks if nan_rows is None else jnp.where(nan_rows, jnp.nan, ranks)
 
 
 def _flat_pair(a, b, name_a="a", name_b="b"):
@@ -65,6 +74,11 @@ def spearman(a: ArrayLike, b: ArrayLike, *, mask: ArrayLike | None = None) -> ja
       ``[B]``; NaN where one side is constant or holds a NaN (as scipy).
     """
     a, b = _flat_pair(a, b)
+    if mask is not None and jnp.size(jnp.asarray(mask)) != a.size:
+        raise ValueError(
+            f"mask must have a's shape [B, *S] ({a.shape[0]} x {a.shape[1]} entries), "
+            f"got {jnp.shape(mask)}"
+        )
     m = jnp.ones(a.shape, a.dtype) if mask is None else jnp.asarray(mask, bool).reshape(a.shape)
     m = m.astype(a.dtype)
     ra = rankdata_average(a, m > 0)
@@ -102,6 +116,7 @@ def spearman_nz(
     return spearman_abs(a, b, mask=x != jnp.broadcast_to(jnp.asarray(baseline, x.dtype), x.shape))
 
 
+@checked(data_range=POSITIVE, sigma=POSITIVE, truncate=POSITIVE, k1=POSITIVE, k2=POSITIVE)
 def ssim(
     a: ArrayLike,
     b: ArrayLike,
@@ -170,6 +185,14 @@ def hog_similarity(
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     if a.shape != b.shape or a.ndim != 4:
         raise ValueError(f"a and b must be [B, H, W, C] of one shape, got {a.shape} and {b.shape}")
+
+    cell = tuple(np.atleast_1d(pixels_per_cell))
+    if len(cell) != 2 or not all(
+        isinstance(v, int | np.integer) and not isinstance(v, bool) and v >= 1 for v in cell
+    ):
+        raise ValueError(f"pixels_per_cell must be two positive integers, got {pixels_per_cell!r}")
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise ValueError("a and b must be finite: a map holds NaN or infinite values")
 
     def feats(m):
         m = m.sum(-1)
