@@ -122,8 +122,10 @@ def check_inputs(x, target, name: str = "x") -> tuple[jax.Array, jax.Array]:
 
 
 def as_int(value, name: str, *, low: int | None = None) -> int:
-    """``value`` as a Python int: any integer type (``int``, ``np.integer``, a concrete 0-d
-    integer array) is accepted and ``bool`` refused; ``low`` is the smallest allowed value.
+    """``value`` as a Python int, else an error naming ``name``.
+
+    Any integer type (``int``, ``np.integer``, a concrete 0-d integer array) is accepted and
+    ``bool`` refused; ``low`` is the smallest allowed value.
     """
     v = None
     if isinstance(value, bool | np.bool_):
@@ -142,7 +144,9 @@ def as_int(value, name: str, *, low: int | None = None) -> int:
     )
     if v is None:
         kind = "a traced value (it must be static)" if not is_concrete(value) else repr(value)
-        raise TypeError(f"{name} must be {what} (int, np.integer or a 0-d integer array), got {kind}")
+        raise TypeError(
+            f"{name} must be {what} (int, np.integer or a 0-d integer array), got {kind}"
+        )
     if low is not None and v < low:
         raise ValueError(f"{name} must be {what}, got {v}")
     return v
@@ -231,9 +235,7 @@ def number(
             return value
         if isinstance(value, str):
             raise TypeError(f"{name} must be a number, got {value!r}")
-        return check_number(
-            value, name, low=low, high=high, low_open=low_open, high_open=high_open
-        )
+        return check_number(value, name, low=low, high=high, low_open=low_open, high_open=high_open)
 
     return rule
 
@@ -345,7 +347,9 @@ def clip_range(*, optional: bool = True) -> Rule:
         try:
             lo, hi = (float(v) for v in value)
         except (TypeError, ValueError):
-            raise TypeError(f"{name} must be a (low, high) pair of numbers, got {value!r}") from None
+            raise TypeError(
+                f"{name} must be a (low, high) pair of numbers, got {value!r}"
+            ) from None
         if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
             raise ValueError(f"{name} must be a (low, high) pair with low < high, got {value!r}")
         return value

@@ -156,7 +156,14 @@ def distillation_loss(
     return temperature**2 * jnp.sum(jnp.exp(log_p_t) * (log_p_t - log_p_s), axis=1)
 
 
-@checked(student_logit_fn=CALLABLE, teacher_logit_fn=CALLABLE, key=KEY, sigma=POSITIVE, num_samples=POSITIVE_INT, chunk_size=OPTIONAL_POSITIVE_INT)
+@checked(
+    student_logit_fn=CALLABLE,
+    teacher_logit_fn=CALLABLE,
+    key=KEY,
+    sigma=POSITIVE,
+    num_samples=POSITIVE_INT,
+    chunk_size=OPTIONAL_POSITIVE_INT,
+)
 def noisy_distillation_loss(
     student_logit_fn: LogitFn,
     student_params: Params,

@@ -186,7 +186,11 @@ def regularizer(
 Regularizer = Callable[..., jax.Array]
 
 
-@checked(lam=number(0, optional=True), mu=number(0, optional=True), tau=number(0, low_open=True, optional=True))
+@checked(
+    lam=number(0, optional=True),
+    mu=number(0, optional=True),
+    tau=number(0, low_open=True, optional=True),
+)
 def make_regularizer(
     kind: str,
     *,
@@ -251,7 +255,13 @@ class LossAux(NamedTuple):
     model_aux: Any
 
 
-@checked(logit_fn=CALLABLE, key=OPTIONAL_KEY, lam=number(0, optional=True), mu=number(0, optional=True), tau=number(0, low_open=True, optional=True))
+@checked(
+    logit_fn=CALLABLE,
+    key=OPTIONAL_KEY,
+    lam=number(0, optional=True),
+    mu=number(0, optional=True),
+    tau=number(0, low_open=True, optional=True),
+)
 def regularized_loss_with_aux(
     logit_fn: Callable[[Params, jax.Array], tuple[jax.Array, Any]],
     params: Params,
@@ -291,7 +301,13 @@ def regularized_loss_with_aux(
     return ce + reg, LossAux(logits, reg, model_aux)
 
 
-@checked(logit_fn=CALLABLE, key=OPTIONAL_KEY, lam=number(0, optional=True), mu=number(0, optional=True), tau=number(0, low_open=True, optional=True))
+@checked(
+    logit_fn=CALLABLE,
+    key=OPTIONAL_KEY,
+    lam=number(0, optional=True),
+    mu=number(0, optional=True),
+    tau=number(0, low_open=True, optional=True),
+)
 def regularized_loss(
     logit_fn: LogitFn,
     params: Params,

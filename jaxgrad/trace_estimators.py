@@ -126,7 +126,14 @@ def _probes(key: jax.Array, shape: tuple[int, ...], dtype, distribution: str) ->
     return _random.normal(key, shape, dtype)
 
 
-@checked(f=CALLABLE, key=KEY, num_probes=POSITIVE_INT, distribution=one_of(*DISTRIBUTIONS), product=one_of(*PRODUCTS), chunk_size=OPTIONAL_POSITIVE_INT)
+@checked(
+    f=CALLABLE,
+    key=KEY,
+    num_probes=POSITIVE_INT,
+    distribution=one_of(*DISTRIBUTIONS),
+    product=one_of(*PRODUCTS),
+    chunk_size=OPTIONAL_POSITIVE_INT,
+)
 def hessian_trace_hutchinson(
     f: PerExampleFn,
     x: ArrayLike,
@@ -179,7 +186,9 @@ def hessian_trace_hutchinson(
     return jnp.mean(chunked_vmap(quad_form, keys, chunk_size), axis=0)
 
 
-@checked(f=CALLABLE, key=KEY, sigma=POSITIVE, num_samples=POSITIVE_INT, chunk_size=OPTIONAL_POSITIVE_INT)
+@checked(
+    f=CALLABLE, key=KEY, sigma=POSITIVE, num_samples=POSITIVE_INT, chunk_size=OPTIONAL_POSITIVE_INT
+)
 def hessian_trace_taylor(
     f: PerExampleFn,
     x: ArrayLike,

@@ -202,7 +202,6 @@ def digits_like(c, **change):
 
 
 def specs() -> list[Spec]:  # noqa: PLR0915 (one table)
-    x = lambda c: c["x"]  # noqa: E731
     lit = lambda c: dict(logit_fn=c["f"], params=c["p"], x=c["x"], target=c["t"])  # noqa: E731
     tap = lambda c: dict(logit_fn=c["tf"], params=c["v"], x=c["x"], target=c["t"])  # noqa: E731
     metr = lambda c: dict(lit(c), attribution=c["a"])  # noqa: E731
@@ -360,7 +359,9 @@ def specs() -> list[Spec]:  # noqa: PLR0915 (one table)
              lambda c: [("pixels_per_cell", "0", (0, 4)),
                         ("b", "wrong-shape", np.asarray(c["x"][:2])),
                         ("a", "nan", np.asarray(c["x"]) * NAN)]),
-        Spec(E.langevin_sample, lambda c: dict(lit(c), key=c["key"], step_size=0.01, steps=3)),
+        Spec(E.langevin_sample, lambda c: dict(lit(c), key=c["key"], step_size=0.01, steps=3),
+             lambda c: [("noise_scale", "nan", NAN), ("noise_scale", "-1", -1.0)],
+             skip_auto=("noise_scale",)),
         Spec(E.gradient_ascent, lambda c: dict(lit(c), step_size=0.01, steps=3),
              lambda c: [("clip", "reversed", (1.0, 0.0)), ("weight_decay", "nan", NAN)]),
         Spec(E.density_ratio_profile, lambda c: dict(lit(c), key=c["key"], sigmas=(0.1,),
@@ -388,7 +389,9 @@ def specs() -> list[Spec]:  # noqa: PLR0915 (one table)
                            "label": np.full(2, K, np.int32)}], ("target", "label"))]),
         Spec(DR.keep_ranked, lambda c: dict(x=c["x"], attribution=c["a"], fill_value=0.0,
                                             count=4, order="least"),
-             lambda c: [("count", "too-many", H * W + 1)]),
+             lambda c: [("count", "too-many", H * W + 1), ("count", "-1", -1),
+                        ("count", "True", True), ("count", "2.5", 2.5)],
+             skip_auto=("count",)),
         Spec(DR.roar,
              lambda c: dict(train=c["data"], test=c["test"],
                             train_attribution=np.ones_like(c["data"]["image"]),
@@ -405,23 +408,25 @@ def specs() -> list[Spec]:  # noqa: PLR0915 (one table)
                             stages=[("trained", c["p"])], x=c["x"], target=c["t"]),
              lambda c: [("stages", "empty", []), ("methods", "empty", {})]),
         Spec(DR.mean_ci99, lambda c: dict(values=np.ones(5)),
-             lambda c: [("values", "empty", np.ones(0)),
-                        ("values", "nan", np.array([1.0, NAN]))]),
+             # (NaN values are left out by design, and counted: Spearman is NaN for a
+             # constant map, and each row reports n, the finite values)
+             lambda c: [("values", "empty", np.ones(0))]),
         Spec(DR.default_metrics, lambda c: dict(x=c["x"]),
              lambda c: [("x", "nan", c["x"].at[0].set(NAN))]),
         # --- jaxgrad.data ---
         Spec(D.load_digits, lambda c: dict(split="train")),
         Spec(D.load_dataset, lambda c: dict(source="digits", split="test"),
              lambda c: [("source", "unknown", "nope"), ("shard", "out-of-range", (2, 2)),
-                        ("source", "unprepared-tfds", "tfds:no_such_dataset")]),
+                        ("source", "unprepared-tfds", "tfds:no_such_dataset",
+                         ("tfds:no_such_dataset",))]),
         Spec(D.source_shape, lambda c: dict(source="digits", split="train"),
              lambda c: [("source", "unknown", "nope")]),
-        Spec(D.load_idx, lambda c: dict(folder=_idx_folder(c["tmp"]), split="test"),
-             lambda c: [("folder", "missing", c["tmp"] / "no-such-folder")],
+        Spec(D.load_idx, lambda c: dict(folder=_idx_folder(c["tmp"]), split="test", num_train=6),
+             lambda c: [("folder", "missing", c["tmp"] / "no-such-folder", ("IDX", "folder"))],
              auto=()),
         Spec(D.read_idx, lambda c: dict(path=_idx_folder(c["tmp"]) / "t10k-labels-idx1-ubyte"),
-             lambda c: [("path", "missing", c["tmp"] / "nope.idx"),
-                        ("path", "garbage", _garbage(c["tmp"]))], auto=()),
+             lambda c: [("path", "missing", c["tmp"] / "nope.idx", ("IDX",)),
+                        ("path", "garbage", _garbage(c["tmp"]), ("IDX",))], auto=()),
         Spec(D.load_tfds, lambda c: dict(name="mnist"),
              lambda c: [("name", "unprepared", "no_such_dataset", ("no_such_dataset",)),
                         ("shard", "out-of-range", (3, 2))], auto=(), runs_offline=False),
@@ -430,33 +435,30 @@ def specs() -> list[Spec]:  # noqa: PLR0915 (one table)
                             num_classes=10),
              lambda c: [("label", "out-of-range", c["data"]["label"] + 10),
                         ("image", "nan", c["data"]["image"] * NAN),
-                        ("image", "uint8", (c["data"]["image"] * 255).astype(np.uint8)),
                         ("label", "float", c["data"]["label"].astype(np.float32))],
              skip_auto=("name",)),
         Spec(D.validate_dataset, lambda c: dict(data=c["data"], name="mine", num_classes=10),
              lambda c: [("data", "missing-label", {"image": c["data"]["image"]}, ("label",)),
-                        ("data", "labels>=num_classes", c["data"], ("label",)),
                         ("data", "pixels>1", digits_like(c, image=c["data"]["image"] * 2),
                          ("image",))],
              skip_auto=("name",)),
         Spec(D.make_block_mnist, lambda c: dict(data=c["data"], seed=0, p_top=0.5),
-             lambda c: [("data", "not-28x28", c["data"], ("28", "image", "shape"))]),
+             lambda c: [("data", "rank-3", {"image": c["data"]["image"][..., 0],
+                                            "label": c["data"]["label"]}, ("image",))]),
         Spec(D.signal_mask, lambda c: dict(signal_top=np.array([True, False]),
                                            image_shape=(56, 28, 1)),
              lambda c: [("image_shape", "odd", (55, 28, 1)),
                         ("signal_top", "int", np.array([2, 3]))]),
         Spec(D.make_signal_coordinate, lambda c: dict(num_examples=8, dim=10, bias_prob=0.1)),
         Spec(D.batches, lambda c: dict(data=c["data"], key=c["key"], batch_size=8, num_steps=2),
-             lambda c: [("batch_size", "too-big", 1000), ("process_index", "out-of-range", 2),
+             lambda c: [("process_index", "out-of-range", 2),
                         ("process_count", "0", 0)]),
         Spec(D.eval_batches, lambda c: dict(data=c["data"], batch_size=8),
              lambda c: [("process_index", "out-of-range", 2)]),
         Spec(D.get_batch, lambda c: dict(data=c["data"], step=0, key=c["key"], batch_size=8),
-             lambda c: [("step", "-1", -1), ("step", "True", True),
-                        ("batch_size", "too-big", 1000)]),
+             lambda c: [("step", "-1", -1), ("step", "True", True)]),
         Spec(D.epoch_order, lambda c: dict(key=c["key"], epoch=0, num_examples=8)),
-        Spec(D.steps_per_epoch, lambda c: dict(num_examples=64, batch_size=8),
-             lambda c: [("batch_size", "too-big", 100)]),
+        Spec(D.steps_per_epoch, lambda c: dict(num_examples=64, batch_size=8)),
         Spec(D.shard_indices, lambda c: dict(num_examples=64, index=0, count=2),
              lambda c: [("index", "out-of-range", 2), ("index", "-1", -1), ("count", "0", 0),
                         ("index", "True", True)]),
@@ -569,16 +571,14 @@ def specs() -> list[Spec]:  # noqa: PLR0915 (one table)
                                                 data=c["data"], key=c["key"], epochs=1,
                                                 batch_size=16),
              lambda c: [("data", "label-out-of-range", digits_like(
-                 c, label=c["data"]["label"] + 10), ("label",)),
-                        ("batch_size", "too-big", 1000)]),
+                 c, label=c["data"]["label"] + 10), ("label",))]),
         Spec(T.train_seeds_for_epochs,
              lambda c: dict(model=c["model"], loss_fn=c["loss"], tx=c["tx"], data=c["data"],
                             keys=jax.random.split(c["key"], 2), epochs=1, batch_size=16),
              lambda c: [("keys", "not-keys", jnp.zeros(2)),
                         ("data", "label-out-of-range", digits_like(
                             c, label=c["data"]["label"] + 10), ("label",))]),
-        Spec(T.epoch_steps, lambda c: dict(num_examples=64, epochs=2, batch_size=8),
-             lambda c: [("batch_size", "too-big", 100)]),
+        Spec(T.epoch_steps, lambda c: dict(num_examples=64, epochs=2, batch_size=8)),
         Spec(T.make_eval_step, lambda c: dict(logit_fn=c["f"]), auto=(),
              name="make_eval_step"),
         Spec(T.abstract_train_state, lambda c: dict(model=c["model"], tx=c["tx"],
@@ -610,9 +610,10 @@ def _idx_folder(tmp: Path) -> Path:
         n = 12
         images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
         labels = (np.arange(n) % 10).astype(np.uint8)
-        head = lambda code, dims: bytes([0, 0, 8, code]) + b"".join(  # noqa: E731
-            int(d).to_bytes(4, "big") for d in dims
-        )
+
+        def head(code, dims):
+            return bytes([0, 0, 8, code]) + b"".join(int(d).to_bytes(4, "big") for d in dims)
+
         (folder / "t10k-images-idx3-ubyte").write_bytes(head(3, images.shape) + images.tobytes())
         (folder / "t10k-labels-idx1-ubyte").write_bytes(head(1, labels.shape) + labels.tobytes())
     return folder
@@ -680,8 +681,10 @@ def cases() -> list[Case]:
         except Exception as e:  # a broken valid call is a defect of this table
             raise RuntimeError(f"the valid call of {name} fails: {e!r}") from e
         params = _parameters(spec.fn)
-        mutate = spec.auto if spec.auto is not None else tuple(good) + tuple(
-            p for p in params if p not in good
+        mutate = (
+            spec.auto
+            if spec.auto is not None
+            else tuple(good) + tuple(p for p in params if p not in good)
         )
         seen = set()
         for arg in mutate:
@@ -802,7 +805,8 @@ def _has_nan(out) -> bool:
     except Exception:
         return False
     return any(
-        isinstance(v, jax.Array | np.ndarray) and np.issubdtype(v.dtype, np.floating)
+        isinstance(v, jax.Array | np.ndarray)
+        and np.issubdtype(v.dtype, np.floating)
         and bool(np.isnan(np.asarray(v)).any())
         for v in leaves
     )
@@ -824,7 +828,9 @@ def public_callables() -> dict[str, set[str]]:
         module = importlib.import_module(name)
         for attr in getattr(module, "__all__", ()):
             obj = getattr(module, attr)
-            if inspect.isfunction(obj) or (inspect.isclass(obj) and obj.__module__.startswith("jaxgrad")):
+            if inspect.isfunction(obj) or (
+                inspect.isclass(obj) and obj.__module__.startswith("jaxgrad")
+            ):
                 out.setdefault(obj.__module__, set()).add(attr)
             elif isinstance(obj, functools.partial):
                 out.setdefault(obj.func.__module__, set()).add(attr)

@@ -39,7 +39,15 @@ from jaxgrad.gradients import input_gradients
 from jaxgrad.types import ArrayLike, LogitFn, Params
 
 
-@checked(logit_fn=CALLABLE, key=OPTIONAL_KEY, max_sigma=POSITIVE, steps=POSITIVE_INT, grad_step=POSITIVE, truncate=POSITIVE, chunk_size=OPTIONAL_POSITIVE_INT)
+@checked(
+    logit_fn=CALLABLE,
+    key=OPTIONAL_KEY,
+    max_sigma=POSITIVE,
+    steps=POSITIVE_INT,
+    grad_step=POSITIVE,
+    truncate=POSITIVE,
+    chunk_size=OPTIONAL_POSITIVE_INT,
+)
 @multi_target
 def blur_integrated_gradients(
     logit_fn: LogitFn,

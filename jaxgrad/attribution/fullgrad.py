@@ -30,8 +30,8 @@ import numpy as np
 from jaxgrad._filters import resize_bilinear
 from jaxgrad._taps import tap_gradients
 from jaxgrad._validation import check_images, check_inputs, check_x, is_concrete
-from jaxgrad.gradients import select_logits
 from jaxgrad.attribution._common import multi_target
+from jaxgrad.gradients import select_logits
 from jaxgrad.types import ArrayLike, Params, TappedLogitFn, require_tapped
 
 

@@ -55,7 +55,13 @@ def _baselines(baseline: Baseline, x: jax.Array, key, num_baselines: int) -> jax
     return broadcast_baseline(baseline, x)[None]
 
 
-@checked(logit_fn=CALLABLE, key=OPTIONAL_KEY, num_baselines=POSITIVE_INT, steps=POSITIVE_INT, chunk_size=OPTIONAL_POSITIVE_INT)
+@checked(
+    logit_fn=CALLABLE,
+    key=OPTIONAL_KEY,
+    num_baselines=POSITIVE_INT,
+    steps=POSITIVE_INT,
+    chunk_size=OPTIONAL_POSITIVE_INT,
+)
 @multi_target
 def integrated_gradients(
     logit_fn: LogitFn,

@@ -55,7 +55,13 @@ def _check_method_kwargs(method, method_kwargs) -> None:
         )
 
 
-@checked(logit_fn=CALLABLE, key=KEY, method=CALLABLE, num_samples=POSITIVE_INT, chunk_size=OPTIONAL_POSITIVE_INT)
+@checked(
+    logit_fn=CALLABLE,
+    key=KEY,
+    method=CALLABLE,
+    num_samples=POSITIVE_INT,
+    chunk_size=OPTIONAL_POSITIVE_INT,
+)
 @multi_target
 def smoothgrad(
     logit_fn: LogitFn,

@@ -9,7 +9,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jaxgrad._validation import KEY, NONNEGATIVE_INT, checked
 
+
+@checked(key=KEY, padding=NONNEGATIVE_INT)
 def random_crop(key: jax.Array, images: jax.Array, *, padding: int = 4) -> jax.Array:
     """Pads each image by ``padding`` zeros on every side and crops it back at a random offset.
 
@@ -34,12 +37,16 @@ def random_crop(key: jax.Array, images: jax.Array, *, padding: int = 4) -> jax.A
     return jax.vmap(crop)(padded, offsets)
 
 
+@checked(key=KEY)
 def random_flip(key: jax.Array, images: jax.Array) -> jax.Array:
     """Flips each image ``[B, H, W, C]`` left-right with probability 1/2."""
+    if images.ndim != 4:
+        raise ValueError(f"images must have rank 4 [B, H, W, C], got shape {images.shape}")
     flip = jax.random.bernoulli(key, 0.5, (images.shape[0],))
     return jnp.where(flip[:, None, None, None], images[:, :, ::-1], images)
 
 
+@checked(key=KEY, padding=NONNEGATIVE_INT)
 def cifar_augment(key: jax.Array, images: jax.Array, *, padding: int = 4) -> jax.Array:
     """Random crop with ``padding``-pixel zero padding, then a random horizontal flip.
 
@@ -52,6 +59,7 @@ def cifar_augment(key: jax.Array, images: jax.Array, *, padding: int = 4) -> jax
     return random_flip(k_flip, random_crop(k_crop, images, padding=padding))
 
 
+@checked(key=KEY, padding=NONNEGATIVE_INT)
 def crop_augment(key: jax.Array, images: jax.Array, *, padding: int = 4) -> jax.Array:
     """Random crop with ``padding``-pixel zero padding, no flip (digits: SVHN)."""
     return random_crop(key, images, padding=padding)
@@ -67,5 +75,8 @@ def get_augmentation(name: str):
     :func:`crop_augment`.
     """
     if name not in AUGMENTATIONS:
-        raise ValueError(f"augment must be one of {sorted(AUGMENTATIONS)}, got {name!r}")
+        raise ValueError(
+            f"name (the augmentation, config key augment) must be one of "
+            f"{sorted(AUGMENTATIONS)}, got {name!r}"
+        )
     return AUGMENTATIONS[name]

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from jaxgrad._validation import OPTIONAL_POSITIVE_INT, checked
+
 Dataset = dict[str, np.ndarray]
 
 
+@checked(num_classes=OPTIONAL_POSITIVE_INT)
 def validate_dataset(data: Dataset, name: str, num_classes: int | None = None) -> Dataset:
     """Checks a data set split and returns it unchanged.
 
@@ -60,6 +63,7 @@ def validate_dataset(data: Dataset, name: str, num_classes: int | None = None) -
     return data
 
 
+@checked(num_classes=OPTIONAL_POSITIVE_INT)
 def make_dataset(
     image: np.ndarray, label: np.ndarray, name: str, num_classes: int | None
 ) -> Dataset:

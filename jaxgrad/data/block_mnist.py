@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from jaxgrad._validation import FRACTION, NONNEGATIVE_INT, checked
 from jaxgrad.data.base import Dataset, validate_dataset
 
 
@@ -32,6 +33,7 @@ def default_null_patch(height: int, width: int, channels: int = 1) -> np.ndarray
     return patch
 
 
+@checked(seed=NONNEGATIVE_INT, p_top=FRACTION)
 def make_block_mnist(
     data: Dataset,
     *,
@@ -54,6 +56,8 @@ def make_block_mnist(
     """
     validate_dataset(data, "data")
     images = np.asarray(data["image"], np.float32)
+    if images.ndim != 4:
+        raise ValueError(f"data's image must have rank 4 [N, H, W, C], got shape {images.shape}")
     n, h, w, c = images.shape
     if not 0 <= p_top <= 1:
         raise ValueError(f"p_top must lie in [0, 1], got {p_top}")
@@ -78,10 +82,14 @@ def make_block_mnist(
 
 def signal_mask(signal_top: np.ndarray, image_shape: tuple[int, ...]) -> np.ndarray:
     """``bool [N, 2H, W]``: True on each example's signal block."""
+    if np.asarray(signal_top).dtype != bool:
+        raise TypeError(
+            f"signal_top must be a bool array [N], got dtype {np.asarray(signal_top).dtype}"
+        )
     signal_top = np.asarray(signal_top, bool)
     h2, w = image_shape[0], image_shape[1]
     if h2 % 2:
-        raise ValueError(f"BlockMNIST images have an even height, got {image_shape}")
+        raise ValueError(f"image_shape must have an even height (BlockMNIST), got {image_shape}")
     upper = np.zeros((h2, w), bool)
     upper[: h2 // 2] = True
     return np.where(signal_top[:, None, None], upper[None], ~upper[None])

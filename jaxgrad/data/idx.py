@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxgrad._validation import POSITIVE_INT, checked
 from jaxgrad.data.base import Dataset, make_dataset
 
 _DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -64,6 +65,7 @@ def _has(folder: Path, prefix: str) -> bool:
     return (folder / name).is_file() or (folder / f"{name}.gz").is_file()
 
 
+@checked(num_train=POSITIVE_INT, num_classes=POSITIVE_INT)
 def load_idx(
     folder: str | Path, split: str = "train", *, num_train: int = 8000, num_classes: int = 10
 ) -> Dataset:

@@ -20,9 +20,11 @@ from collections.abc import Iterator
 import jax
 import numpy as np
 
+from jaxgrad._validation import KEY, NONNEGATIVE_INT, OPTIONAL_POSITIVE_INT, POSITIVE_INT, checked
 from jaxgrad.data.base import Dataset
 
 
+@checked(num_examples=NONNEGATIVE_INT, index=NONNEGATIVE_INT, count=POSITIVE_INT)
 def shard_indices(num_examples: int, index: int, count: int) -> np.ndarray:
     """The examples of host ``index`` of ``count``: every ``count``-th from ``index``.
 
@@ -30,24 +32,29 @@ def shard_indices(num_examples: int, index: int, count: int) -> np.ndarray:
     out), so that all hosts run the same number of steps per epoch.
     """
     if not 0 <= index < count:
-        raise ValueError(f"shard index must lie in [0, {count}), got {index}")
+        raise ValueError(f"index (the shard) must lie in [0, count) = [0, {count}), got {index}")
     per_host = num_examples // count
     if per_host == 0:
-        raise ValueError(f"{num_examples} examples cannot be split over {count} hosts")
+        raise ValueError(
+            f"num_examples ({num_examples}) cannot be split over count = {count} hosts"
+        )
     return index + count * np.arange(per_host)
 
 
+@checked(index=NONNEGATIVE_INT, count=POSITIVE_INT)
 def host_shard(data: Dataset, index: int, count: int) -> Dataset:
     """Host ``index``'s shard of a split already in memory (see :func:`shard_indices`)."""
     idx = shard_indices(len(data["label"]), index, count)
     return {k: v[idx] for k, v in data.items()}
 
 
+@checked(num_examples=POSITIVE_INT, batch_size=POSITIVE_INT)
 def steps_per_epoch(num_examples: int, batch_size: int) -> int:
     """Number of (padded) batches that cover ``num_examples`` once."""
     return math.ceil(num_examples / batch_size)
 
 
+@checked(key=KEY, epoch=NONNEGATIVE_INT, num_examples=POSITIVE_INT)
 def epoch_order(key: jax.Array, epoch: int, num_examples: int, shuffle: bool = True) -> np.ndarray:
     """Order of the examples in ``epoch``: a permutation from ``fold_in(key, epoch)``."""
     if not shuffle:
@@ -68,7 +75,7 @@ def batch_indices(
 def _check(data: Dataset, batch_size: int, process_index: int, process_count: int) -> int:
     n = len(data["label"])
     if n == 0:
-        raise ValueError("data is empty")
+        raise ValueError("data is empty (no labels)")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if not 0 <= process_index < process_count:
@@ -80,6 +87,13 @@ def _check(data: Dataset, batch_size: int, process_index: int, process_count: in
     return n
 
 
+@checked(
+    step=NONNEGATIVE_INT,
+    key=KEY,
+    batch_size=POSITIVE_INT,
+    process_index=NONNEGATIVE_INT,
+    process_count=POSITIVE_INT,
+)
 def get_batch(
     data: Dataset,
     step: int,
@@ -112,6 +126,14 @@ def _take(data, order, position, batch_size, process_index, process_count):
     return batch
 
 
+@checked(
+    key=KEY,
+    batch_size=POSITIVE_INT,
+    start_step=NONNEGATIVE_INT,
+    num_steps=OPTIONAL_POSITIVE_INT,
+    process_index=NONNEGATIVE_INT,
+    process_count=POSITIVE_INT,
+)
 def batches(
     data: Dataset,
     *,
@@ -148,6 +170,7 @@ def batches(
         step += 1
 
 
+@checked(batch_size=POSITIVE_INT, process_index=NONNEGATIVE_INT, process_count=POSITIVE_INT)
 def eval_batches(
     data: Dataset, batch_size: int, *, process_index: int = 0, process_count: int = 1
 ) -> Iterator[dict[str, np.ndarray]]:

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from jaxgrad._validation import FRACTION, NONNEGATIVE_INT, POSITIVE_INT, checked
 from jaxgrad.data.base import Dataset
 
 
+@checked(num_examples=POSITIVE_INT, dim=POSITIVE_INT, bias_prob=FRACTION, seed=NONNEGATIVE_INT)
 def make_signal_coordinate(
     num_examples: int, *, dim: int = 10, bias_prob: float = 0.1, seed: int = 0
 ) -> Dataset:

@@ -69,6 +69,15 @@ def load_tfds(
         ``jaxgrad.data.shard_indices``), by index through the random-access data source, so
         a pod's host never reads the others' examples.
     """
+    if shard is not None:
+        try:
+            index, count = (int(v) for v in shard)
+        except (TypeError, ValueError):
+            raise TypeError(
+                f"shard must be an (index, count) pair of ints, got {shard!r}"
+            ) from None
+        if not 0 <= index < count:
+            raise ValueError(f"shard (index, count) must have 0 <= index < count, got {shard!r}")
     try:
         import tensorflow_datasets as tfds
     except ImportError as e:  # pragma: no cover - depends on the environment

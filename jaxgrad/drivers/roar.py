@@ -32,10 +32,29 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxgrad._validation import check_choice, check_fractions, check_number, check_positive_int
+from jaxgrad._validation import (
+    CALLABLE,
+    FRACTION,
+    KEY,
+    NONNEGATIVE,
+    NONNEGATIVE_INT,
+    OPTIONAL_KEY,
+    OPTIONAL_POSITIVE_INT,
+    POSITIVE,
+    POSITIVE_INT,
+    check_choice,
+    check_finite,
+    check_fractions,
+    check_images,
+    check_number,
+    check_positive_int,
+    checked,
+    number,
+    one_of,
+)
 from jaxgrad.data.base import Dataset
 from jaxgrad.data.iterators import eval_batches
-from jaxgrad.evaluation.perturbation import TIES, pixel_salience, removal_ranks
+from jaxgrad.evaluation.perturbation import ORDERS, TIES, pixel_salience, removal_ranks
 from jaxgrad.evaluation.road import noisy_linear_imputation
 from jaxgrad.models.adapters import linen_logit_fn
 from jaxgrad.paths import as_path
@@ -52,9 +71,14 @@ UNITS = ("pixel", "coordinate")
 IMPUTATIONS = ("constant", "road")
 
 
-# Compiled once per (count, order, aggregate, unit, ...), reused for every data set and seed.
-@functools.partial(
-    jax.jit, static_argnames=("count", "order", "aggregate", "unit", "ties", "imputation")
+@checked(
+    key=OPTIONAL_KEY,
+    noise=NONNEGATIVE,
+    count=NONNEGATIVE_INT,
+    order=one_of(*ORDERS),
+    unit=one_of(*UNITS),
+    ties=one_of(*TIES),
+    imputation=one_of(*IMPUTATIONS),
 )
 def keep_ranked(
     x,
@@ -80,6 +104,27 @@ def keep_ranked(
     ``|attribution|`` on its own (``aggregate`` is then unused). ``ties="random"`` orders
     equal values at random with ``key`` (``jaxgrad.evaluation.removal_ranks``).
     """
+    x, attribution = jnp.asarray(x), jnp.asarray(attribution)
+    check_images(x, "x")
+    if attribution.shape != x.shape:
+        raise ValueError(f"attribution must have x's shape {x.shape}, got {attribution.shape}")
+    check_finite(attribution, "attribution")
+    units = x.shape[1] * x.shape[2] * (x.shape[3] if unit == "coordinate" else 1)
+    if count > units:
+        raise ValueError(f"count must be at most the {unit}s per image ({units}), got {count}")
+    return _keep_ranked(
+        x, attribution, jnp.asarray(fill_value), key, noise, count=count, order=order,
+        aggregate=aggregate, unit=unit, ties=ties, imputation=imputation,
+    )  # fmt: skip
+
+
+# Compiled once per (count, order, aggregate, unit, ...), reused for every data set and seed.
+@functools.partial(
+    jax.jit, static_argnames=("count", "order", "aggregate", "unit", "ties", "imputation")
+)
+def _keep_ranked(
+    x, attribution, fill_value, key, noise, *, count, order, aggregate, unit, ties, imputation
+):
     kept = _kept(x, attribution, key, count, order, aggregate, unit, ties)
     if imputation == "road":
         if key is None:  # no key, no noise
@@ -108,6 +153,18 @@ _kept_jit = jax.jit(_kept, static_argnums=(3, 4, 5, 6, 7))
 _impute_jit = jax.jit(noisy_linear_imputation)
 
 
+@checked(
+    model_factory=CALLABLE,
+    epochs=POSITIVE_INT,
+    batch_size=POSITIVE_INT,
+    learning_rate=POSITIVE,
+    optimizer=one_of("sgd", "adam", "adamw"),
+    schedule=one_of("constant", "multistep", "cosine"),
+    weight_decay=NONNEGATIVE,
+    momentum=FRACTION,
+    gamma=number(0, 1, low_open=True),
+    max_steps=OPTIONAL_POSITIVE_INT,
+)
 def make_retrainer(
     model_factory: Callable[[], object],
     *,
@@ -235,7 +292,10 @@ def _masked(
 ) -> Dataset:
     x, a = np.asarray(data["image"], np.float32), np.asarray(attribution)
     if a.shape != x.shape:
-        raise ValueError(f"attributions must have the images' shape {x.shape}, got {a.shape}")
+        raise ValueError(
+            f"train_attribution / test_attribution must have their split's image shape "
+            f"{x.shape}, got {a.shape}"
+        )
     if not np.isfinite(a).all():
         bad = np.flatnonzero(~np.isfinite(a.reshape(len(a), -1)).all(axis=1))
         raise ValueError(
@@ -297,6 +357,17 @@ def _write_record(record, fingerprint: str, finished: dict[str, float]) -> None:
         path.write_text(json.dumps({"fingerprint": fingerprint, "accuracy": finished}, indent=1))
 
 
+@checked(
+    retrain=CALLABLE,
+    key=KEY,
+    protocol=one_of(*PROTOCOLS),
+    fill_value=number(),
+    imputation=one_of(*IMPUTATIONS),
+    imputation_noise=NONNEGATIVE,
+    unit=one_of(*UNITS),
+    seeds=POSITIVE_INT,
+    ties=one_of(*TIES),
+)
 def roar(
     train: Dataset,
     test: Dataset,

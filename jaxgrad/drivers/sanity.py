@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxgrad._validation import check_finite, check_inputs, check_target, check_x
 from jaxgrad.evaluation.similarity import spearman, spearman_abs, spearman_nz
 from jaxgrad.types import LogitFn
 
@@ -22,6 +23,10 @@ from jaxgrad.types import LogitFn
 def mean_ci99(values: np.ndarray) -> tuple[float, float, float]:
     """Mean and a 99% normal-approximation interval (mean +- 2.576 SE) over images."""
     v = np.asarray(values, np.float64)
+    if not v.size:
+        raise ValueError("values is empty: no per-image values to average")
+    # Non-finite values are left out on purpose: Spearman is undefined (NaN) where a map is
+    # constant, and the rows report how many values were finite ("n").
     v = v[np.isfinite(v)]
     if not len(v):
         return float("nan"), float("nan"), float("nan")
@@ -32,6 +37,8 @@ def mean_ci99(values: np.ndarray) -> tuple[float, float, float]:
 
 def default_metrics(x, baseline=0.0):
     """Signed Spearman, absolute Spearman and spearman_nz (pixels where ``x != baseline``)."""
+    check_finite(x, "x")
+    x = check_x(x)
     return {
         "spearman": spearman,
         "spearman_abs": spearman_abs,
@@ -65,8 +72,15 @@ def sanity_table(
       Rows ``{"stage", "method", "metric", "mean", "ci99_low", "ci99_high", "n"}``, plus one
       row per stage and method with metric ``"attribution_sum"`` (the mean raw sum per image).
     """
+    if not methods:
+        raise ValueError("methods is empty: pass {name: method}")
+    stages = list(stages)
+    if not stages:
+        raise ValueError("stages is empty: the first stage is the reference (randomization_stages)")
+    x, target = check_inputs(x, target)
+    num_classes = jax.eval_shape(logit_fn, stages[0][1], x).shape[-1]
+    target = check_target(target, x.shape[0], num_classes)
     metrics = default_metrics(x) if metrics is None else metrics
-    x, target = jnp.asarray(x), jnp.asarray(target)
     rows = []
     for mname, method in methods.items():
         fn = jax.jit(lambda p, xx, tt, k, _m=method: _m(logit_fn, p, xx, tt, key=k))

@@ -53,7 +53,13 @@ def select_output(logits: jax.Array, target: jax.Array, output: str) -> jax.Arra
     return select_logits(logits, target)
 
 
-@checked(logit_fn=CALLABLE, key=OPTIONAL_KEY, num_samples=POSITIVE_INT, noise_scale=POSITIVE, patch_size=POSITIVE_INT)
+@checked(
+    logit_fn=CALLABLE,
+    key=OPTIONAL_KEY,
+    num_samples=POSITIVE_INT,
+    noise_scale=POSITIVE,
+    patch_size=POSITIVE_INT,
+)
 def infidelity(
     logit_fn: LogitFn,
     params: Params,

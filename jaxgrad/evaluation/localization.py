@@ -11,8 +11,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxgrad.types import ArrayLike
 from jaxgrad._validation import checked, number
+from jaxgrad.types import ArrayLike
 
 
 @checked(top_k=number(0, low_open=True))

@@ -36,7 +36,9 @@ from jaxgrad.types import ArrayLike, LogitFn, Params
 REDUCTIONS = ("max", "mean")
 
 
-@checked(logit_fn=CALLABLE, key=OPTIONAL_KEY, method=CALLABLE, radius=POSITIVE, num_samples=POSITIVE_INT)
+@checked(
+    logit_fn=CALLABLE, key=OPTIONAL_KEY, method=CALLABLE, radius=POSITIVE, num_samples=POSITIVE_INT
+)
 def sensitivity(
     logit_fn: LogitFn,
     params: Params,

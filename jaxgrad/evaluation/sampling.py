@@ -44,7 +44,15 @@ from jaxgrad.gradients import input_gradients, select_logits
 from jaxgrad.types import ArrayLike, LogitFn, Params
 
 
-@checked(logit_fn=CALLABLE, key=OPTIONAL_KEY, step_size=POSITIVE, noise_scale=number(0, optional=True), steps=POSITIVE_INT, clip=CLIP, weight_decay=NONNEGATIVE)
+@checked(
+    logit_fn=CALLABLE,
+    key=OPTIONAL_KEY,
+    step_size=POSITIVE,
+    noise_scale=number(0, optional=True),
+    steps=POSITIVE_INT,
+    clip=CLIP,
+    weight_decay=NONNEGATIVE,
+)
 def langevin_sample(
     logit_fn: LogitFn,
     params: Params,
@@ -104,7 +112,9 @@ def langevin_sample(
     return jax.lax.fori_loop(0, steps, step, x)
 
 
-@checked(logit_fn=CALLABLE, step_size=POSITIVE, steps=POSITIVE_INT, clip=CLIP, weight_decay=NONNEGATIVE)
+@checked(
+    logit_fn=CALLABLE, step_size=POSITIVE, steps=POSITIVE_INT, clip=CLIP, weight_decay=NONNEGATIVE
+)
 def gradient_ascent(
     logit_fn,
     params,

@@ -19,8 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxgrad._filters import gaussian_matrix, separable
-from jaxgrad.types import ArrayLike
 from jaxgrad._validation import POSITIVE, checked
+from jaxgrad.types import ArrayLike
 
 
 def rankdata_average(a: ArrayLike, mask: ArrayLike | None = None) -> jax.Array:
@@ -32,7 +32,9 @@ def rankdata_average(a: ArrayLike, mask: ArrayLike | None = None) -> jax.Array:
     a = jnp.asarray(a)
     if a.ndim < 1:
         raise ValueError(f"a must have at least one axis to rank along, got shape {a.shape}")
-    nan_rows = jnp.isnan(a).any(axis=-1, keepdims=True) if jnp.issubdtype(a.dtype, jnp.floating) else None
+    nan_rows = (
+        jnp.isnan(a).any(axis=-1, keepdims=True) if jnp.issubdtype(a.dtype, jnp.floating) else None
+    )
     if mask is not None:
         mask = jnp.asarray(mask, bool)
         if mask.shape != a.shape:
