@@ -358,3 +358,58 @@ def clip_range(*, optional: bool = True) -> Rule:
 
 
 CLIP = clip_range()
+
+
+def check_fields(owner, **rules: Rule) -> None:
+    """Applies ``rules`` to ``owner``'s attributes (a model's fields), naming ``Class.field``."""
+    for name, rule in rules.items():
+        rule(getattr(owner, name), f"{type(owner).__name__}.{name}")
+
+
+def positive_ints(value, name):
+    """A rule: a non-empty sequence of positive integers (layer widths, block counts)."""
+    try:
+        items = list(value)
+    except TypeError:
+        raise TypeError(f"{name} must be a sequence of positive integers, got {value!r}") from None
+    if not items:
+        raise ValueError(f"{name} must not be empty")
+    for v in items:
+        as_int(v, f"each of {name}", low=1)
+    return value
+
+
+def batch_array(value, name):
+    """A rule: a ``[B, *S]`` floating-point array with no NaN or infinity where concrete."""
+    check_finite(value, name)
+    return check_x(value, name)
+
+
+def linen_module(value, name):
+    """A rule: a Flax Linen module (``flax.linen.Module``)."""
+    import flax.linen as nn
+
+    if not isinstance(value, nn.Module):
+        raise TypeError(f"{name} must be a flax.linen.Module, got {type(value).__name__}")
+    return value
+
+
+def nnx_module(value, name):
+    """A rule: a Flax NNX module (``flax.nnx.Module``)."""
+    from flax import nnx
+
+    if not isinstance(value, nnx.Module):
+        raise TypeError(f"{name} must be a flax.nnx.Module, got {type(value).__name__}")
+    return value
+
+
+def variables_dict(value, name):
+    """A rule: a Flax variables dict (a mapping holding ``"params"``)."""
+    from collections.abc import Mapping
+
+    if not isinstance(value, Mapping) or "params" not in value:
+        raise TypeError(
+            f"{name} must be a Flax variables dict with a 'params' collection, got "
+            f"{type(value).__name__}"
+        )
+    return value

@@ -22,8 +22,18 @@ from jaxgrad._taps import INTERMEDIATES, PERTURBATIONS
 from jaxgrad.models.layers import get_activation
 from jaxgrad.models.tapping import linen_taps, module_biases, nnx_biases, nnx_taps
 from jaxgrad.types import Params, TappedLogitFn
+from jaxgrad._validation import (
+    KEY,
+    POSITIVE,
+    batch_array,
+    checked,
+    linen_module,
+    nnx_module,
+    variables_dict,
+)
 
 
+@checked(model=linen_module, bn_epsilon=POSITIVE)
 def linen_logit_fn(
     model: nn.Module,
     *,
@@ -144,6 +154,7 @@ def _check_linen(model) -> None:
         )
 
 
+@checked(model=linen_module, key=KEY, sample_x=batch_array)
 def init_variables(model: nn.Module, key: jax.Array, sample_x: jax.Array) -> dict[str, Any]:
     """Initialises a Linen model and returns its variables without the tap collections.
 
@@ -167,6 +178,7 @@ def init_variables(model: nn.Module, key: jax.Array, sample_x: jax.Array) -> dic
     return {k: v for k, v in variables.items() if k not in (PERTURBATIONS, INTERMEDIATES)}
 
 
+@checked(model=linen_module, variables=variables_dict, sample_x=batch_array)
 def zero_perturbations(model: nn.Module, variables: Params, sample_x: jax.Array) -> Params:
     """The zero ``perturbations`` pytree matching every tap of ``model`` at ``sample_x``'s shape.
 
@@ -183,6 +195,7 @@ def zero_perturbations(model: nn.Module, variables: Params, sample_x: jax.Array)
     )
 
 
+@checked(module=nnx_module)
 def nnx_logit_fn(
     module: Any, *, activation_field: str | None = None
 ) -> tuple[TappedLogitFn, Params]:
@@ -249,6 +262,7 @@ def _nnx_tapped(graphdef, rest, activation_field, transform) -> TappedLogitFn:
     return TappedLogitFn(logits, nnx_taps(merge), biases, with_activation)
 
 
+@checked(module=nnx_module)
 def nnx_train_logit_fn(module: Any) -> tuple[Callable, Params, Params]:
     """The NNX module in training mode as a pure function: ``(train_logit_fn, params, state)``.
 

@@ -18,6 +18,7 @@ from jax.custom_derivatives import SymbolicZero
 
 from jaxgrad._taps import tap
 from jaxgrad.types import Activation
+from jaxgrad._validation import POSITIVE, checked
 
 __all__ = [
     "Activation",
@@ -29,6 +30,7 @@ __all__ = [
 ]
 
 
+@checked(beta=POSITIVE)
 def softplus(x: jax.Array, beta: float = 1.0) -> jax.Array:
     """Softplus with sharpness ``beta``: ``log(1 + exp(beta * x)) / beta``.
 
@@ -66,6 +68,8 @@ def max_pool_2x2(x: jax.Array) -> jax.Array:
     Returns:
       ``[B, H // 2, W // 2, C]``.
     """
+    if x.ndim != 4:
+        raise ValueError(f"x must have rank 4 [B, H, W, C], got shape {x.shape}")
     b, h, w, c = x.shape
     x = x[:, : h // 2 * 2, : w // 2 * 2]
     return x.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
@@ -99,6 +103,8 @@ def conv_general_dilated(
     16 input-gradients of the MNIST CNN went from 1.95 s to 1.00 s. Flax's ``nn.Conv`` takes
     it as ``conv_general_dilated=``; grouped convolutions fall back to the plain rule.
     """
+    if any(int(v) < 1 for v in window_strides):
+        raise ValueError(f"window_strides must be positive integers, got {tuple(window_strides)}")
     conv = functools.partial(
         jax.lax.conv_general_dilated,
         window_strides=window_strides,

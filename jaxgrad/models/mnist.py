@@ -20,7 +20,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxgrad._validation import check_images
+from jaxgrad._validation import (
+    POSITIVE,
+    POSITIVE_INT,
+    check_fields,
+    check_images,
+    checked,
+    positive_ints,
+)
 from jaxgrad.models.layers import (
     Activation,
     conv_general_dilated,
@@ -30,6 +37,7 @@ from jaxgrad.models.layers import (
 )
 
 
+@checked(scale=POSITIVE)
 def truncated_normal_fan_in(scale: float = 2.0) -> nn.initializers.Initializer:
     """Truncated normal (at 2 std) with std ``scale / sqrt(fan_in)``, as TF's ``truncated_normal``.
 
@@ -80,6 +88,12 @@ class MnistCNN(nn.Module):
     kernel_init: nn.initializers.Initializer = nn.initializers.truncated_normal(stddev=0.1)
     bias_init: nn.initializers.Initializer = nn.initializers.constant(0.1)
     pooling: str = "reshape"
+
+    def __post_init__(self):
+        check_fields(
+            self, num_classes=POSITIVE_INT, features=positive_ints, dense=POSITIVE_INT, beta=POSITIVE
+        )
+        super().__post_init__()
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -143,6 +157,12 @@ class MLP(nn.Module):
     beta: float = 1.0
     kernel_init: nn.initializers.Initializer = truncated_normal_fan_in(2.0)
     bias_init: nn.initializers.Initializer = nn.initializers.zeros
+
+    def __post_init__(self):
+        check_fields(self, num_classes=POSITIVE_INT, beta=POSITIVE)
+        if self.hidden:  # () is a linear model
+            check_fields(self, hidden=positive_ints)
+        super().__post_init__()
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:

@@ -23,7 +23,15 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxgrad._validation import check_images
+from jaxgrad._validation import (
+    FRACTION,
+    POSITIVE,
+    POSITIVE_INT,
+    check_fields,
+    check_images,
+    one_of,
+    positive_ints,
+)
 from jaxgrad.models.layers import (
     Activation,
     conv_general_dilated,
@@ -130,6 +138,23 @@ class ResNet(nn.Module):
     bn_momentum: float = 0.9
     dtype: Any = "float32"
     block: str = "basic"
+
+    def __post_init__(self):
+        check_fields(
+            self,
+            num_classes=POSITIVE_INT,
+            stage_sizes=positive_ints,
+            widths=positive_ints,
+            beta=POSITIVE,
+            bn_momentum=FRACTION,
+            block=one_of("basic", "bottleneck"),
+        )
+        if len(self.stage_sizes) != len(self.widths):
+            raise ValueError(
+                f"ResNet.stage_sizes {tuple(self.stage_sizes)} and widths {tuple(self.widths)} "
+                "must have one entry per stage"
+            )
+        super().__post_init__()
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:

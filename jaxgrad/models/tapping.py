@@ -34,6 +34,7 @@ from flax.core.tracers import current_trace
 
 from jaxgrad._taps import INTERMEDIATES, PERTURBATIONS, flatten_paths, unflatten_paths
 from jaxgrad.types import Activation, LogitFn, Params, TappedLogitFn
+from jaxgrad._validation import POSITIVE, checked, nnx_module, variables_dict
 
 TapCallback = Callable[[str, jax.Array], jax.Array]
 
@@ -183,6 +184,7 @@ def _record(values: dict, perturbations: Mapping, path: str, out: jax.Array) -> 
     return out
 
 
+@checked(variables=variables_dict, bn_epsilon=POSITIVE)
 def module_biases(variables: Params, *, bn_epsilon: float = 1e-5) -> dict[str, jax.Array]:
     """The bias each Linen submodule adds to its output, keyed by the submodule's path.
 
@@ -283,6 +285,7 @@ def nnx_taps(merge: Callable[[Params], nnx.Module]):
     return taps
 
 
+@checked(module=nnx_module)
 def nnx_biases(module: nnx.Module) -> dict[str, jax.Array]:
     """The bias each NNX submodule adds to its output, keyed by its path.
 

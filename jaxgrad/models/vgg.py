@@ -23,7 +23,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxgrad._validation import check_images
+from jaxgrad._validation import FRACTION, POSITIVE, POSITIVE_INT, as_int, check_fields, check_images
 from jaxgrad.models.layers import (
     Activation,
     conv_general_dilated,
@@ -78,6 +78,13 @@ class VGG(nn.Module):
     beta: float = 1.0
     bn_momentum: float = 0.9
     dtype: Any = "float32"
+
+    def __post_init__(self):
+        check_fields(self, num_classes=POSITIVE_INT, beta=POSITIVE, bn_momentum=FRACTION)
+        for v in self.layers:
+            if v != "M":
+                as_int(v, "each of VGG.layers (a width, or 'M' for a max-pool)", low=1)
+        super().__post_init__()
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
