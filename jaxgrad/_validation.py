@@ -413,3 +413,13 @@ def variables_dict(value, name):
             f"{type(value).__name__}"
         )
     return value
+
+
+def optax_transform(value, name):
+    """A rule: an optax ``GradientTransformation`` (anything with ``init`` and ``update``)."""
+    if not (callable(getattr(value, "init", None)) and callable(getattr(value, "update", None))):
+        raise TypeError(
+            f"{name} must be an optax.GradientTransformation (e.g. optax.adam(1e-3)), got "
+            f"{type(value).__name__}"
+        )
+    return value

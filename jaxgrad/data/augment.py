@@ -75,8 +75,5 @@ def get_augmentation(name: str):
     :func:`crop_augment`.
     """
     if name not in AUGMENTATIONS:
-        raise ValueError(
-            f"name (the augmentation, config key augment) must be one of "
-            f"{sorted(AUGMENTATIONS)}, got {name!r}"
-        )
+        raise ValueError(f"name: augment must be one of {sorted(AUGMENTATIONS)}, got {name!r}")
     return AUGMENTATIONS[name]

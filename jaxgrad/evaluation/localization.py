@@ -11,11 +11,11 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxgrad._validation import checked, number
+from jaxgrad._validation import FINITE, checked
 from jaxgrad.types import ArrayLike
 
 
-@checked(top_k=number(0, low_open=True))
+@checked(top_k=FINITE)
 def block_localization(
     attribution: ArrayLike, signal_mask: ArrayLike, *, top_k: int | float = 0.05
 ) -> dict[str, jax.Array]:

@@ -19,9 +19,6 @@ import jax
 from flax import nnx
 
 from jaxgrad._taps import INTERMEDIATES, PERTURBATIONS
-from jaxgrad.models.layers import get_activation
-from jaxgrad.models.tapping import linen_taps, module_biases, nnx_biases, nnx_taps
-from jaxgrad.types import Params, TappedLogitFn
 from jaxgrad._validation import (
     KEY,
     POSITIVE,
@@ -31,6 +28,9 @@ from jaxgrad._validation import (
     nnx_module,
     variables_dict,
 )
+from jaxgrad.models.layers import get_activation
+from jaxgrad.models.tapping import linen_taps, module_biases, nnx_biases, nnx_taps
+from jaxgrad.types import Params, TappedLogitFn
 
 
 @checked(model=linen_module, bn_epsilon=POSITIVE)

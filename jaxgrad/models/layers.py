@@ -17,8 +17,8 @@ import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
 
 from jaxgrad._taps import tap
-from jaxgrad.types import Activation
 from jaxgrad._validation import POSITIVE, checked
+from jaxgrad.types import Activation
 
 __all__ = [
     "Activation",

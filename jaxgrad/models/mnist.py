@@ -91,7 +91,11 @@ class MnistCNN(nn.Module):
 
     def __post_init__(self):
         check_fields(
-            self, num_classes=POSITIVE_INT, features=positive_ints, dense=POSITIVE_INT, beta=POSITIVE
+            self,
+            num_classes=POSITIVE_INT,
+            features=positive_ints,
+            dense=POSITIVE_INT,
+            beta=POSITIVE,
         )
         super().__post_init__()
 

@@ -33,8 +33,8 @@ from flax import nnx
 from flax.core.tracers import current_trace
 
 from jaxgrad._taps import INTERMEDIATES, PERTURBATIONS, flatten_paths, unflatten_paths
-from jaxgrad.types import Activation, LogitFn, Params, TappedLogitFn
 from jaxgrad._validation import POSITIVE, checked, nnx_module, variables_dict
+from jaxgrad.types import Activation, LogitFn, Params, TappedLogitFn
 
 TapCallback = Callable[[str, jax.Array], jax.Array]
 

@@ -30,6 +30,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
+from jaxgrad._validation import POSITIVE, POSITIVE_INT, checked
 from jaxgrad.paths import as_path
 
 
@@ -55,6 +56,7 @@ class Checkpointer:
       state = ckpt.restore_latest(state) or state
     """
 
+    @checked(save_every=POSITIVE_INT, keep=POSITIVE_INT, stale_after=POSITIVE)
     def __init__(
         self,
         directory: str | Path,

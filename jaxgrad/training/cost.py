@@ -30,6 +30,7 @@ import jax
 import numpy as np
 import optax
 
+from jaxgrad._validation import checked, linen_module, optax_transform, positive_ints
 from jaxgrad.training.state import TrainState, create_train_state
 
 _TRIP_COUNT = re.compile(r'known_trip_count"?\s*[:=]\s*\{\s*"?n"?\s*[:=]\s*"?(\d+)')
@@ -119,6 +120,7 @@ def compiled_cost(fn: Callable, *args: Any, **kwargs: Any) -> dict[str, Any]:
     }
 
 
+@checked(model=linen_module, tx=optax_transform, sample_shape=positive_ints)
 def abstract_train_state(
     model, tx: optax.GradientTransformation, sample_shape: tuple[int, ...], dtype=np.float32
 ) -> TrainState:

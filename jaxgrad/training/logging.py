@@ -17,6 +17,7 @@ from typing import Any, TextIO
 import jax
 import numpy as np
 
+from jaxgrad._validation import NONNEGATIVE, NONNEGATIVE_INT, checked, integer
 from jaxgrad.paths import as_path, is_remote
 
 
@@ -42,6 +43,10 @@ class MetricWriter:
 
     def __init__(self, path: str | Path | None, *, tensorboard_dir: str | Path | None = None):
         self.path = None if path is None else as_path(path)
+        if self.path is not None and self.path.is_dir():
+            raise IsADirectoryError(
+                f"path {str(self.path)!r} is a folder: give a file path, e.g. metrics.jsonl"
+            )
         self._enabled = jax.process_index() == 0
         self._lines: list[str] | None = None
         if self._enabled and self.path is not None:
@@ -106,8 +111,14 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     The strings ``"NaN"``, ``"Infinity"`` and ``"-Infinity"`` that :class:`MetricWriter`
     writes for non-finite numbers come back as floats.
     """
-    with as_path(path).open() as f:
-        rows = [json.loads(line) for line in f if line.strip()]
+    p = as_path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"path {str(p)!r}: no metrics file there")
+    try:
+        with p.open() as f:
+            rows = [json.loads(line) for line in f if line.strip()]
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"path {str(p)!r} is not a JSON-lines metrics file: {e}") from None
     return [{k: _loose(v) for k, v in r.items()} for r in rows]
 
 
@@ -127,6 +138,12 @@ class Progress:
     length) the lines give the count and the rate, without a percentage or an ETA.
     """
 
+    @checked(
+        total=integer(0, optional=True),
+        start=NONNEGATIVE_INT,
+        examples_per_step=integer(1, optional=True),
+        every_seconds=NONNEGATIVE,
+    )
     def __init__(
         self,
         total: int | None,

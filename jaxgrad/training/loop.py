@@ -40,6 +40,15 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from jaxgrad import sharding as shd
+from jaxgrad._validation import (
+    CALLABLE,
+    KEY,
+    NONNEGATIVE_INT,
+    OPTIONAL_POSITIVE_INT,
+    POSITIVE_INT,
+    checked,
+    integer,
+)
 from jaxgrad.data.base import Dataset
 from jaxgrad.data.iterators import batches, steps_per_epoch
 from jaxgrad.models.adapters import init_variables
@@ -51,6 +60,30 @@ from jaxgrad.training.state import (
     make_train_step,
     train_state_from,
 )
+
+
+def check_labels(model, data: Dataset, key: jax.Array) -> None:
+    """Refuses labels outside ``[0, K)`` for a model of K logits, before any compilation.
+
+    K comes from an abstract ``model.init_with_output`` on one image (no FLOPs). Under
+    ``jit`` an out-of-range label would only show as a NaN loss at the first step.
+    """
+    label = np.asarray(data["label"])
+    if not label.size:
+        return
+    lo, hi = int(label.min()), int(label.max())
+    if lo < 0:
+        raise ValueError(f"data's label must be >= 0, got a label {lo}")
+    x0 = jax.ShapeDtypeStruct(
+        (1, *np.shape(data["image"])[1:]), np.asarray(data["image"][:1]).dtype
+    )
+    k = jax.random.key(0) if key is None or key.ndim else key
+    logits, _ = jax.eval_shape(lambda kk, x: model.init_with_output(kk, x), k, x0)
+    if hi >= logits.shape[-1]:
+        raise ValueError(
+            f"data's label must lie in [0, {logits.shape[-1]}) for a model of "
+            f"{logits.shape[-1]} logits, got a label {hi}"
+        )
 
 
 class Preempted(Exception):  # noqa: N818 - an event, not an error
@@ -220,6 +253,16 @@ def _where(ckpt: Checkpointer | None) -> str:
     return "" if ckpt is None else str(ckpt.directory)
 
 
+@checked(
+    train_step=CALLABLE,
+    key=KEY,
+    batch_size=POSITIVE_INT,
+    num_steps=NONNEGATIVE_INT,
+    checkpoint_every=POSITIVE_INT,
+    keep_checkpoints=POSITIVE_INT,
+    log_every=POSITIVE_INT,
+    eval_every=integer(0, optional=True),
+)
 def fit(
     state: TrainState,
     train_step: Callable,
@@ -437,6 +480,7 @@ def fit(
     return state
 
 
+@checked(num_examples=POSITIVE_INT, epochs=POSITIVE_INT, batch_size=POSITIVE_INT)
 def epoch_steps(
     num_examples: int, *, epochs: int, batch_size: int, mesh: Mesh | None = None
 ) -> tuple[int, int]:
@@ -449,6 +493,14 @@ def epoch_steps(
     return batch, epochs * steps_per_epoch(num_examples, batch)
 
 
+@checked(
+    loss_fn=CALLABLE,
+    key=KEY,
+    epochs=POSITIVE_INT,
+    batch_size=POSITIVE_INT,
+    log_every=OPTIONAL_POSITIVE_INT,
+    max_steps=OPTIONAL_POSITIVE_INT,
+)
 def train_for_epochs(
     model,
     loss_fn: Callable,
@@ -491,6 +543,7 @@ def train_for_epochs(
       **fit_options: the rest of :func:`fit`'s options (``checkpoint_dir``,
         ``metrics_path``, ``eval_fn``, ...).
     """
+    check_labels(model, data, key)
     num_examples = len(data["label"]) * (jax.process_count() if host_local else 1)
     batch, num_steps = epoch_steps(num_examples, epochs=epochs, batch_size=batch_size, mesh=mesh)
     if max_steps is not None:
@@ -518,6 +571,9 @@ def train_for_epochs(
     )
 
 
+@checked(
+    loss_fn=CALLABLE, epochs=POSITIVE_INT, batch_size=POSITIVE_INT, max_steps=OPTIONAL_POSITIVE_INT
+)
 def train_seeds_for_epochs(
     model,
     loss_fn: Callable,
@@ -556,9 +612,7 @@ def train_seeds_for_epochs(
     """
     keys = jnp.asarray(keys)
     if keys.ndim != 1 or not jnp.issubdtype(keys.dtype, jax.dtypes.prng_key):
-        raise ValueError(
-            f"keys must be a 1-D array of PRNG keys [S], got {keys.dtype} {keys.shape}"
-        )
+        raise TypeError(f"keys must be a 1-D array of PRNG keys [S], got {keys.dtype} {keys.shape}")
     batch, num_steps = epoch_steps(len(data["label"]), epochs=epochs, batch_size=batch_size)
     if max_steps is not None:
         if max_steps < 0:
@@ -566,6 +620,7 @@ def train_seeds_for_epochs(
         num_steps = min(num_steps, max_steps)
     split = jax.vmap(jax.random.split)(keys)  # [S, 2]: (init, run), as train_for_epochs
     sample_x = jnp.asarray(data["image"][:1])
+    check_labels(model, data, None)
 
     def init(k):
         variables = init_variables(model, k, sample_x)

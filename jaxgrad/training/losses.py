@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxgrad._validation import CALLABLE, a_callable, check_target, checked, linen_module
 from jaxgrad.score_matching import make_regularizer
 from jaxgrad.trace_estimators import TraceEstimator
 
@@ -39,6 +40,7 @@ def cross_entropy(logits: jax.Array, target: jax.Array) -> jax.Array:
         raise ValueError(f"logits must have shape [B, K], got {logits.shape}")
     if target.shape != logits.shape[:1]:
         raise ValueError(f"target must have shape {logits.shape[:1]}, got {target.shape}")
+    target = check_target(target, logits.shape[0], logits.shape[-1])
     return optax.softmax_cross_entropy_with_integer_labels(logits, target)
 
 
@@ -46,6 +48,8 @@ def masked_mean(values: jax.Array, mask: jax.Array | None) -> jax.Array:
     """Mean of ``values [B]`` over the rows where ``mask`` is 1 (all rows if ``mask`` is None)."""
     if mask is None:
         return jnp.mean(values)
+    if mask.shape != values.shape:
+        raise ValueError(f"mask must have values' shape {values.shape}, got {mask.shape}")
     mask = mask.astype(values.dtype)
     return jnp.sum(values * mask) / jnp.maximum(jnp.sum(mask), 1.0)
 
@@ -54,6 +58,7 @@ def masked_mean(values: jax.Array, mask: jax.Array | None) -> jax.Array:
 Regularizer = Callable[..., jax.Array]
 
 
+@checked(model=linen_module, per_example_loss=CALLABLE, augment=a_callable(optional=True))
 def classifier_loss(
     model: nn.Module,
     per_example_loss: Callable[..., jax.Array] = cross_entropy,
@@ -110,6 +115,7 @@ def classifier_loss(
     return loss_fn
 
 
+@checked(loss_fn=CALLABLE, augment=a_callable(optional=True))
 def with_augmentation(
     loss_fn: LossFn, augment: Callable[[jax.Array, jax.Array], jax.Array] | None
 ) -> LossFn:

@@ -13,9 +13,26 @@ from collections.abc import Sequence
 
 import optax
 
-from jaxgrad._validation import check_number
+from jaxgrad._validation import (
+    FRACTION,
+    NONNEGATIVE,
+    NONNEGATIVE_INT,
+    OPTIONAL_POSITIVE_INT,
+    POSITIVE,
+    check_number,
+    checked,
+    number,
+    one_of,
+)
 
 
+@checked(
+    name=one_of("constant", "multistep", "cosine"),
+    learning_rate=POSITIVE,
+    total_steps=OPTIONAL_POSITIVE_INT,
+    gamma=number(0, 1, low_open=True),
+    warmup_steps=NONNEGATIVE_INT,
+)
 def make_schedule(
     name: str,
     learning_rate: float,
@@ -31,6 +48,8 @@ def make_schedule(
     if name == "constant":
         sched = optax.constant_schedule(learning_rate)
     elif name == "multistep":
+        if any(int(m) < 0 for m in milestones):
+            raise ValueError(f"milestones must be non-negative steps, got {milestones}")
         if sorted(milestones) != list(milestones):
             raise ValueError(f"milestones must be increasing, got {milestones}")
         sched = optax.piecewise_constant_schedule(
@@ -48,6 +67,14 @@ def make_schedule(
     return sched
 
 
+@checked(
+    name=one_of("sgd", "adam", "adamw"),
+    momentum=FRACTION,
+    weight_decay=NONNEGATIVE,
+    b1=number(0, 1, high_open=True),
+    b2=number(0, 1, high_open=True),
+    eps=POSITIVE,
+)
 def make_optimizer(
     name: str,
     learning_rate: float | optax.Schedule,

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
-from jaxgrad._validation import check_number, check_target, check_x
+from jaxgrad._validation import CLIP, as_int, check_number, check_target, check_x
 from jaxgrad.training.losses import classifier_loss
 from jaxgrad.types import ArrayLike, LogitFn, Params
 
@@ -36,8 +35,7 @@ def _project(delta, norm, epsilon):
 def _check_attack(norm="linf", epsilon=0.3, steps=40, step_size=0.01, **_):
     if norm not in NORMS:
         raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
-    if isinstance(steps, bool) or not isinstance(steps, int | np.integer) or steps < 0:
-        raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
+    as_int(steps, "steps", low=0)
     check_number(epsilon, "epsilon", low=0.0)
     check_number(step_size, "step_size", low=0.0)
 
@@ -76,8 +74,11 @@ def pgd_attack(
         on accelerators at the price of a longer compilation.
     """
     _check_attack(norm, epsilon, steps, step_size)
+    steps = as_int(steps, "steps", low=0)
+    CLIP(clip, "clip")
     x = check_x(x)
-    target = check_target(target, x.shape[0])
+    num_classes = jax.eval_shape(logit_fn, params, x).shape[-1]
+    target = check_target(target, x.shape[0], num_classes)
     params = jax.lax.stop_gradient(params)
     eps = jnp.asarray(epsilon, x.dtype)
     lo, hi = clip if clip is not None else (-jnp.inf, jnp.inf)

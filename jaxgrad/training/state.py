@@ -19,6 +19,16 @@ import optax
 from jax.sharding import Mesh
 
 from jaxgrad import sharding as shd
+from jaxgrad._validation import (
+    CALLABLE,
+    KEY,
+    POSITIVE_INT,
+    batch_array,
+    checked,
+    linen_module,
+    optax_transform,
+    variables_dict,
+)
 from jaxgrad.data.iterators import eval_batches
 from jaxgrad.models.adapters import init_variables
 from jaxgrad.training.losses import LossFn, masked_mean
@@ -47,6 +57,7 @@ class TrainState:
         return {"params": self.params, **self.model_state}
 
 
+@checked(model=linen_module, tx=optax_transform, key=KEY, sample_x=batch_array)
 def create_train_state(
     model: nn.Module,
     tx: optax.GradientTransformation,
@@ -76,6 +87,7 @@ def create_train_state(
     return jax.jit(init, out_shardings=shd.replicated(mesh))()
 
 
+@checked(variables=variables_dict, tx=optax_transform)
 def train_state_from(
     variables: dict, tx: optax.GradientTransformation, *, mesh: Mesh | None = None
 ) -> TrainState:
@@ -95,6 +107,7 @@ def train_state_from(
     return jax.device_put(state) if mesh is None else shd.replicate(state, mesh)
 
 
+@checked(loss_fn=CALLABLE, tx=optax_transform)
 def make_train_step(
     loss_fn: LossFn,
     tx: optax.GradientTransformation,
@@ -146,6 +159,7 @@ def make_train_step(
     )
 
 
+@checked(logit_fn=CALLABLE)
 def make_eval_step(logit_fn: LogitFn, *, mesh: Mesh | None = None) -> Callable[[Any, dict], dict]:
     """Builds the jitted ``eval_step(params, batch) -> sums`` for a ``logit_fn``.
 
@@ -174,6 +188,7 @@ def make_eval_step(logit_fn: LogitFn, *, mesh: Mesh | None = None) -> Callable[[
     )
 
 
+@checked(eval_step=CALLABLE, batch_size=POSITIVE_INT)
 def evaluate(
     eval_step: Callable, params: Any, data: dict, *, batch_size: int, mesh: Mesh | None = None
 ) -> dict[str, float]:
