@@ -16,6 +16,10 @@ import jax.numpy as jnp
 import numpy as np
 
 
+class ArgumentError(ValueError, TypeError):
+    """A bad argument: both a ``ValueError`` and a ``TypeError``, named in the message."""
+
+
 def is_concrete(value) -> bool:
     """True unless ``value`` is a tracer (inside ``jit``, ``vmap`` or ``grad``)."""
     return not isinstance(value, jax.core.Tracer)
@@ -37,7 +41,7 @@ def check_number(
     ``bool`` is refused. Returns ``value`` unchanged.
     """
     if isinstance(value, bool | np.bool_):
-        raise TypeError(f"{name} must be a number, got {value!r}")
+        raise ArgumentError(f"{name} must be a number, got {value!r}")
     if not is_concrete(value):
         return value
     try:
@@ -54,7 +58,7 @@ def check_number(
     bad |= low is not None and (v <= low if low_open else v < low)
     bad |= high is not None and (v >= high if high_open else v > high)
     if bad:
-        raise ValueError(f"{name} must be a finite number in {span}, got {v!r}")
+        raise ArgumentError(f"{name} must be a finite number in {span}, got {v!r}")
     return value
 
 
@@ -62,9 +66,11 @@ def check_x(x, name: str = "x") -> jax.Array:
     """``x: [B, *S]`` floating point, returned as an array."""
     x = jnp.asarray(x)
     if x.ndim < 2:
-        raise ValueError(f"{name} must have a batch axis and features [B, *S], got shape {x.shape}")
+        raise ArgumentError(
+            f"{name} must have a batch axis and features [B, *S], got shape {x.shape}"
+        )
     if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise TypeError(f"{name} must be a floating-point array, got dtype {x.dtype}")
+        raise ArgumentError(f"{name} must be a floating-point array, got dtype {x.dtype}")
     return x
 
 
@@ -75,7 +81,7 @@ def check_finite(x, name: str = "x") -> None:
     arr = np.asarray(x)
     if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
         bad = np.flatnonzero(~np.isfinite(arr.reshape(len(arr), -1)).all(axis=1))
-        raise ValueError(
+        raise ArgumentError(
             f"{name} contains NaN or infinite values in {len(bad)} example(s), first at index {bad[0]}"
         )
 
@@ -89,7 +95,7 @@ def check_target(target, batch: int, num_classes: int | None = None) -> jax.Arra
       TypeError: a non-integer dtype.
     """
     if target is None:
-        raise ValueError(
+        raise ArgumentError(
             "target=None (the predicted class) is taken by the attribution methods only; "
             "here pass the classes, int[B] or one int, e.g. "
             "jnp.argmax(logit_fn(params, x), axis=-1)"
@@ -97,12 +103,12 @@ def check_target(target, batch: int, num_classes: int | None = None) -> jax.Arra
     concrete = np.asarray(target) if is_concrete(target) else None
     target = jnp.asarray(target)
     if not jnp.issubdtype(target.dtype, jnp.integer):
-        raise TypeError(f"target must be an integer array or int, got dtype {target.dtype}")
+        raise ArgumentError(f"target must be an integer array or int, got dtype {target.dtype}")
     if target.ndim == 0:  # one class for every example
         target = jnp.broadcast_to(target, (batch,))
         concrete = None if concrete is None else np.broadcast_to(concrete, (batch,))
     if target.shape != (batch,):
-        raise ValueError(
+        raise ArgumentError(
             f"target must have shape [B] = ({batch},) or be one int, got {target.shape} "
             f"(B = {batch} is x's first axis, the batch; a single example is x[None])"
         )
@@ -110,7 +116,9 @@ def check_target(target, batch: int, num_classes: int | None = None) -> jax.Arra
         # numpy, not jnp: inside a trace even ops on concrete arrays would be staged.
         lo, hi = int(concrete.min()), int(concrete.max())
         if lo < 0 or hi >= num_classes:
-            raise ValueError(f"target must lie in [0, {num_classes}), got values in [{lo}, {hi}]")
+            raise ArgumentError(
+                f"target must lie in [0, {num_classes}), got values in [{lo}, {hi}]"
+            )
     return target
 
 
@@ -144,11 +152,11 @@ def as_int(value, name: str, *, low: int | None = None) -> int:
     )
     if v is None:
         kind = "a traced value (it must be static)" if not is_concrete(value) else repr(value)
-        raise TypeError(
+        raise ArgumentError(
             f"{name} must be {what} (int, np.integer or a 0-d integer array), got {kind}"
         )
     if low is not None and v < low:
-        raise ValueError(f"{name} must be {what}, got {v}")
+        raise ArgumentError(f"{name} must be {what}, got {v}")
     return v
 
 
@@ -167,28 +175,28 @@ def check_fractions(fractions, name: str = "fractions") -> np.ndarray:
     """A 1-D float array of fractions in ``[0, 1]`` (static: it fixes the pixel counts)."""
     f = np.asarray(fractions, dtype=np.float64)
     if f.ndim != 1 or not len(f):
-        raise ValueError(f"{name} must be a non-empty 1-D sequence, got shape {f.shape}")
+        raise ArgumentError(f"{name} must be a non-empty 1-D sequence, got shape {f.shape}")
     if not np.isfinite(f).all() or f.min() < 0 or f.max() > 1:
-        raise ValueError(f"{name} must lie in [0, 1], got values in [{f.min()}, {f.max()}]")
+        raise ArgumentError(f"{name} must lie in [0, 1], got values in [{f.min()}, {f.max()}]")
     return f
 
 
 def check_images(x, name: str = "x", channels: int | None = None) -> None:
     """Raises at trace time unless ``x`` is a ``[B, H, W, C]`` float batch."""
     if x.ndim != 4:
-        raise ValueError(f"{name} must have rank 4 [B, H, W, C], got shape {tuple(x.shape)}")
+        raise ArgumentError(f"{name} must have rank 4 [B, H, W, C], got shape {tuple(x.shape)}")
     if channels is not None and x.shape[-1] != channels:
-        raise ValueError(
+        raise ArgumentError(
             f"{name} must have {channels} channel(s) in its last axis, got shape {tuple(x.shape)}"
         )
     if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise TypeError(f"{name} must be a floating-point array, got dtype {x.dtype}")
+        raise ArgumentError(f"{name} must be a floating-point array, got dtype {x.dtype}")
 
 
 def check_choice(value, choices, name: str) -> None:
     """Raises a ``ValueError`` naming ``name`` unless ``value`` is one of ``choices``."""
     if value not in choices:
-        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+        raise ArgumentError(f"{name} must be one of {tuple(choices)}, got {value!r}")
 
 
 def broadcast_baseline(baseline, x: jax.Array) -> jax.Array:
@@ -199,7 +207,7 @@ def broadcast_baseline(baseline, x: jax.Array) -> jax.Array:
     try:
         return jnp.broadcast_to(b, x.shape)
     except ValueError:
-        raise ValueError(
+        raise ArgumentError(
             f"baseline of shape {b.shape} is not broadcastable to x's shape {x.shape}"
         ) from None
 
@@ -234,7 +242,7 @@ def number(
         if optional and value is None:
             return value
         if isinstance(value, str):
-            raise TypeError(f"{name} must be a number, got {value!r}")
+            raise ArgumentError(f"{name} must be a number, got {value!r}")
         return check_number(value, name, low=low, high=high, low_open=low_open, high_open=high_open)
 
     return rule
@@ -247,7 +255,7 @@ def one_of(*choices, optional: bool = False) -> Rule:
         if optional and value is None:
             return value
         if not isinstance(value, str | int | type(None)) or value not in choices:
-            raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+            raise ArgumentError(f"{name} must be one of {choices}, got {value!r}")
         return value
 
     return rule
@@ -260,7 +268,7 @@ def a_callable(*, optional: bool = False) -> Rule:
         if optional and value is None:
             return value
         if not callable(value):
-            raise TypeError(f"{name} must be callable, got {type(value).__name__} {value!r}")
+            raise ArgumentError(f"{name} must be callable, got {type(value).__name__} {value!r}")
         return value
 
     return rule
@@ -273,12 +281,12 @@ def prng_key(*, optional: bool = False) -> Rule:
         if value is None:
             if optional:
                 return value
-            raise TypeError(f"{name} must be a PRNG key (jax.random.key(seed)), got None")
+            raise ArgumentError(f"{name} must be a PRNG key (jax.random.key(seed)), got None")
         dtype = getattr(value, "dtype", None)
         typed = dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
         legacy = dtype == jnp.uint32 and np.shape(value)[-1:] == (2,)
         if not (typed or legacy):
-            raise TypeError(
+            raise ArgumentError(
                 f"{name} must be a PRNG key (jax.random.key(seed)), got {type(value).__name__} "
                 f"{value!r}"[:200]
             )
@@ -313,14 +321,16 @@ def checked(**rules: Rule):
         sig = inspect.signature(fn)
         unknown = set(rules) - set(sig.parameters)
         if unknown:
-            raise TypeError(f"@checked rules for arguments {fn.__name__} lacks: {sorted(unknown)}")
+            raise ArgumentError(
+                f"@checked rules for arguments {fn.__name__} lacks: {sorted(unknown)}"
+            )
 
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
             try:
                 bound = sig.bind(*args, **kwargs)
             except TypeError as e:
-                raise TypeError(f"{fn.__name__}(): {e}") from None
+                raise ArgumentError(f"{fn.__name__}(): {e}") from None
             changed = False
             for name, rule in rules.items():
                 if name in bound.arguments:
@@ -347,11 +357,11 @@ def clip_range(*, optional: bool = True) -> Rule:
         try:
             lo, hi = (float(v) for v in value)
         except (TypeError, ValueError):
-            raise TypeError(
+            raise ArgumentError(
                 f"{name} must be a (low, high) pair of numbers, got {value!r}"
             ) from None
         if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
-            raise ValueError(f"{name} must be a (low, high) pair with low < high, got {value!r}")
+            raise ArgumentError(f"{name} must be a (low, high) pair with low < high, got {value!r}")
         return value
 
     return rule
@@ -371,9 +381,11 @@ def positive_ints(value, name):
     try:
         items = list(value)
     except TypeError:
-        raise TypeError(f"{name} must be a sequence of positive integers, got {value!r}") from None
+        raise ArgumentError(
+            f"{name} must be a sequence of positive integers, got {value!r}"
+        ) from None
     if not items:
-        raise ValueError(f"{name} must not be empty")
+        raise ArgumentError(f"{name} must not be empty")
     for v in items:
         as_int(v, f"each of {name}", low=1)
     return value
@@ -390,7 +402,7 @@ def linen_module(value, name):
     import flax.linen as nn
 
     if not isinstance(value, nn.Module):
-        raise TypeError(f"{name} must be a flax.linen.Module, got {type(value).__name__}")
+        raise ArgumentError(f"{name} must be a flax.linen.Module, got {type(value).__name__}")
     return value
 
 
@@ -399,7 +411,7 @@ def nnx_module(value, name):
     from flax import nnx
 
     if not isinstance(value, nnx.Module):
-        raise TypeError(f"{name} must be a flax.nnx.Module, got {type(value).__name__}")
+        raise ArgumentError(f"{name} must be a flax.nnx.Module, got {type(value).__name__}")
     return value
 
 
@@ -408,7 +420,7 @@ def variables_dict(value, name):
     from collections.abc import Mapping
 
     if not isinstance(value, Mapping) or "params" not in value:
-        raise TypeError(
+        raise ArgumentError(
             f"{name} must be a Flax variables dict with a 'params' collection, got "
             f"{type(value).__name__}"
         )
@@ -418,7 +430,7 @@ def variables_dict(value, name):
 def optax_transform(value, name):
     """A rule: an optax ``GradientTransformation`` (anything with ``init`` and ``update``)."""
     if not (callable(getattr(value, "init", None)) and callable(getattr(value, "update", None))):
-        raise TypeError(
+        raise ArgumentError(
             f"{name} must be an optax.GradientTransformation (e.g. optax.adam(1e-3)), got "
             f"{type(value).__name__}"
         )

@@ -26,7 +26,6 @@ from jaxgrad._validation import (
     CALLABLE,
     NONNEGATIVE,
     OPTIONAL_KEY,
-    POSITIVE,
     check_choice,
     check_target,
     check_x,
@@ -91,7 +90,7 @@ def stability_regularizer(trace: ArrayLike) -> jax.Array:
     return jnp.square(trace)
 
 
-@checked(tau=POSITIVE)
+@checked(tau=NONNEGATIVE)
 def anti_score_matching_loss(trace: ArrayLike, *, tau: ArrayLike = 1000.0) -> jax.Array:
     """``-min(h, tau)`` per example: maximise the trace until it reaches ``tau``.
 
@@ -125,7 +124,7 @@ CODE_DEFAULTS = {
 }
 
 
-@checked(logit_fn=CALLABLE, key=OPTIONAL_KEY, mu=NONNEGATIVE, tau=POSITIVE)
+@checked(logit_fn=CALLABLE, key=OPTIONAL_KEY, mu=NONNEGATIVE, tau=NONNEGATIVE)
 def regularizer(
     logit_fn: LogitFn,
     params: Params,
@@ -189,7 +188,7 @@ Regularizer = Callable[..., jax.Array]
 @checked(
     lam=number(0, optional=True),
     mu=number(0, optional=True),
-    tau=number(0, low_open=True, optional=True),
+    tau=number(0, optional=True),
 )
 def make_regularizer(
     kind: str,
@@ -260,7 +259,7 @@ class LossAux(NamedTuple):
     key=OPTIONAL_KEY,
     lam=number(0, optional=True),
     mu=number(0, optional=True),
-    tau=number(0, low_open=True, optional=True),
+    tau=number(0, optional=True),
 )
 def regularized_loss_with_aux(
     logit_fn: Callable[[Params, jax.Array], tuple[jax.Array, Any]],
@@ -306,7 +305,7 @@ def regularized_loss_with_aux(
     key=OPTIONAL_KEY,
     lam=number(0, optional=True),
     mu=number(0, optional=True),
-    tau=number(0, low_open=True, optional=True),
+    tau=number(0, optional=True),
 )
 def regularized_loss(
     logit_fn: LogitFn,

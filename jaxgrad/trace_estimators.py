@@ -37,7 +37,6 @@ from jaxgrad import _random
 from jaxgrad._chunking import chunked_vmap
 from jaxgrad._validation import (
     CALLABLE,
-    KEY,
     OPTIONAL_KEY,
     OPTIONAL_POSITIVE_INT,
     POSITIVE,
@@ -128,7 +127,7 @@ def _probes(key: jax.Array, shape: tuple[int, ...], dtype, distribution: str) ->
 
 @checked(
     f=CALLABLE,
-    key=KEY,
+    key=OPTIONAL_KEY,
     num_probes=POSITIVE_INT,
     distribution=one_of(*DISTRIBUTIONS),
     product=one_of(*PRODUCTS),
@@ -187,7 +186,11 @@ def hessian_trace_hutchinson(
 
 
 @checked(
-    f=CALLABLE, key=KEY, sigma=POSITIVE, num_samples=POSITIVE_INT, chunk_size=OPTIONAL_POSITIVE_INT
+    f=CALLABLE,
+    key=OPTIONAL_KEY,
+    sigma=POSITIVE,
+    num_samples=POSITIVE_INT,
+    chunk_size=OPTIONAL_POSITIVE_INT,
 )
 def hessian_trace_taylor(
     f: PerExampleFn,

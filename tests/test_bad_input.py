@@ -94,17 +94,17 @@ NAN = float("nan")
 POSITIVE_INTS = {
     "steps", "num_samples", "num_probes", "num_runs", "num_steps", "num_baselines",
     "patch_size", "subset_size", "chunk_size", "batch_size", "epochs", "max_iter",
-    "num_train", "num_classes", "save_every", "keep", "total_steps", "max_steps",
+    "num_train", "num_classes", "save_every", "keep", "total_steps",
     "num_examples", "dim", "keep_checkpoints", "checkpoint_every", "count",
 }  # fmt: skip
-NONNEGATIVE_INTS = {"padding", "warmup_steps", "seed", "start_step", "epoch"}
+NONNEGATIVE_INTS = {"padding", "warmup_steps", "seed", "start_step", "epoch", "max_steps"}
 POSITIVE_FLOATS = {
     "sigma", "step_size", "radius", "noise_scale", "epsilon",
     "temperature", "max_sigma", "grad_step", "stddev", "data_range", "tol", "learning_rate",
-    "truncate", "beta", "bn_epsilon", "stale_after", "tau",
+    "truncate", "beta", "bn_epsilon", "stale_after",
 }  # fmt: skip
 NONNEGATIVE_FLOATS = {
-    "noise", "weight_decay", "lam", "mu", "k1", "k2", "imputation_noise", "noise_level",
+    "noise", "weight_decay", "lam", "mu", "tau", "k1", "k2", "imputation_noise", "noise_level",
     "max_dist",
 }  # fmt: skip
 UNIT_FLOATS = {"fraction", "p_top", "bias_prob", "momentum", "gamma"}

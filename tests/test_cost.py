@@ -223,7 +223,7 @@ def test_max_steps_stops_the_epochs_early(key):
     assert int(train_for_epochs(model, classifier_loss(model), tx, data, **kw).step) == 15
     short = train_for_epochs(model, classifier_loss(model), tx, data, max_steps=4, **kw)
     assert int(short.step) == 4
-    with pytest.raises(ValueError, match="max_steps must be >= 0"):
+    with pytest.raises(ValueError, match="max_steps must be a non-negative integer"):
         train_for_epochs(model, classifier_loss(model), tx, data, max_steps=-1, **kw)
 
 
@@ -264,7 +264,7 @@ def test_bad_training_arguments_are_named_before_any_step(key):
     step = make_train_step(classifier_loss(model), tx)
     for bad in (dict(log_every=0), dict(checkpoint_every=0)):
         name = next(iter(bad))
-        with pytest.raises(ValueError, match=f"{name} must be an integer >= 1"):
+        with pytest.raises(ValueError, match=f"{name} must be a positive integer"):
             fit(state, step, data, key=key, batch_size=8, num_steps=2, progress=False, **bad)
     assert int(state.step) == 0 and not state.params["hidden1"]["kernel"].is_deleted()
     with pytest.raises(ValueError, match="learning_rate must be a finite number in \\(0, inf\\]"):

@@ -293,7 +293,7 @@ def test_roar_with_road_imputation_retrains_on_imputed_splits(tmp_path):
     kept = masked_const != 0
     np.testing.assert_array_equal(imputed[kept], masked_const[kept])
     assert (imputed[~kept] > 0.5).all()  # imputed from neighbours near 1-2, not filled with 0
-    with pytest.raises(ValueError, match="roar needs key="):
+    with pytest.raises(ValueError, match="key must be a PRNG key"):
         roar(data, data, attribution, attribution, retrain=retrain, key=None, progress=False)
     nan_attribution = attribution.copy()
     nan_attribution[2, 0, 0, 0] = np.nan

@@ -32,7 +32,7 @@ def shard_indices(num_examples: int, index: int, count: int) -> np.ndarray:
     out), so that all hosts run the same number of steps per epoch.
     """
     if not 0 <= index < count:
-        raise ValueError(f"index (the shard) must lie in [0, count) = [0, {count}), got {index}")
+        raise ValueError(f"shard index must lie in [0, count) = [0, {count}), got {index}")
     per_host = num_examples // count
     if per_host == 0:
         raise ValueError(

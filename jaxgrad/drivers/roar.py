@@ -39,7 +39,6 @@ from jaxgrad._validation import (
     NONNEGATIVE,
     NONNEGATIVE_INT,
     OPTIONAL_KEY,
-    OPTIONAL_POSITIVE_INT,
     POSITIVE,
     POSITIVE_INT,
     check_choice,
@@ -49,6 +48,7 @@ from jaxgrad._validation import (
     check_number,
     check_positive_int,
     checked,
+    integer,
     number,
     one_of,
 )
@@ -163,7 +163,7 @@ _impute_jit = jax.jit(noisy_linear_imputation)
     weight_decay=NONNEGATIVE,
     momentum=FRACTION,
     gamma=number(0, 1, low_open=True),
-    max_steps=OPTIONAL_POSITIVE_INT,
+    max_steps=integer(0, optional=True),
 )
 def make_retrainer(
     model_factory: Callable[[], object],

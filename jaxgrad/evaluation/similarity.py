@@ -32,14 +32,14 @@ def rankdata_average(a: ArrayLike, mask: ArrayLike | None = None) -> jax.Array:
     a = jnp.asarray(a)
     if a.ndim < 1:
         raise ValueError(f"a must have at least one axis to rank along, got shape {a.shape}")
-    nan_rows = (
-        jnp.isnan(a).any(axis=-1, keepdims=True) if jnp.issubdtype(a.dtype, jnp.floating) else None
-    )
     if mask is not None:
         mask = jnp.asarray(mask, bool)
         if mask.shape != a.shape:
             raise ValueError(f"mask must have a's shape {a.shape}, got {mask.shape}")
         a = jnp.where(mask, a, jnp.inf)
+    nan_rows = (  # only entries that are ranked count (masked ones are +inf by now)
+        jnp.isnan(a).any(axis=-1, keepdims=True) if jnp.issubdtype(a.dtype, jnp.floating) else None
+    )
     s = jnp.sort(a, axis=-1)
     search = jnp.vectorize(
         lambda srt, v, side: jnp.searchsorted(srt, v, side=side),

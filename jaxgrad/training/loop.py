@@ -499,7 +499,7 @@ def epoch_steps(
     epochs=POSITIVE_INT,
     batch_size=POSITIVE_INT,
     log_every=OPTIONAL_POSITIVE_INT,
-    max_steps=OPTIONAL_POSITIVE_INT,
+    max_steps=integer(0, optional=True),
 )
 def train_for_epochs(
     model,
@@ -572,7 +572,10 @@ def train_for_epochs(
 
 
 @checked(
-    loss_fn=CALLABLE, epochs=POSITIVE_INT, batch_size=POSITIVE_INT, max_steps=OPTIONAL_POSITIVE_INT
+    loss_fn=CALLABLE,
+    epochs=POSITIVE_INT,
+    batch_size=POSITIVE_INT,
+    max_steps=integer(0, optional=True),
 )
 def train_seeds_for_epochs(
     model,
@@ -612,7 +615,9 @@ def train_seeds_for_epochs(
     """
     keys = jnp.asarray(keys)
     if keys.ndim != 1 or not jnp.issubdtype(keys.dtype, jax.dtypes.prng_key):
-        raise TypeError(f"keys must be a 1-D array of PRNG keys [S], got {keys.dtype} {keys.shape}")
+        raise ValueError(
+            f"keys must be a 1-D array of PRNG keys [S], got {keys.dtype} {keys.shape}"
+        )
     batch, num_steps = epoch_steps(len(data["label"]), epochs=epochs, batch_size=batch_size)
     if max_steps is not None:
         if max_steps < 0:

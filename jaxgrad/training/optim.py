@@ -22,12 +22,10 @@ from jaxgrad._validation import (
     check_number,
     checked,
     number,
-    one_of,
 )
 
 
 @checked(
-    name=one_of("constant", "multistep", "cosine"),
     learning_rate=POSITIVE,
     total_steps=OPTIONAL_POSITIVE_INT,
     gamma=number(0, 1, low_open=True),
@@ -60,7 +58,7 @@ def make_schedule(
             raise ValueError(f"cosine needs total_steps > warmup_steps, got {total_steps}")
         sched = optax.cosine_decay_schedule(learning_rate, total_steps - warmup_steps)
     else:
-        raise ValueError(f"schedule must be 'constant', 'multistep' or 'cosine', got {name!r}")
+        raise ValueError(f"schedule name must be 'constant', 'multistep' or 'cosine', got {name!r}")
     if warmup_steps:
         warm = optax.linear_schedule(0.0, learning_rate, warmup_steps)
         sched = optax.join_schedules([warm, sched], [warmup_steps])
@@ -68,7 +66,6 @@ def make_schedule(
 
 
 @checked(
-    name=one_of("sgd", "adam", "adamw"),
     momentum=FRACTION,
     weight_decay=NONNEGATIVE,
     b1=number(0, 1, high_open=True),
