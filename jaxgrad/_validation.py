@@ -435,3 +435,17 @@ def optax_transform(value, name):
             f"{type(value).__name__}"
         )
     return value
+
+
+def check_labels(label, num_classes: int, name: str = "data's label") -> None:
+    """Refuses concrete labels outside ``[0, num_classes)``, naming the extreme one."""
+    label = np.asarray(label)
+    if not label.size:
+        return
+    lo, hi = int(label.min()), int(label.max())
+    if lo < 0 or hi >= num_classes:
+        bad = lo if lo < 0 else hi
+        raise ArgumentError(
+            f"{name} must lie in [0, {num_classes}) for a model of {num_classes} logits, "
+            f"got a label {bad}"
+        )

@@ -49,6 +49,7 @@ from jaxgrad._validation import (
     checked,
     integer,
 )
+from jaxgrad._validation import check_labels as _check_labels
 from jaxgrad.data.base import Dataset
 from jaxgrad.data.iterators import batches, steps_per_epoch
 from jaxgrad.models.adapters import init_variables
@@ -68,22 +69,14 @@ def check_labels(model, data: Dataset, key: jax.Array) -> None:
     K comes from an abstract ``model.init_with_output`` on one image (no FLOPs). Under
     ``jit`` an out-of-range label would only show as a NaN loss at the first step.
     """
-    label = np.asarray(data["label"])
-    if not label.size:
+    if not np.size(data["label"]):
         return
-    lo, hi = int(label.min()), int(label.max())
-    if lo < 0:
-        raise ValueError(f"data's label must be >= 0, got a label {lo}")
     x0 = jax.ShapeDtypeStruct(
         (1, *np.shape(data["image"])[1:]), np.asarray(data["image"][:1]).dtype
     )
     k = jax.random.key(0) if key is None or key.ndim else key
     logits, _ = jax.eval_shape(lambda kk, x: model.init_with_output(kk, x), k, x0)
-    if hi >= logits.shape[-1]:
-        raise ValueError(
-            f"data's label must lie in [0, {logits.shape[-1]}) for a model of "
-            f"{logits.shape[-1]} logits, got a label {hi}"
-        )
+    _check_labels(data["label"], logits.shape[-1])
 
 
 class Preempted(Exception):  # noqa: N818 - an event, not an error
@@ -337,6 +330,8 @@ def fit(
     """
     if num_steps < 0:
         raise ValueError(f"num_steps must be >= 0, got {num_steps}")
+    if getattr(train_step, "model", None) is not None:  # a step of jaxgrad's losses
+        check_labels(train_step.model, data, key)
     for name, value in (("log_every", log_every), ("checkpoint_every", checkpoint_every)):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")

@@ -112,6 +112,7 @@ def classifier_loss(
         metrics["accuracy"] = masked_mean(correct, mask)
         return loss, (dict(new_state), metrics)
 
+    loss_fn.model = model  # fit checks labels against the model's logits
     return loss_fn
 
 
@@ -133,6 +134,7 @@ def with_augmentation(
         x = augment(jax.random.fold_in(key, 7), batch["image"])
         return loss_fn(params, model_state, {**batch, "image": x}, key)
 
+    loss.model = getattr(loss_fn, "model", None)
     return loss
 
 

@@ -142,4 +142,5 @@ def adversarial_classifier_loss(model, *, augment=None, **attack):
         )
         return inner(params, model_state, {**batch, "image": x_adv}, jax.random.fold_in(key, 3))
 
+    loss_fn.model = model
     return loss_fn

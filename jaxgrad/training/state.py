@@ -24,6 +24,7 @@ from jaxgrad._validation import (
     KEY,
     POSITIVE_INT,
     batch_array,
+    check_labels,
     checked,
     linen_module,
     optax_transform,
@@ -149,14 +150,18 @@ def make_train_step(
 
     donate_argnums = (0,) if donate else ()
     if mesh is None:
-        return jax.jit(step, donate_argnums=donate_argnums)
-    repl, data = shd.replicated(mesh), shd.batch_sharding(mesh)
-    return jax.jit(
-        step,
-        donate_argnums=donate_argnums,
-        in_shardings=(repl, data, repl),
-        out_shardings=(repl, repl),
-    )
+        compiled = jax.jit(step, donate_argnums=donate_argnums)
+    else:
+        repl, data = shd.replicated(mesh), shd.batch_sharding(mesh)
+        compiled = jax.jit(
+            step,
+            donate_argnums=donate_argnums,
+            in_shardings=(repl, data, repl),
+            out_shardings=(repl, repl),
+        )
+    # The model behind a jaxgrad loss, so that fit can check labels against its logits.
+    compiled.model = getattr(loss_fn, "model", None)
+    return compiled
 
 
 @checked(logit_fn=CALLABLE)
@@ -180,12 +185,15 @@ def make_eval_step(logit_fn: LogitFn, *, mesh: Mesh | None = None) -> Callable[[
         }
 
     if mesh is None:
-        return jax.jit(eval_step)
-    return jax.jit(
-        eval_step,
-        in_shardings=(shd.replicated(mesh), shd.batch_sharding(mesh)),
-        out_shardings=shd.replicated(mesh),
-    )
+        compiled = jax.jit(eval_step)
+    else:
+        compiled = jax.jit(
+            eval_step,
+            in_shardings=(shd.replicated(mesh), shd.batch_sharding(mesh)),
+            out_shardings=shd.replicated(mesh),
+        )
+    compiled.logit_fn = logit_fn  # so that evaluate can check labels against the logits
+    return compiled
 
 
 @checked(eval_step=CALLABLE, batch_size=POSITIVE_INT)
@@ -197,6 +205,12 @@ def evaluate(
     Returns:
       ``{"loss": ..., "accuracy": ..., "count": ...}`` as Python floats.
     """
+    logit_fn = getattr(eval_step, "logit_fn", None)  # set by make_eval_step
+    if logit_fn is not None and np.size(data["label"]):
+        x0 = jax.ShapeDtypeStruct(
+            (1, *np.shape(data["image"])[1:]), np.asarray(data["image"]).dtype
+        )
+        check_labels(data["label"], jax.eval_shape(logit_fn, params, x0).shape[-1])
     totals = None
     for batch in eval_batches(
         data, batch_size, process_index=jax.process_index(), process_count=jax.process_count()
