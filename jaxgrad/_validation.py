@@ -80,6 +80,8 @@ def check_finite(x, name: str = "x") -> None:
         return
     arr = np.asarray(x)
     if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+        if arr.ndim == 0:
+            raise ArgumentError(f"{name} is {arr.item()}, not a finite number")
         bad = np.flatnonzero(~np.isfinite(arr.reshape(len(arr), -1)).all(axis=1))
         raise ArgumentError(
             f"{name} contains NaN or infinite values in {len(bad)} example(s), first at index {bad[0]}"
@@ -203,6 +205,7 @@ def broadcast_baseline(baseline, x: jax.Array) -> jax.Array:
     """A fixed baseline (``None`` = zeros, a number or an array) broadcast to ``x``'s shape."""
     if baseline is None:
         return jnp.zeros_like(x)
+    check_finite(jnp.asarray(baseline)[None], "baseline")
     b = jnp.asarray(baseline, x.dtype)
     try:
         return jnp.broadcast_to(b, x.shape)
@@ -217,11 +220,16 @@ def broadcast_baseline(baseline, x: jax.Array) -> jax.Array:
 Rule = Callable[[object, str], object]
 
 
-def integer(low: int | None = None, *, optional: bool = False) -> Rule:
-    """A rule: any integer type, at least ``low``; returned as a Python int."""
+def integer(low: int | None = None, *, optional: bool = False, traced: bool = False) -> Rule:
+    """A rule: any integer type, at least ``low``; returned as a Python int.
+
+    ``traced``: a traced integer (an index under ``jit`` or ``vmap``) passes unchecked.
+    """
 
     def rule(value, name):
         if optional and value is None:
+            return value
+        if traced and not is_concrete(value):
             return value
         return as_int(value, name, low=low)
 
@@ -235,14 +243,25 @@ def number(
     low_open: bool = False,
     high_open: bool = False,
     optional: bool = False,
+    schedule: bool = False,
 ) -> Rule:
-    """A rule: a finite number in the range when concrete (see :func:`check_number`)."""
+    """A rule: a finite number in the range when concrete (see :func:`check_number`).
+
+    ``schedule``: a callable (an optax schedule) passes too.
+    """
 
     def rule(value, name):
         if optional and value is None:
             return value
-        if isinstance(value, str):
-            raise ArgumentError(f"{name} must be a number, got {value!r}")
+        if schedule and callable(value):
+            return value
+        if (
+            value is None
+            or isinstance(value, str | bytes)
+            or not (isinstance(value, int | float | np.number) or hasattr(value, "dtype"))
+        ):
+            what = "a number or a schedule (step -> value)" if schedule else "a number"
+            raise ArgumentError(f"{name} must be {what}, got {value!r}")
         return check_number(value, name, low=low, high=high, low_open=low_open, high_open=high_open)
 
     return rule
@@ -284,7 +303,8 @@ def prng_key(*, optional: bool = False) -> Rule:
             raise ArgumentError(f"{name} must be a PRNG key (jax.random.key(seed)), got None")
         dtype = getattr(value, "dtype", None)
         typed = dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
-        legacy = dtype == jnp.uint32 and np.shape(value)[-1:] == (2,)
+        # legacy raw keys: uint32[..., 2] (threefry) or uint32[..., 4] (rbg, unsafe_rbg)
+        legacy = dtype == jnp.uint32 and np.shape(value)[-1:] in ((2,), (4,))
         if not (typed or legacy):
             raise ArgumentError(
                 f"{name} must be a PRNG key (jax.random.key(seed)), got {type(value).__name__} "
@@ -330,7 +350,7 @@ def checked(**rules: Rule):
             try:
                 bound = sig.bind(*args, **kwargs)
             except TypeError as e:
-                raise ArgumentError(f"{fn.__name__}(): {e}") from None
+                raise ArgumentError(f"{fn.__qualname__}(): {e}") from None
             changed = False
             for name, rule in rules.items():
                 if name in bound.arguments:
@@ -349,19 +369,31 @@ def checked(**rules: Rule):
 
 
 def clip_range(*, optional: bool = True) -> Rule:
-    """A rule: ``None`` (where allowed) or a ``(low, high)`` pair of finite numbers, low < high."""
+    """A rule: ``None`` (where allowed) or ``(low, high)`` bounds.
+
+    Bounds are numbers or arrays, infinite ones allowed; concrete ones must hold no NaN and
+    have ``low <= high``. Traced bounds pass unchecked.
+    """
 
     def rule(value, name):
         if value is None and optional:
             return value
         try:
-            lo, hi = (float(v) for v in value)
+            lo, hi = value
+        except (TypeError, ValueError):
+            raise ArgumentError(f"{name} must be a (low, high) pair, got {value!r}") from None
+        if not (is_concrete(lo) and is_concrete(hi)):
+            return value
+        try:
+            lo_a, hi_a = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
         except (TypeError, ValueError):
             raise ArgumentError(
                 f"{name} must be a (low, high) pair of numbers, got {value!r}"
             ) from None
-        if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
-            raise ArgumentError(f"{name} must be a (low, high) pair with low < high, got {value!r}")
+        if np.isnan(lo_a).any() or np.isnan(hi_a).any() or np.any(lo_a > hi_a):
+            raise ArgumentError(
+                f"{name} must be (low, high) with low <= high and no NaN, got {value!r}"
+            )
         return value
 
     return rule
@@ -449,3 +481,111 @@ def check_labels(label, num_classes: int, name: str = "data's label") -> None:
             f"{name} must lie in [0, {num_classes}) for a model of {num_classes} logits, "
             f"got a label {bad}"
         )
+
+
+def on_every_process(check: Callable[[], object]) -> None:
+    """Runs a host-level ``check`` and raises on every process if it failed on any.
+
+    With several processes a check of host-local data (a batch, a shard's labels) could fail
+    on one process only, leaving the others waiting in a collective; here they all learn of
+    it (one ``process_allgather`` of a flag) and raise together.
+    """
+    error = None
+    try:
+        check()
+    except (ValueError, TypeError) as e:
+        error = e
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        flags = np.asarray(multihost_utils.process_allgather(np.int32(error is not None)))
+        if error is None and flags.any():
+            i = int(np.flatnonzero(flags)[0])
+            raise ArgumentError(f"process {i} refused its share of the input (see its log)")
+    if error is not None:
+        raise error
+
+
+def a_mesh(*, optional: bool = False) -> Rule:
+    """A rule: a ``jax.sharding.Mesh`` (or None where allowed)."""
+
+    def rule(value, name):
+        if value is None and optional:
+            return value
+        if not isinstance(value, jax.sharding.Mesh):
+            raise ArgumentError(
+                f"{name} must be a jax.sharding.Mesh (jaxgrad.sharding.data_mesh()), got "
+                f"{type(value).__name__}"
+            )
+        return value
+
+    return rule
+
+
+MESH = a_mesh()
+
+
+def a_bool(value, name):
+    """A rule: ``True`` or ``False`` (a string such as ``"no"`` would count as true)."""
+    if not isinstance(value, bool | np.bool_):
+        raise ArgumentError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def logit_function(value, name):
+    """A rule: a function ``(params, x) -> logits``, not a Flax module itself."""
+    kind = type(value).__module__ or ""
+    if kind.startswith("flax.") or any(
+        c.__module__.startswith(("flax.linen", "flax.nnx")) for c in type(value).__mro__[1:]
+    ):
+        raise ArgumentError(
+            f"{name} must be a function (params, x) -> logits, got the module "
+            f"{type(value).__name__}: wrap it with jaxgrad.models.linen_logit_fn(model) "
+            "(Linen) or nnx_logit_fn(module) (NNX)"
+        )
+    if not callable(value):
+        raise ArgumentError(f"{name} must be a function (params, x) -> logits, got {value!r}")
+    return value
+
+
+LOGIT_FN = logit_function
+BOOL = a_bool
+
+
+def train_state(value, name):
+    """A rule: a ``jaxgrad.training.TrainState`` (``step``, ``params``, ``opt_state``)."""
+    if not all(hasattr(value, a) for a in ("step", "params", "opt_state")):
+        raise ArgumentError(
+            f"{name} must be a TrainState (jaxgrad.training.create_train_state or "
+            f"train_state_from), got {type(value).__name__}"
+        )
+    return value
+
+
+def check_split(data, name: str = "data") -> None:
+    """Checks a data split ``{"image": float [N, ...], "label": int [N]}`` on the host.
+
+    Keys, lengths, dtypes and finite images (by index), before any compilation.
+    """
+    from collections.abc import Mapping
+
+    if not isinstance(data, Mapping) or "image" not in data or "label" not in data:
+        raise ArgumentError(
+            f"{name} must be a dict {{'image': float [N, ...], 'label': int [N]}}, got "
+            f"{type(data).__name__}"
+            + (f" with keys {sorted(data)}" if isinstance(data, Mapping) else "")
+        )
+    image, label = data["image"], data["label"]
+    if np.ndim(label) != 1 or np.ndim(image) < 2 or len(label) != len(image):
+        raise ArgumentError(
+            f"{name}'s image [N, ...] and label [N] must have one row per example, got shapes "
+            f"{np.shape(image)} and {np.shape(label)}"
+        )
+    if not np.issubdtype(label.dtype, np.integer):
+        raise ArgumentError(f"{name}'s label must be integers, got dtype {label.dtype}")
+    if not np.issubdtype(image.dtype, np.floating):
+        raise ArgumentError(
+            f"{name}'s image must be floating point (scaled to [0, 1]: jaxgrad.data.make_dataset "
+            f"divides uint8 images by 255), got dtype {image.dtype}"
+        )
+    check_finite(image, f"{name}'s image")

@@ -32,8 +32,9 @@ import jax.numpy as jnp
 from jaxgrad import _random
 from jaxgrad._chunking import chunked_vmap
 from jaxgrad._validation import (
-    CALLABLE,
+    BOOL,
     KEY,
+    LOGIT_FN,
     OPTIONAL_POSITIVE_INT,
     POSITIVE,
     POSITIVE_INT,
@@ -58,7 +59,7 @@ def _flat_normalised(g: jax.Array, normalize: bool, eps: float) -> jax.Array:
     return g * jax.lax.rsqrt(jnp.sum(g**2, axis=1, keepdims=True) + eps**2)
 
 
-@checked(student_logit_fn=CALLABLE, teacher_logit_fn=CALLABLE, eps=POSITIVE)
+@checked(student_logit_fn=LOGIT_FN, teacher_logit_fn=LOGIT_FN, eps=POSITIVE)
 def jacobian_matching_loss(
     student_logit_fn: LogitFn,
     student_params: Params,
@@ -157,12 +158,13 @@ def distillation_loss(
 
 
 @checked(
-    student_logit_fn=CALLABLE,
-    teacher_logit_fn=CALLABLE,
+    student_logit_fn=LOGIT_FN,
+    teacher_logit_fn=LOGIT_FN,
     key=KEY,
     sigma=POSITIVE,
     num_samples=POSITIVE_INT,
     chunk_size=OPTIONAL_POSITIVE_INT,
+    antithetic=BOOL,
 )
 def noisy_distillation_loss(
     student_logit_fn: LogitFn,
@@ -216,3 +218,10 @@ def noisy_distillation_loss(
 
     keys = jax.random.split(key, num_samples)
     return jnp.mean(chunked_vmap(one, keys, chunk_size), axis=0)
+
+
+__all__ = [
+    "distillation_loss",
+    "jacobian_matching_loss",
+    "noisy_distillation_loss",
+]

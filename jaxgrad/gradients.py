@@ -11,13 +11,14 @@ import jax.numpy as jnp
 
 from jaxgrad._validation import (
     CALLABLE,
+    LOGIT_FN,
     NONNEGATIVE,
-    NONNEGATIVE_INT,
     POSITIVE,
     check_finite,
     check_target,
     check_x,
     checked,
+    integer,
 )
 from jaxgrad.types import ArrayLike, LogitFn, Params, TappedLogitFn
 
@@ -116,7 +117,7 @@ def score(
     return jax.grad(lambda z: jnp.sum(log_density(logit_fn, params, z, target)))(x)
 
 
-@checked(logit_fn=CALLABLE, g=CALLABLE)
+@checked(logit_fn=LOGIT_FN, g=CALLABLE)
 def shift_logits(logit_fn: LogitFn, g) -> LogitFn:
     """Adds ``g(params, x)`` to every logit: the same softmax, different input-gradients.
 
@@ -186,13 +187,15 @@ def hvp(f, x: ArrayLike, v: ArrayLike) -> jax.Array:
     Returns:
       ``H_b v_b`` for every example, ``[B, *S]``: ``jax.jvp(jax.grad(sum f), (x,), (v,))``.
     """
-    x, v = check_x(x), jnp.asarray(v)
+    x, v = jnp.asarray(x), jnp.asarray(v)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise ValueError(f"x must be a floating-point array, got dtype {x.dtype}")
     if v.shape != x.shape:
         raise ValueError(f"v must have x's shape {x.shape}, got {v.shape}")
     return jax.jvp(jax.grad(lambda z: jnp.sum(f(z))), (x,), (v.astype(x.dtype),))[1]
 
 
-@checked(logit_fn=CALLABLE, target_class=NONNEGATIVE_INT)
+@checked(logit_fn=LOGIT_FN, target_class=integer(0, traced=True))
 def shift_to_target_map(logit_fn: LogitFn, target_class: int, target_map: ArrayLike) -> LogitFn:
     """A classifier with the same softmax whose ``target_class`` input-gradient is ``target_map``.
 
@@ -265,3 +268,16 @@ def gradient_manipulation_loss(
     ce = -select_logits(jax.nn.log_softmax(logits, axis=-1), target)
     grads = input_gradients(logit_fn, params, x, target)
     return ce + alpha * (1.0 - cosine_similarity(grads, target_map))
+
+
+__all__ = [
+    "cosine_similarity",
+    "gradient_manipulation_loss",
+    "hvp",
+    "input_gradients",
+    "log_density",
+    "score",
+    "select_logits",
+    "shift_logits",
+    "shift_to_target_map",
+]

@@ -21,6 +21,8 @@ REMOTE_PREFIXES = ("gs://", "s3://", "az://", "hf://")
 
 def is_remote(path: str | os.PathLike) -> bool:
     """Whether ``path`` names an object store (``gs://``, ``s3://``, ``az://``, ``hf://``)."""
+    if not isinstance(path, str | os.PathLike):
+        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__} {path!r}")
     return os.fspath(path).startswith(REMOTE_PREFIXES)
 
 
@@ -29,3 +31,9 @@ def as_path(path: str | os.PathLike) -> epath.Path:
     if is_remote(path):
         return epath.Path(path)
     return epath.Path(os.path.abspath(os.fspath(path)))
+
+
+__all__ = [
+    "as_path",
+    "is_remote",
+]

@@ -24,8 +24,10 @@ import jax.numpy as jnp
 
 from jaxgrad._validation import (
     CALLABLE,
+    LOGIT_FN,
     NONNEGATIVE,
     OPTIONAL_KEY,
+    a_callable,
     check_choice,
     check_target,
     check_x,
@@ -124,7 +126,7 @@ CODE_DEFAULTS = {
 }
 
 
-@checked(logit_fn=CALLABLE, key=OPTIONAL_KEY, mu=NONNEGATIVE, tau=NONNEGATIVE)
+@checked(logit_fn=LOGIT_FN, key=OPTIONAL_KEY, mu=NONNEGATIVE, tau=NONNEGATIVE)
 def regularizer(
     logit_fn: LogitFn,
     params: Params,
@@ -255,7 +257,7 @@ class LossAux(NamedTuple):
 
 
 @checked(
-    logit_fn=CALLABLE,
+    logit_fn=LOGIT_FN,
     key=OPTIONAL_KEY,
     lam=number(0, optional=True),
     mu=number(0, optional=True),
@@ -301,11 +303,12 @@ def regularized_loss_with_aux(
 
 
 @checked(
-    logit_fn=CALLABLE,
+    logit_fn=LOGIT_FN,
     key=OPTIONAL_KEY,
     lam=number(0, optional=True),
     mu=number(0, optional=True),
     tau=number(0, optional=True),
+    trace_estimator=a_callable(optional=True),
 )
 def regularized_loss(
     logit_fn: LogitFn,
@@ -353,3 +356,15 @@ def regularized_loss(
         trace_estimator=trace_estimator,
     )
     return loss
+
+
+__all__ = [
+    "anti_score_matching_loss",
+    "gradient_norm_regularizer",
+    "make_regularizer",
+    "regularized_loss",
+    "regularized_loss_with_aux",
+    "regularizer",
+    "score_matching_loss",
+    "stability_regularizer",
+]

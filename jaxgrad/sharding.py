@@ -23,9 +23,12 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
+from jaxgrad._validation import MESH, POSITIVE_INT, a_mesh, checked, integer
+
 DATA_AXIS = "data"
 
 
+@checked(num_processes=integer(1, optional=True), process_id=integer(0, optional=True))
 def initialize_distributed(
     coordinator_address: str | None = None,
     num_processes: int | None = None,
@@ -48,6 +51,10 @@ def initialize_distributed(
       True if ``jax.distributed.initialize`` was called.
     """
     env = os.environ
+    if num_processes is not None and process_id is not None and process_id >= num_processes:
+        raise ValueError(
+            f"process_id must lie in [0, num_processes) = [0, {num_processes}), got {process_id}"
+        )
     coordinator_address = coordinator_address or env.get("JAXGRAD_COORDINATOR")
     if num_processes is None and "JAXGRAD_NUM_PROCESSES" in env:
         num_processes = int(env["JAXGRAD_NUM_PROCESSES"])
@@ -77,27 +84,33 @@ def _looks_like_tpu_pod() -> bool:
 def data_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
     """A 1-D mesh with axis ``data`` over ``devices`` (default: every device of every process)."""
     devices = list(jax.devices() if devices is None else devices)
+    if not devices or not all(isinstance(d, jax.Device) for d in devices):
+        raise ValueError(f"devices must be a non-empty sequence of jax.Device, got {devices!r}")
     return jax.make_mesh(
         (len(devices),), (DATA_AXIS,), axis_types=(AxisType.Auto,), devices=devices
     )
 
 
+@checked(batch_size=POSITIVE_INT, mesh=a_mesh(optional=True))
 def global_batch_size(batch_size: int, mesh: Mesh | None) -> int:
     """``batch_size`` rounded up to a multiple of the mesh's device count (unchanged without one)."""
     n = 1 if mesh is None else mesh.devices.size
     return -(-batch_size // n) * n
 
 
+@checked(mesh=MESH)
 def batch_sharding(mesh: Mesh) -> NamedSharding:
     """Leading (batch) axis split over ``data``, the rest replicated."""
     return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
 
 
+@checked(mesh=MESH)
 def replicated(mesh: Mesh) -> NamedSharding:
     """Fully replicated over the mesh."""
     return NamedSharding(mesh, PartitionSpec())
 
 
+@checked(mesh=MESH)
 def shard_batch(batch: Any, mesh: Mesh) -> Any:
     """Places a batch pytree on ``mesh``, split along its leading axis.
 
@@ -129,6 +142,7 @@ def shard_batch(batch: Any, mesh: Mesh) -> Any:
     return jax.tree.map(put, batch)
 
 
+@checked(mesh=MESH)
 def replicate(tree: Any, mesh: Mesh) -> Any:
     """Places every leaf of ``tree`` on every device of ``mesh`` (params, optimizer state, keys).
 
@@ -172,3 +186,17 @@ def to_host(tree: Any) -> Any:
 def is_main_process() -> bool:
     """True on process 0: the only one that writes files in a multi-host run."""
     return jax.process_index() == 0
+
+
+__all__ = [
+    "DATA_AXIS",
+    "batch_sharding",
+    "data_mesh",
+    "global_batch_size",
+    "initialize_distributed",
+    "is_main_process",
+    "replicate",
+    "replicated",
+    "shard_batch",
+    "to_host",
+]

@@ -36,7 +36,9 @@ import jax.numpy as jnp
 from jaxgrad import _random
 from jaxgrad._chunking import chunked_vmap
 from jaxgrad._validation import (
+    BOOL,
     CALLABLE,
+    LOGIT_FN,
     OPTIONAL_KEY,
     OPTIONAL_POSITIVE_INT,
     POSITIVE,
@@ -191,6 +193,7 @@ def hessian_trace_hutchinson(
     sigma=POSITIVE,
     num_samples=POSITIVE_INT,
     chunk_size=OPTIONAL_POSITIVE_INT,
+    antithetic=BOOL,
 )
 def hessian_trace_taylor(
     f: PerExampleFn,
@@ -253,7 +256,7 @@ def hessian_trace_taylor(
     return jnp.mean(chunked_vmap(one, keys, chunk_size), axis=0)
 
 
-@checked(logit_fn=CALLABLE, key=OPTIONAL_KEY)
+@checked(logit_fn=LOGIT_FN, key=OPTIONAL_KEY, trace_estimator=CALLABLE)
 def hessian_trace(
     logit_fn: LogitFn,
     params: Params,
@@ -293,3 +296,11 @@ def hessian_trace(
         return select_logits(logit_fn(params, z), target)
 
     return trace_estimator(f, x, key=key)
+
+
+__all__ = [
+    "hessian_trace",
+    "hessian_trace_exact",
+    "hessian_trace_hutchinson",
+    "hessian_trace_taylor",
+]

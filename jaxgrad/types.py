@@ -110,3 +110,10 @@ def require_tapped(logit_fn: Any, caller: str, needs: str = "taps") -> TappedLog
             + _HINTS.get(needs, "")
         )
     return logit_fn
+
+
+__all__ = [
+    "LogitFn",
+    "TappedLogitFn",
+    "require_tapped",
+]

@@ -18,9 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxgrad._validation import FRACTION, checked, number
 from jaxgrad.paths import as_path
 
 
+@checked(clip_percentile=number(0, 100, low_open=True))
 def normalize_signed(attribution: np.ndarray, clip_percentile: float = 99.5) -> np.ndarray:
     """``[H, W(, C)]`` -> ``[H, W]`` in ``[-1, 1]``: channel sum, divide by a percentile of ``|a|``, clip."""
     a = np.asarray(attribution, dtype=np.float64)
@@ -28,6 +30,8 @@ def normalize_signed(attribution: np.ndarray, clip_percentile: float = 99.5) -> 
         a = a.sum(axis=-1)
     if a.ndim != 2:
         raise ValueError(f"attribution must have shape [H, W] or [H, W, C], got {a.shape}")
+    if not np.isfinite(a).all():
+        raise ValueError("attribution holds NaN or infinite values: no color for them")
     if not 0 < clip_percentile <= 100:
         raise ValueError(f"clip_percentile must lie in (0, 100], got {clip_percentile}")
     scale = np.percentile(np.abs(a), clip_percentile)
@@ -36,6 +40,7 @@ def normalize_signed(attribution: np.ndarray, clip_percentile: float = 99.5) -> 
     return np.clip(a / scale, -1.0, 1.0) if scale > 0 else np.zeros_like(a)
 
 
+@checked(clip_percentile=number(0, 100, low_open=True))
 def signed_rgb(attribution: np.ndarray, clip_percentile: float = 99.5) -> np.ndarray:
     """An RGB image ``[H, W, 3]`` on white: red for positive, blue for negative attribution."""
     a = normalize_signed(attribution, clip_percentile)
@@ -47,6 +52,7 @@ def signed_rgb(attribution: np.ndarray, clip_percentile: float = 99.5) -> np.nda
     return np.clip(rgb, 0, 1)
 
 
+@checked(clip_percentile=number(0, 100, low_open=True))
 def absolute_map(attribution: np.ndarray, clip_percentile: float = 99.5) -> np.ndarray:
     """``|a|`` summed over channels, scaled to ``[0, 1]`` by the same percentile clipping."""
     a = np.asarray(attribution, dtype=np.float64)
@@ -55,6 +61,7 @@ def absolute_map(attribution: np.ndarray, clip_percentile: float = 99.5) -> np.n
     return np.abs(normalize_signed(np.abs(a), clip_percentile))
 
 
+@checked(alpha=FRACTION, clip_percentile=number(0, 100, low_open=True))
 def overlay(
     image: np.ndarray,
     attribution: np.ndarray,
@@ -174,3 +181,12 @@ def _png(fig, dpi: int = 100) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi)
     return buffer.getvalue()
+
+
+__all__ = [
+    "absolute_map",
+    "attribution_grid",
+    "normalize_signed",
+    "overlay",
+    "signed_rgb",
+]

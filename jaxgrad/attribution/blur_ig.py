@@ -25,7 +25,7 @@ import numpy as np
 from jaxgrad._chunking import chunked_sum
 from jaxgrad._filters import gaussian_blur
 from jaxgrad._validation import (
-    CALLABLE,
+    LOGIT_FN,
     OPTIONAL_KEY,
     OPTIONAL_POSITIVE_INT,
     POSITIVE,
@@ -40,7 +40,7 @@ from jaxgrad.types import ArrayLike, LogitFn, Params
 
 
 @checked(
-    logit_fn=CALLABLE,
+    logit_fn=LOGIT_FN,
     key=OPTIONAL_KEY,
     max_sigma=POSITIVE,
     steps=POSITIVE_INT,

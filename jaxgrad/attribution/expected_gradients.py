@@ -14,8 +14,8 @@ import jax.numpy as jnp
 
 from jaxgrad._chunking import chunked_sum
 from jaxgrad._validation import (
-    CALLABLE,
     KEY,
+    LOGIT_FN,
     OPTIONAL_POSITIVE_INT,
     POSITIVE_INT,
     check_inputs,
@@ -27,7 +27,7 @@ from jaxgrad.gradients import input_gradients
 from jaxgrad.types import ArrayLike, LogitFn, Params
 
 
-@checked(logit_fn=CALLABLE, key=KEY, num_samples=POSITIVE_INT, chunk_size=OPTIONAL_POSITIVE_INT)
+@checked(logit_fn=LOGIT_FN, key=KEY, num_samples=POSITIVE_INT, chunk_size=OPTIONAL_POSITIVE_INT)
 @multi_target
 def expected_gradients(
     logit_fn: LogitFn,

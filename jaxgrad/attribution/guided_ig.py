@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxgrad._validation import (
-    CALLABLE,
+    LOGIT_FN,
     OPTIONAL_KEY,
     POSITIVE_INT,
     broadcast_baseline,
@@ -41,7 +41,7 @@ def _isclose(a, b, tol):
     return jnp.abs(a - b) <= jnp.maximum(tol * jnp.maximum(jnp.abs(a), jnp.abs(b)), tol)
 
 
-@checked(logit_fn=CALLABLE, key=OPTIONAL_KEY, steps=POSITIVE_INT)
+@checked(logit_fn=LOGIT_FN, key=OPTIONAL_KEY, steps=POSITIVE_INT)
 @multi_target
 def guided_integrated_gradients(
     logit_fn: LogitFn,

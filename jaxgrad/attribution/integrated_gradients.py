@@ -17,7 +17,7 @@ import jax.numpy as jnp
 
 from jaxgrad._chunking import chunked_sum
 from jaxgrad._validation import (
-    CALLABLE,
+    LOGIT_FN,
     OPTIONAL_KEY,
     OPTIONAL_POSITIVE_INT,
     POSITIVE_INT,
@@ -56,7 +56,7 @@ def _baselines(baseline: Baseline, x: jax.Array, key, num_baselines: int) -> jax
 
 
 @checked(
-    logit_fn=CALLABLE,
+    logit_fn=LOGIT_FN,
     key=OPTIONAL_KEY,
     num_baselines=POSITIVE_INT,
     steps=POSITIVE_INT,
@@ -118,7 +118,7 @@ def integrated_gradients(
     return jnp.mean(jax.vmap(for_baseline)(bases), axis=0)
 
 
-@checked(logit_fn=CALLABLE, key=OPTIONAL_KEY, num_baselines=POSITIVE_INT)
+@checked(logit_fn=LOGIT_FN, key=OPTIONAL_KEY, num_baselines=POSITIVE_INT)
 @multi_target(per_target=("attribution",))
 def completeness_delta(
     logit_fn: LogitFn,

@@ -23,6 +23,7 @@ from jaxgrad._chunking import chunked_sum
 from jaxgrad._validation import (
     CALLABLE,
     KEY,
+    LOGIT_FN,
     OPTIONAL_POSITIVE_INT,
     POSITIVE_INT,
     check_choice,
@@ -56,7 +57,7 @@ def _check_method_kwargs(method, method_kwargs) -> None:
 
 
 @checked(
-    logit_fn=CALLABLE,
+    logit_fn=LOGIT_FN,
     key=KEY,
     method=CALLABLE,
     num_samples=POSITIVE_INT,

@@ -20,7 +20,14 @@ from collections.abc import Iterator
 import jax
 import numpy as np
 
-from jaxgrad._validation import KEY, NONNEGATIVE_INT, OPTIONAL_POSITIVE_INT, POSITIVE_INT, checked
+from jaxgrad._validation import (
+    BOOL,
+    KEY,
+    NONNEGATIVE_INT,
+    POSITIVE_INT,
+    checked,
+    integer,
+)
 from jaxgrad.data.base import Dataset
 
 
@@ -130,9 +137,10 @@ def _take(data, order, position, batch_size, process_index, process_count):
     key=KEY,
     batch_size=POSITIVE_INT,
     start_step=NONNEGATIVE_INT,
-    num_steps=OPTIONAL_POSITIVE_INT,
+    num_steps=integer(0, optional=True),
     process_index=NONNEGATIVE_INT,
     process_count=POSITIVE_INT,
+    shuffle=BOOL,
 )
 def batches(
     data: Dataset,

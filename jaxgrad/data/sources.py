@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from jaxgrad._validation import as_int
 from jaxgrad.data.base import Dataset
 from jaxgrad.data.digits import load_digits
 from jaxgrad.data.idx import load_idx
@@ -29,9 +30,17 @@ def load_dataset(
       ``{"image": float32 [N, H, W, C] in [0, 1], "label": int32 [N]}``.
     """
     if shard is not None:
-        index, count = shard
-        if not (isinstance(count, int) and count >= 1 and isinstance(index, int)):
-            raise ValueError(f"shard must be (index, count) with count >= 1, got {shard!r}")
+        try:
+            index, count = shard
+            index, count = (
+                as_int(index, "shard's index", low=0),
+                as_int(count, "shard's count", low=1),
+            )
+        except (TypeError, ValueError) as e:
+            raise ValueError(
+                f"shard must be (index, count) with count >= 1, got {shard!r}: {e}"
+            ) from None
+        shard = (index, count)
         if not 0 <= index < count:
             raise ValueError(f"shard index must lie in [0, {count}), got {index}")
     if source.startswith("tfds:"):

@@ -12,7 +12,15 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from jaxgrad import sharding as shd
-from jaxgrad._validation import CALLABLE, OPTIONAL_KEY, check_finite, check_target, checked
+from jaxgrad._validation import (
+    CALLABLE,
+    LOGIT_FN,
+    OPTIONAL_KEY,
+    check_finite,
+    check_target,
+    checked,
+    on_every_process,
+)
 from jaxgrad.training.logging import Progress
 from jaxgrad.types import LogitFn, Params
 
@@ -37,7 +45,7 @@ def _gather(x: jax.Array) -> np.ndarray:
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
-@checked(method=CALLABLE, logit_fn=CALLABLE, key=OPTIONAL_KEY)
+@checked(method=CALLABLE, logit_fn=LOGIT_FN, key=OPTIONAL_KEY)
 def attribute_dataset(
     method: Callable[..., jax.Array],
     logit_fn: LogitFn,
@@ -108,14 +116,21 @@ def attribute_dataset(
         else:
             t = np.asarray(target_from(batch))
         mask = np.asarray(batch.get("mask", np.ones(len(x))), bool)
-        # Host-level checks, by index, before the compiled call (where they could not be):
-        check_finite(np.where(mask.reshape(-1, *[1] * (x.ndim - 1)), x, 0.0), f"batch {i}'s image")
-        if not isinstance(t, str):
-            if num_classes is None:
-                num_classes = jax.eval_shape(
-                    logit_fn, params, jax.ShapeDtypeStruct(x.shape, x.dtype)
-                ).shape[-1]
-            check_target(np.where(mask, t, 0), len(x), num_classes)
+        # Host-level checks, by index, before the compiled call (where they could not be),
+        # agreed by every process (a host's batch may fail alone).
+        if not isinstance(t, str) and num_classes is None:
+            num_classes = jax.eval_shape(
+                logit_fn, params, jax.ShapeDtypeStruct(x.shape, x.dtype)
+            ).shape[-1]
+
+        def host_checks(x=x, t=t, mask=mask, i=i, num_classes=num_classes):
+            check_finite(
+                np.where(mask.reshape(-1, *[1] * (x.ndim - 1)), x, 0.0), f"batch {i}'s image"
+            )
+            if not isinstance(t, str):
+                check_target(np.where(mask, t, 0), len(x), num_classes)
+
+        on_every_process(host_checks)
         k = None if key is None else jax.random.fold_in(key, i)
         if mesh is not None:
             x = shd.shard_batch(x, mesh)

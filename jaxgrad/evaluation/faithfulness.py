@@ -23,7 +23,8 @@ import numpy as np
 from jaxgrad import _random
 from jaxgrad._chunking import merged_map, repeat_examples
 from jaxgrad._validation import (
-    CALLABLE,
+    BOOL,
+    LOGIT_FN,
     OPTIONAL_KEY,
     POSITIVE,
     POSITIVE_INT,
@@ -54,11 +55,12 @@ def select_output(logits: jax.Array, target: jax.Array, output: str) -> jax.Arra
 
 
 @checked(
-    logit_fn=CALLABLE,
+    logit_fn=LOGIT_FN,
     key=OPTIONAL_KEY,
     num_samples=POSITIVE_INT,
     noise_scale=POSITIVE,
     patch_size=POSITIVE_INT,
+    normalize=BOOL,
 )
 def infidelity(
     logit_fn: LogitFn,
@@ -200,7 +202,7 @@ def random_subsets(key: jax.Array, num_runs: int, batch: int, num_pixels: int, s
     return jax.lax.top_k(u, size)[1]
 
 
-@checked(logit_fn=CALLABLE, key=OPTIONAL_KEY, num_runs=POSITIVE_INT, subset_size=POSITIVE_INT)
+@checked(logit_fn=LOGIT_FN, key=OPTIONAL_KEY, num_runs=POSITIVE_INT, subset_size=POSITIVE_INT)
 def faithfulness_correlation(
     logit_fn: LogitFn,
     params: Params,

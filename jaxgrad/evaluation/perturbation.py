@@ -24,12 +24,18 @@ import numpy as np
 from jaxgrad._chunking import merged_map, repeat_examples
 from jaxgrad._filters import gaussian_blur
 from jaxgrad._validation import (
+    FINITE,
+    LOGIT_FN,
+    OPTIONAL_KEY,
+    OPTIONAL_POSITIVE_INT,
+    POSITIVE,
     check_choice,
     check_finite,
     check_fractions,
     check_images,
     check_inputs,
     check_positive_int,
+    checked,
     is_concrete,
 )
 from jaxgrad.gradients import select_logits
@@ -145,6 +151,13 @@ def responses(logit_fn: LogitFn, params: Params, target: jax.Array):
     return evaluate
 
 
+@checked(
+    logit_fn=LOGIT_FN,
+    fill_value=FINITE,
+    blur_sigma=POSITIVE,
+    key=OPTIONAL_KEY,
+    chunk_size=OPTIONAL_POSITIVE_INT,
+)
 def pixel_perturbation(
     logit_fn: LogitFn,
     params: Params,
@@ -220,6 +233,7 @@ def pixel_perturbation(
     }
 
 
+@checked(key=OPTIONAL_KEY)
 def mask_images(
     x: ArrayLike,
     attribution: ArrayLike,
@@ -281,6 +295,14 @@ def area_under_curve(fractions: ArrayLike, values: ArrayLike) -> jax.Array:
 MODES = ("deletion", "insertion")
 
 
+@checked(
+    logit_fn=LOGIT_FN,
+    num_steps=OPTIONAL_POSITIVE_INT,
+    fill_value=FINITE,
+    blur_sigma=POSITIVE,
+    key=OPTIONAL_KEY,
+    chunk_size=OPTIONAL_POSITIVE_INT,
+)
 def deletion_insertion(
     logit_fn: LogitFn,
     params: Params,

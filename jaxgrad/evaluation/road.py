@@ -27,12 +27,15 @@ import numpy as np
 from jaxgrad import _random
 from jaxgrad._chunking import merged_map
 from jaxgrad._validation import (
+    LOGIT_FN,
+    OPTIONAL_KEY,
     check_finite,
     check_fractions,
     check_images,
     check_inputs,
     check_number,
     check_positive_int,
+    checked,
     is_concrete,
 )
 from jaxgrad.evaluation.perturbation import (
@@ -108,8 +111,9 @@ def noisy_linear_imputation(
         )
     check_number(noise, "noise", low=0.0)
     check_finite(x, "x")
-    if not (isinstance(tol, float | int) and 0 < tol < 1):
-        raise ValueError(f"tol must be a number in (0, 1), got {tol!r}")
+    if not is_concrete(tol):
+        raise ValueError("tol must be a concrete number in (0, 1) (it is static), got a tracer")
+    tol = float(check_number(tol, "tol", low=0.0, high=1.0, low_open=True, high_open=True))
     h, w = x.shape[1], x.shape[2]
     max_iter = h * w if max_iter is None else check_positive_int(max_iter, "max_iter")
     if key is None and not (is_concrete(noise) and float(np.asarray(noise)) == 0.0):
@@ -163,6 +167,7 @@ def _cg(apply, b, tol, max_iter):
 ROAD_FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
+@checked(logit_fn=LOGIT_FN, key=OPTIONAL_KEY)
 def road(
     logit_fn: LogitFn,
     params: Params,

@@ -22,6 +22,7 @@ from jaxgrad import _random
 from jaxgrad._chunking import chunked_vmap, merged_map, repeat_examples
 from jaxgrad._validation import (
     CALLABLE,
+    LOGIT_FN,
     OPTIONAL_KEY,
     POSITIVE,
     POSITIVE_INT,
@@ -37,7 +38,7 @@ REDUCTIONS = ("max", "mean")
 
 
 @checked(
-    logit_fn=CALLABLE, key=OPTIONAL_KEY, method=CALLABLE, radius=POSITIVE, num_samples=POSITIVE_INT
+    logit_fn=LOGIT_FN, key=OPTIONAL_KEY, method=CALLABLE, radius=POSITIVE, num_samples=POSITIVE_INT
 )
 def sensitivity(
     logit_fn: LogitFn,

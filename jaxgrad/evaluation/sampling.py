@@ -25,9 +25,9 @@ import numpy as np
 from jaxgrad import _random
 from jaxgrad._chunking import chunked_vmap
 from jaxgrad._validation import (
-    CALLABLE,
     CLIP,
     KEY,
+    LOGIT_FN,
     NONNEGATIVE,
     OPTIONAL_KEY,
     OPTIONAL_POSITIVE_INT,
@@ -45,7 +45,7 @@ from jaxgrad.types import ArrayLike, LogitFn, Params
 
 
 @checked(
-    logit_fn=CALLABLE,
+    logit_fn=LOGIT_FN,
     key=OPTIONAL_KEY,
     step_size=POSITIVE,
     noise_scale=number(0, optional=True),
@@ -113,7 +113,7 @@ def langevin_sample(
 
 
 @checked(
-    logit_fn=CALLABLE, step_size=POSITIVE, steps=POSITIVE_INT, clip=CLIP, weight_decay=NONNEGATIVE
+    logit_fn=LOGIT_FN, step_size=POSITIVE, steps=POSITIVE_INT, clip=CLIP, weight_decay=NONNEGATIVE
 )
 def gradient_ascent(
     logit_fn,
@@ -147,7 +147,7 @@ def gradient_ascent(
     )
 
 
-@checked(logit_fn=CALLABLE, key=KEY, num_samples=POSITIVE_INT, chunk_size=OPTIONAL_POSITIVE_INT)
+@checked(logit_fn=LOGIT_FN, key=KEY, num_samples=POSITIVE_INT, chunk_size=OPTIONAL_POSITIVE_INT)
 def density_ratio_profile(
     logit_fn: LogitFn,
     params: Params,
@@ -185,7 +185,7 @@ def density_ratio_profile(
     return jnp.mean(draws, axis=0)
 
 
-@checked(logit_fn=CALLABLE)
+@checked(logit_fn=LOGIT_FN)
 def gan_test_accuracy(
     logit_fn: LogitFn, params: Params, x: ArrayLike, target: ArrayLike
 ) -> jax.Array:

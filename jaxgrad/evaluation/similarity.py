@@ -153,8 +153,6 @@ def ssim(
             f"smaller sigma (at most {math.floor((r_fit + 0.49) / truncate * 100) / 100:g} fits) "
             "or larger images"
         )
-    if not data_range > 0:
-        raise ValueError(f"data_range must be > 0, got {data_range!r}")
     kw = dict(truncate=truncate, mode="reflect")
     mh = jnp.asarray(gaussian_matrix(h, sigma, **kw), dt)
     mw = jnp.asarray(gaussian_matrix(w, sigma, **kw), dt)

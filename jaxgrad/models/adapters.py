@@ -33,7 +33,7 @@ from jaxgrad.models.tapping import linen_taps, module_biases, nnx_biases, nnx_ta
 from jaxgrad.types import Params, TappedLogitFn
 
 
-@checked(model=linen_module, bn_epsilon=POSITIVE)
+@checked(bn_epsilon=POSITIVE)
 def linen_logit_fn(
     model: nn.Module,
     *,

@@ -46,8 +46,12 @@ from jaxgrad._validation import (
     NONNEGATIVE_INT,
     OPTIONAL_POSITIVE_INT,
     POSITIVE_INT,
+    a_callable,
+    check_split,
     checked,
     integer,
+    on_every_process,
+    train_state,
 )
 from jaxgrad._validation import check_labels as _check_labels
 from jaxgrad.data.base import Dataset
@@ -63,7 +67,7 @@ from jaxgrad.training.state import (
 )
 
 
-def check_labels(model, data: Dataset, key: jax.Array) -> None:
+def _check_model_labels(model, data: Dataset, key: jax.Array) -> None:
     """Refuses labels outside ``[0, K)`` for a model of K logits, before any compilation.
 
     K comes from an abstract ``model.init_with_output`` on one image (no FLOPs). Under
@@ -75,7 +79,7 @@ def check_labels(model, data: Dataset, key: jax.Array) -> None:
         (1, *np.shape(data["image"])[1:]), np.asarray(data["image"][:1]).dtype
     )
     k = jax.random.key(0) if key is None or key.ndim else key
-    logits, _ = jax.eval_shape(lambda kk, x: model.init_with_output(kk, x), k, x0)
+    logits, _ = jax.eval_shape(lambda kk, x: model.init_with_output(kk, x, train=False), k, x0)
     _check_labels(data["label"], logits.shape[-1])
 
 
@@ -255,6 +259,9 @@ def _where(ckpt: Checkpointer | None) -> str:
     keep_checkpoints=POSITIVE_INT,
     log_every=POSITIVE_INT,
     eval_every=integer(0, optional=True),
+    state=train_state,
+    eval_fn=a_callable(optional=True),
+    on_step=a_callable(optional=True),
 )
 def fit(
     state: TrainState,
@@ -330,8 +337,9 @@ def fit(
     """
     if num_steps < 0:
         raise ValueError(f"num_steps must be >= 0, got {num_steps}")
+    check_split(data, "data")
     if getattr(train_step, "model", None) is not None:  # a step of jaxgrad's losses
-        check_labels(train_step.model, data, key)
+        on_every_process(lambda: _check_model_labels(train_step.model, data, key))
     for name, value in (("log_every", log_every), ("checkpoint_every", checkpoint_every)):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
@@ -538,7 +546,7 @@ def train_for_epochs(
       **fit_options: the rest of :func:`fit`'s options (``checkpoint_dir``,
         ``metrics_path``, ``eval_fn``, ...).
     """
-    check_labels(model, data, key)
+    _check_model_labels(model, data, key)
     num_examples = len(data["label"]) * (jax.process_count() if host_local else 1)
     batch, num_steps = epoch_steps(num_examples, epochs=epochs, batch_size=batch_size, mesh=mesh)
     if max_steps is not None:
@@ -620,7 +628,7 @@ def train_seeds_for_epochs(
         num_steps = min(num_steps, max_steps)
     split = jax.vmap(jax.random.split)(keys)  # [S, 2]: (init, run), as train_for_epochs
     sample_x = jnp.asarray(data["image"][:1])
-    check_labels(model, data, None)
+    _check_model_labels(model, data, None)
 
     def init(k):
         variables = init_variables(model, k, sample_x)

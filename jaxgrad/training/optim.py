@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import optax
 
 from jaxgrad._validation import (
+    BOOL,
     FRACTION,
     NONNEGATIVE,
     NONNEGATIVE_INT,
@@ -71,6 +72,8 @@ def make_schedule(
     b1=number(0, 1, high_open=True),
     b2=number(0, 1, high_open=True),
     eps=POSITIVE,
+    learning_rate=number(0, low_open=True, schedule=True),
+    nesterov=BOOL,
 )
 def make_optimizer(
     name: str,
@@ -104,7 +107,7 @@ def make_optimizer(
     elif name == "adamw":
         return optax.adamw(learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay)
     else:
-        raise ValueError(f"optimizer must be 'sgd', 'adam' or 'adamw', got {name!r}")
+        raise ValueError(f"optimizer name must be 'sgd', 'adam' or 'adamw', got {name!r}")
     if weight_decay:
         return optax.chain(optax.add_decayed_weights(weight_decay), opt)
     return opt

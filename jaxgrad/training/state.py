@@ -20,11 +20,14 @@ from jax.sharding import Mesh
 
 from jaxgrad import sharding as shd
 from jaxgrad._validation import (
+    BOOL,
     CALLABLE,
     KEY,
+    LOGIT_FN,
     POSITIVE_INT,
     batch_array,
     check_labels,
+    check_split,
     checked,
     linen_module,
     optax_transform,
@@ -108,7 +111,7 @@ def train_state_from(
     return jax.device_put(state) if mesh is None else shd.replicate(state, mesh)
 
 
-@checked(loss_fn=CALLABLE, tx=optax_transform)
+@checked(loss_fn=CALLABLE, tx=optax_transform, donate=BOOL)
 def make_train_step(
     loss_fn: LossFn,
     tx: optax.GradientTransformation,
@@ -164,7 +167,7 @@ def make_train_step(
     return compiled
 
 
-@checked(logit_fn=CALLABLE)
+@checked(logit_fn=LOGIT_FN)
 def make_eval_step(logit_fn: LogitFn, *, mesh: Mesh | None = None) -> Callable[[Any, dict], dict]:
     """Builds the jitted ``eval_step(params, batch) -> sums`` for a ``logit_fn``.
 
@@ -205,11 +208,10 @@ def evaluate(
     Returns:
       ``{"loss": ..., "accuracy": ..., "count": ...}`` as Python floats.
     """
+    check_split(data, "data")
     logit_fn = getattr(eval_step, "logit_fn", None)  # set by make_eval_step
     if logit_fn is not None and np.size(data["label"]):
-        x0 = jax.ShapeDtypeStruct(
-            (1, *np.shape(data["image"])[1:]), np.asarray(data["image"]).dtype
-        )
+        x0 = jax.ShapeDtypeStruct((1, *np.shape(data["image"])[1:]), data["image"].dtype)
         check_labels(data["label"], jax.eval_shape(logit_fn, params, x0).shape[-1])
     totals = None
     for batch in eval_batches(
