@@ -64,7 +64,24 @@ DISTRIBUTIONS = ("rademacher", "gaussian")
 
 def grad_sum(f: PerExampleFn) -> PerExampleFn:
     """``x -> grad_x sum_b f(x)_b``: every example's gradient at once (examples independent)."""
-    return jax.grad(lambda z: jnp.sum(f(z)))
+
+    def total(z):
+        return jnp.sum(check_per_example(f(z), z))
+
+    return jax.grad(total)
+
+
+def check_per_example(out, x):
+    """Refuses an ``f`` that returns more than one value per example (e.g. logits ``[B, K]``)."""
+    if jnp.ndim(out) > 1 or (
+        jnp.ndim(out) == 1 and jnp.ndim(x) >= 1 and out.shape[0] != x.shape[0]
+    ):
+        raise ValueError(
+            f"f must return one value per example, [B] = {tuple(jnp.shape(x)[:1])}, got shape "
+            f"{tuple(jnp.shape(out))}; for logits, pick the class: e.g. lambda z: "
+            "jaxgrad.log_density(logit_fn, params, z, target)"
+        )
+    return out
 
 
 def check_key(key, name: str) -> None:
@@ -244,7 +261,7 @@ def hessian_trace_taylor(
     check_positive_int(num_samples, "num_samples")
     check_number(sigma, "sigma", low=0.0, low_open=True)
     sigma = jnp.asarray(sigma, x.dtype)
-    f0 = f(x) if f_x is None else f_x
+    f0 = check_per_example(f(x) if f_x is None else f_x, x)
 
     def one(k):
         v = sigma * _random.normal(k, x.shape, x.dtype)

@@ -88,6 +88,11 @@ def attribute_dataset(
         raise ValueError(
             f"target_from must be one of {TARGET_FROM} or a function, got {target_from!r}"
         )
+    if isinstance(batches, Mapping):
+        raise TypeError(
+            "batches must be an iterable of batch dicts (e.g. jaxgrad.data.eval_batches(data, "
+            f"256)), got a dict with keys {sorted(batches)}: pass eval_batches(data, batch_size)"
+        )
     if num_batches is None and hasattr(batches, "__len__"):
         num_batches = len(batches)
 

@@ -156,6 +156,8 @@ def randomization_stages(
                 f"mappings are sorted by name; its layers: {tree_layers(tree)}"
             )
         layers = layer_names(params)
+    if isinstance(layers, str):
+        raise ValueError(f"layers must be a list of layer names, got the string {layers!r}")
     layers = list(layers)
     paths = leaf_paths(tree)
     leaves, treedef = jax.tree.flatten(tree)

@@ -50,6 +50,7 @@ from jaxgrad._validation import (
     check_split,
     checked,
     integer,
+    linen_module,
     on_every_process,
     train_state,
 )
@@ -503,6 +504,7 @@ def epoch_steps(
     batch_size=POSITIVE_INT,
     log_every=OPTIONAL_POSITIVE_INT,
     max_steps=integer(0, optional=True),
+    model=linen_module,
 )
 def train_for_epochs(
     model,
@@ -579,6 +581,7 @@ def train_for_epochs(
     epochs=POSITIVE_INT,
     batch_size=POSITIVE_INT,
     max_steps=integer(0, optional=True),
+    model=linen_module,
 )
 def train_seeds_for_epochs(
     model,

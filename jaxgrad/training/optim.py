@@ -20,6 +20,7 @@ from jaxgrad._validation import (
     NONNEGATIVE_INT,
     OPTIONAL_POSITIVE_INT,
     POSITIVE,
+    as_int,
     check_number,
     checked,
     number,
@@ -47,8 +48,9 @@ def make_schedule(
     if name == "constant":
         sched = optax.constant_schedule(learning_rate)
     elif name == "multistep":
-        if any(int(m) < 0 for m in milestones):
-            raise ValueError(f"milestones must be non-negative steps, got {milestones}")
+        if isinstance(milestones, str) or not hasattr(milestones, "__iter__"):
+            raise ValueError(f"milestones must be a sequence of steps, got {milestones!r}")
+        milestones = [as_int(m, "each of milestones", low=0) for m in milestones]
         if sorted(milestones) != list(milestones):
             raise ValueError(f"milestones must be increasing, got {milestones}")
         sched = optax.piecewise_constant_schedule(
