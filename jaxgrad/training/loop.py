@@ -548,7 +548,6 @@ def train_for_epochs(
       **fit_options: the rest of :func:`fit`'s options (``checkpoint_dir``,
         ``metrics_path``, ``eval_fn``, ...).
     """
-    _check_model_labels(model, data, key)
     num_examples = len(data["label"]) * (jax.process_count() if host_local else 1)
     batch, num_steps = epoch_steps(num_examples, epochs=epochs, batch_size=batch_size, mesh=mesh)
     if max_steps is not None:
@@ -631,7 +630,8 @@ def train_seeds_for_epochs(
         num_steps = min(num_steps, max_steps)
     split = jax.vmap(jax.random.split)(keys)  # [S, 2]: (init, run), as train_for_epochs
     sample_x = jnp.asarray(data["image"][:1])
-    _check_model_labels(model, data, None)
+    if getattr(loss_fn, "model", None) is not None:  # a jaxgrad loss: its classifier's K
+        _check_model_labels(loss_fn.model, data, None)
 
     def init(k):
         variables = init_variables(model, k, sample_x)
