@@ -256,13 +256,17 @@ class LossAux(NamedTuple):
     model_aux: Any
 
 
-@checked(
+# The arguments both regularized losses check (weights and thresholds may be 0).
+_LOSS_RULES = dict(
     logit_fn=LOGIT_FN,
     key=OPTIONAL_KEY,
     lam=number(0, optional=True),
     mu=number(0, optional=True),
     tau=number(0, optional=True),
 )
+
+
+@checked(**_LOSS_RULES)
 def regularized_loss_with_aux(
     logit_fn: Callable[[Params, jax.Array], tuple[jax.Array, Any]],
     params: Params,
@@ -302,14 +306,7 @@ def regularized_loss_with_aux(
     return ce + reg, LossAux(logits, reg, model_aux)
 
 
-@checked(
-    logit_fn=LOGIT_FN,
-    key=OPTIONAL_KEY,
-    lam=number(0, optional=True),
-    mu=number(0, optional=True),
-    tau=number(0, optional=True),
-    trace_estimator=a_callable(optional=True),
-)
+@checked(**_LOSS_RULES, trace_estimator=a_callable(optional=True))
 def regularized_loss(
     logit_fn: LogitFn,
     params: Params,
