@@ -17,6 +17,8 @@ Detects JAX's backend and runs, in one process:
   samples) on the MNIST CNN (jaxgrad's layers), the same CNN written with stock Flax layers
   (a user's model; as it is, and through ``jaxgrad.models.fast_logit_fn``) and ResNet-18,
   against Captum on the same weights and device;
+* ``latency``: the same three methods on one image (batch 1, an interactive call), jaxgrad's
+  CNN and the user's stock-layer CNN (as it is and through ``fast_logit_fn``), against Captum;
 * ``conv_kernels``: each distinct convolution of the two models alone (forward, and forward
   plus both gradients), XLA against PyTorch: what neither library's own code can change;
 * ``breakdown``: where the time goes, per category of operation (convolution forward, input-
@@ -81,6 +83,7 @@ FULL = {
     "ig_steps": attribution.IG_STEPS,
     "sg_samples": attribution.SG_SAMPLES,
     "sm_models": ("cnn", "resnet18"),
+    "latency_models": ("cnn", "user_cnn", "user_cnn_fast"),
 }
 TINY = {
     "train_batch": 4,
@@ -90,6 +93,7 @@ TINY = {
     "ig_steps": 4,
     "sg_samples": 4,
     "sm_models": ("cnn",),
+    "latency_models": ("cnn",),
 }
 
 
@@ -258,6 +262,25 @@ def bench_attribution(cfg, repeats, chunks, device) -> dict:
     return out
 
 
+def bench_latency(cfg, repeats, chunks, device) -> dict:
+    """One image at a time (an interactive call): gradient, IG and SmoothGrad at batch 1."""
+    out = {}
+    for name in cfg["latency_models"]:
+        parts = attribution.setup(name, batch=1)
+        out[name] = attribution.bench_model(
+            name,
+            parts,
+            repeats,
+            chunks,
+            device=device,
+            ig_steps=cfg["ig_steps"],
+            sg_samples=cfg["sg_samples"],
+        )
+        ig = out[name]["integrated_gradients"]
+        log(f"  {name}, one image: IG {ig['ratio']:.2f}x Captum")
+    return out
+
+
 def _guarded(fn, *args, **kw) -> dict:
     """``fn(...)``, or the error it raised (a profiler that cannot run must not lose the rest)."""
     try:
@@ -343,6 +366,22 @@ def summary(result) -> list[dict]:
                     "work": f"{name} {method}, batch {r['batch']} (best chunk each)",
                     "jaxgrad": f"{ours:.1f} ex/s",
                     "peer": f"{theirs:.1f} ex/s (Captum)",
+                    "ratio": m["ratio"],
+                }
+            )
+    for name, r in result.get("latency", {}).items():
+        for method in ("gradient", "integrated_gradients", "smoothgrad"):
+            m = r[method]
+            if method == "gradient":
+                ours, theirs = 1 / m["jaxgrad_examples_per_s"], 1 / m["captum_examples_per_s"]
+            else:
+                ours = min(v["seconds"] for v in m["jaxgrad"].values())
+                theirs = min(v["seconds"] for v in m["captum"].values())
+            rows.append(
+                {
+                    "work": f"{name} {method}, one image (latency; best chunk each)",
+                    "jaxgrad": f"{1e3 * ours:.1f} ms",
+                    "peer": f"{1e3 * theirs:.1f} ms (Captum)",
                     "ratio": m["ratio"],
                 }
             )
@@ -452,6 +491,9 @@ def main() -> None:
     if have_captum:
         log("attribution")
         result["attribution"] = bench_attribution(cfg, repeats, chunks, device)
+        save()
+        log("attribution, one image")
+        result["latency"] = bench_latency(cfg, 1 if a.tiny else 10, chunks, device)
     else:
         result["attribution_skipped"] = "Captum or a PyTorch device is missing"
     save()

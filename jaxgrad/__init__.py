@@ -37,8 +37,10 @@ from jaxgrad.gradients import (
     shift_to_target_map,
 )
 from jaxgrad.score_matching import (
+    Forward,
     anti_score_matching_loss,
     gradient_norm_regularizer,
+    logits_with_vjp,
     make_regularizer,
     regularized_loss,
     regularized_loss_with_aux,
@@ -57,6 +59,7 @@ from jaxgrad.types import LogitFn, TappedLogitFn
 __version__ = "0.1.0"
 
 __all__ = [
+    "Forward",
     "LogitFn",
     "TappedLogitFn",
     "__version__",
@@ -78,6 +81,7 @@ __all__ = [
     "input_gradients",
     "jacobian_matching_loss",
     "log_density",
+    "logits_with_vjp",
     "make_regularizer",
     "models",
     "noisy_distillation_loss",

@@ -31,6 +31,7 @@ import jax.numpy as jnp
 
 from jaxgrad import _random
 from jaxgrad._chunking import chunked_vmap
+from jaxgrad._second_order import second_order
 from jaxgrad._validation import (
     BOOL,
     KEY,
@@ -109,7 +110,8 @@ def jacobian_matching_loss(
 
     def penalty(t):
         g_t = input_gradients(teacher_logit_fn, teacher_params, x, t)
-        g_s = input_gradients(student_logit_fn, student_params, x, t)
+        with second_order():  # the student's input-gradient is differentiated again
+            g_s = input_gradients(student_logit_fn, student_params, x, t)
         d = _flat_normalised(g_s, normalize, eps) - jax.lax.stop_gradient(
             _flat_normalised(g_t, normalize, eps)
         )

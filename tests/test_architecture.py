@@ -28,6 +28,7 @@ LAYERS = {
             "jaxgrad._validation",
             "jaxgrad._filters",
             "jaxgrad._taps",
+            "jaxgrad._second_order",
             "jaxgrad._chunking",
             "jaxgrad._random",
             "jaxgrad.paths",

@@ -269,7 +269,15 @@ def specs() -> list[Spec]:  # noqa: PLR0915 (one table)
         Spec(S.gradient_norm_regularizer, lambda c: dict(f=c["g"], x=c["x"])),
         Spec(S.make_regularizer, lambda c: dict(kind="score_matching", lam=1e-3, mu=1e-3)),
         Spec(S.regularizer, lambda c: dict(lit(c), kind="score_matching", key=c["key"],
-                                           mu=1e-3, tau=10.0)),
+                                           mu=1e-3, tau=10.0),
+             lambda c: [("forward", "tuple", (c["logits"], lambda ct: (ct,))),
+                        ("forward", "wrong-batch",
+                         S.logits_with_vjp(c["f"], c["p"], c["x"][:2])[0])]),
+        Spec(S.logits_with_vjp, lambda c: dict(logit_fn=c["f"], params=c["p"], x=c["x"],
+                                               has_aux=False, double_backprop=True),
+             lambda c: [("logit_fn", "per-example", lambda p, z: c["f"](p, z)[:, 0]),
+                        ("has_aux", "no-aux", True, ("has_aux", "logit_fn"))]),
+
         Spec(S.regularized_loss, lambda c: dict(lit(c), kind="score_matching", key=c["key"],
                                                 lam=1e-3, mu=1e-3)),
         Spec(S.regularized_loss_with_aux,
@@ -935,6 +943,7 @@ NO_ARGUMENTS = {
     "TappedLogitFn": "a dataclass built by linen_logit_fn / nnx_logit_fn / hooked_logit_fn",
     "LogitFn": "a typing.Protocol",
     "FullGradDecomposition": "a result type returned by fullgrad_decomposition",
+    "Forward": "a result type returned by logits_with_vjp",
     "DatasetAttribution": "a result type returned by attribute_dataset",
     "FullGradWarning": "a warning class",
     "CheckpointError": "an exception class",
@@ -948,6 +957,7 @@ NO_ARGUMENTS = {
     "tap": "the taps' recording primitive, called by models, not users (identity outside a tap)",
     "to_host": "sharding.to_host takes any pytree (arrays or not) and returns it on the host",
     "is_main_process": "sharding.is_main_process takes no arguments",
+    "second_order": "a context manager without arguments (trace-time only)",
 }
 
 

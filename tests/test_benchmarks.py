@@ -189,7 +189,10 @@ def test_the_accelerator_path_runs_tiny_on_the_cpu(tmp_path):
         assert row["ratio_jax_over_torch"] > 0
     assert result["score_matching"]["cnn"]["score_matching_taylor"]["ratio_to_cross_entropy"] > 0
     ratios = [r["ratio"] for r in result["summary"] if r["ratio"] is not None]
-    assert len(ratios) == 2 + 3 * 3 and all(np.isfinite(ratios)) and min(ratios) > 0
+    # 2 training steps, 3 methods on 3 models, and the 3 methods on one image (latency)
+    assert len(ratios) == 2 + 3 * 3 + 3 and all(np.isfinite(ratios)) and min(ratios) > 0
+    assert set(result["latency"]["cnn"]) >= {"gradient", "integrated_gradients", "smoothgrad"}
+    assert result["latency"]["cnn"]["batch"] == 1
     part = result["breakdown"]["resnet18 training step"]
     cats = {c["category"] for c in part["jax"]["categories"]}
     assert {"conv forward", "conv weight-gradient", "conv input-gradient"} <= cats

@@ -1,4 +1,5 @@
 import functools
+import re
 
 import jax
 import jax.numpy as jnp
@@ -344,3 +345,95 @@ def test_input_gradient_convolutions_are_canonical_inside_loops():
 
     hlo = jax.jit(scanned).lower(v, xs).compile().as_text()
     assert "01oi" not in re.findall(r"dim_labels=\w+_(\w+)->", hlo)
+
+
+@pytest.mark.parametrize(
+    "padding, stride, k, layout",
+    [
+        (((1, 1), (1, 1)), 2, 3, "NHWC"),
+        ("SAME", 2, 3, "NHWC"),
+        ("VALID", 2, 1, "NHWC"),
+        (((0, 1), (2, 0)), 3, 3, "NHWC"),
+        ("SAME", 2, 4, "NCHW"),
+        ("VALID", (2, 1), 5, "NCHW"),
+    ],
+)
+def test_second_order_convolution_is_the_same_function(padding, stride, k, layout, x64):
+    # In second_order(), a strided convolution's input-gradient is the dense convolution's
+    # (on a CPU): values, gradients, forward-mode tangents and the weight-gradient of the
+    # input-gradient (double backprop) all equal lax.conv_general_dilated's, and the
+    # compiled double backprop has no kernel-gradient of an input-dilated convolution left.
+    from jax import lax
+
+    from jaxgrad.models.layers import conv_general_dilated, second_order
+
+    strides = (stride, stride) if isinstance(stride, int) else stride
+    dn = (layout, "HWIO" if layout == "NHWC" else "OIHW", layout)
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(2, 9, 10, 3) if layout == "NHWC" else (2, 3, 9, 10)))
+    w = jnp.asarray(rng.normal(size=(k, k, 3, 4) if layout == "NHWC" else (4, 3, k, k)))
+
+    def f_of(conv):
+        return lambda x, w: jnp.sum(jnp.sin(conv(x, w, strides, padding, dimension_numbers=dn)))
+
+    ours, ref = f_of(conv_general_dilated), f_of(lax.conv_general_dilated)
+
+    def double_backprop(f, x, w):
+        return jax.grad(lambda w: jnp.sum(jax.grad(f)(x, w) ** 2))(w)
+
+    with second_order():
+        np.testing.assert_allclose(ours(x, w), ref(x, w), rtol=1e-12)
+        for a, b in zip(jax.grad(ours, (0, 1))(x, w), jax.grad(ref, (0, 1))(x, w), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(
+            jax.jvp(lambda z: ours(z, w), (x,), (jnp.cos(x),))[1],
+            jax.jvp(lambda z: ref(z, w), (x,), (jnp.cos(x),))[1],
+            rtol=1e-10,
+        )
+        np.testing.assert_allclose(
+            double_backprop(ours, x, w), double_backprop(ref, x, w), rtol=1e-10, atol=1e-10
+        )
+        program = jax.jit(functools.partial(double_backprop, ours))
+        hlo = program.lower(x, w).compile().as_text()
+    # XLA CPU's slow form: the kernel-gradient of an input-dilated convolution (a window
+    # both dilated and reversed); outside the block the plain first-order form makes one.
+    if jax.default_backend() != "cpu":
+        return  # elsewhere the plain form is kept (platform_dependent)
+    slow = re.compile(r"rhs_dilate=\S+ rhs_reversal=")
+    assert not slow.search(hlo)
+    plain = jax.jit(functools.partial(double_backprop, ours)).lower(x, w).compile().as_text()
+    assert slow.search(plain)
+
+
+def test_second_order_convolution_other_forms(x64):
+    # A 1-D strided convolution under vmap, and forms that keep the plain rule in
+    # second_order() (a dilated kernel, an input-dilated convolution): all equal lax's.
+    from jax import lax
+
+    from jaxgrad.models.layers import conv_general_dilated, second_order
+
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.normal(size=(3, 2, 11, 2)))  # vmapped over the first axis
+    w = jnp.asarray(rng.normal(size=(3, 2, 5)))
+    forms = [
+        dict(window_strides=(2,), padding="SAME"),
+        dict(window_strides=(2,), padding=((2, 1),), rhs_dilation=(2,)),
+        dict(window_strides=(3,), padding=((0, 0),), lhs_dilation=(2,)),
+    ]
+    for kw in forms:
+        dn = ("NWC", "WIO", "NWC")
+
+        def loss(conv, x, w, kw=kw, dn=dn):
+            per = jax.vmap(lambda xi: conv(xi, w, dimension_numbers=dn, **kw))(x)
+            return jnp.sum(jnp.tanh(per))
+
+        def double_backprop(conv):
+            return jax.grad(lambda w: jnp.sum(jax.grad(loss, 1)(conv, x, w) ** 2))(w)
+
+        with second_order():
+            ours = double_backprop(conv_general_dilated)
+            got = loss(conv_general_dilated, x, w)
+        np.testing.assert_allclose(got, loss(lax.conv_general_dilated, x, w), rtol=1e-12)
+        np.testing.assert_allclose(
+            ours, double_backprop(lax.conv_general_dilated), rtol=1e-10, atol=1e-10
+        )

@@ -15,8 +15,10 @@ from jaxgrad.models import MLP
 from jaxgrad.score_matching import (
     anti_score_matching_loss,
     gradient_norm_regularizer,
+    logits_with_vjp,
     make_regularizer,
     regularized_loss,
+    regularized_loss_with_aux,
     regularizer,
     score_matching_loss,
     stability_regularizer,
@@ -188,3 +190,162 @@ def test_bad_arguments_are_named():
     lf = lambda p, z: z @ p  # noqa: E731
     with pytest.raises(ValueError, match="hessian_trace_taylor is stochastic: pass key="):
         regularized_loss(lf, jnp.ones((3, 2)), x, jnp.zeros(2, jnp.int32), kind="score_matching")
+
+
+def _separate_loss(logit_fn, x, y, kind, key, lam=0.1):
+    """Eq. 4's mean loss with the cross-entropy and the regularizer on separate passes."""
+    reg = make_regularizer(kind, lam=lam, trace_estimator=None)
+
+    def loss(p):
+        logits, aux = logit_fn(p, x)
+        ce = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+        r = reg(lambda q, z: logit_fn(q, z)[0], p, x, y, key=key)  # no forward=: its own pass
+        return jnp.mean(ce + r), aux
+
+    return loss
+
+
+def _grad_reference(logit_fn, params, x, y, kind, key):
+    return jax.grad(_separate_loss(logit_fn, x, y, kind, key), has_aux=True)(params)
+
+
+def _loss_reference(logit_fn, params, x, y, kind, key):
+    return _separate_loss(logit_fn, x, y, kind, key)(params)[0]
+
+
+@pytest.mark.parametrize("kind", ["score_matching", "anti_score_matching", "gradient_norm"])
+def test_shared_forward_pass_gives_the_same_loss_and_gradients(kind, key, x64):
+    # A plain logit_fn (float64), and an NNX module with BatchNorm in training mode whose
+    # (logits, updated state) the loss returns: the loss shares its forward pass with the
+    # regularizer; the reference runs them separately. Same values, gradients, statistics.
+    from flax import nnx
+
+    from jaxgrad.models import nnx_train_logit_fn
+
+    w = jax.random.normal(key, (3, 4), jnp.float64)
+    plain = lambda p, z: (jnp.tanh(z @ p.T) + 0.3 * jnp.sin(z).sum(-1, keepdims=True), None)  # noqa: E731
+    x = jax.random.normal(jax.random.fold_in(key, 1), (5, 4), jnp.float64)
+    y = jnp.array([0, 1, 2, 1, 0])
+    k = jax.random.fold_in(key, 2)
+
+    def shared_loss(lf, p):
+        loss, aux = regularized_loss_with_aux(lf, p, x, y, kind=kind, key=k, lam=0.1)
+        return jnp.mean(loss), aux.model_aux
+
+    g_ref, _ = _grad_reference(plain, w, x, y, kind, k)
+    g, _ = jax.grad(lambda p: shared_loss(plain, p), has_aux=True)(w)
+    np.testing.assert_allclose(g, g_ref, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(shared_loss(plain, w)[0], _loss_reference(plain, w, x, y, kind, k))
+
+    class Net(nnx.Module):
+        def __init__(self, rngs):
+            self.fc1 = nnx.Linear(4, 8, rngs=rngs, param_dtype=jnp.float64)
+            self.bn = nnx.BatchNorm(8, rngs=rngs, param_dtype=jnp.float64)
+            self.fc2 = nnx.Linear(8, 3, rngs=rngs, param_dtype=jnp.float64)
+
+        def __call__(self, z):
+            return self.fc2(nnx.softplus(self.bn(self.fc1(z))))
+
+    train_fn, params, state = nnx_train_logit_fn(Net(nnx.Rngs(0)))
+    lf = lambda p, z: train_fn(p, state, z)  # noqa: E731
+    g_ref, state_ref = _grad_reference(lf, params, x, y, kind, k)
+    g, new_state = jax.grad(lambda p: shared_loss(lf, p), has_aux=True)(params)
+    np.testing.assert_allclose(
+        shared_loss(lf, params)[0], _loss_reference(lf, params, x, y, kind, k), rtol=1e-12
+    )
+    chex_close = functools.partial(np.testing.assert_allclose, rtol=1e-9, atol=1e-12)
+    jax.tree.map(chex_close, g, g_ref)
+    jax.tree.map(chex_close, new_state, state_ref)
+
+
+def test_training_step_shares_one_backward_pass(key):
+    # Counted in the lowered program (no compilation): with the regularizer reusing the
+    # loss's forward pass, the regularized step has no convolution of a separate
+    # cross-entropy pass; hiding forward= from the regularizer brings them back.
+    from jaxgrad.models import MnistCNN
+    from jaxgrad.training import (
+        classifier_loss,
+        create_train_state,
+        make_train_step,
+        regularized_classifier_loss,
+    )
+
+    model = MnistCNN(activation="softplus", beta=10.0)
+    x = jax.random.uniform(key, (4, 28, 28, 1))
+    batch = {"image": x, "label": jnp.arange(4), "mask": jnp.ones(4)}
+    tx = optax.sgd(0.1)
+    state = create_train_state(model, tx, jax.random.key(0), x[:1])
+
+    def convs(loss_fn):
+        step = make_train_step(loss_fn, tx, donate=False)
+        return step.lower(state, batch, key).as_text().count("stablehlo.convolution")
+
+    reg = make_regularizer("score_matching")
+
+    def own_pass(lf, p, z, t, *, key=None):  # the same regularizer without forward=
+        return reg(lf, p, z, t, key=key)
+
+    ce = convs(classifier_loss(model))
+    shared = convs(regularized_classifier_loss(model, kind="score_matching"))
+    separate = convs(classifier_loss(model, regularizer=own_pass))
+    # The separate cross-entropy pass is the whole cross-entropy step's convolutions:
+    # its forward pass (two) and its backward pass (three), all gone when shared.
+    assert separate - shared == ce == 5, (ce, shared, separate)
+    # The same in regularized_loss (a logit_fn in evaluation mode) against separate passes.
+    from jaxgrad.models import linen_logit_fn
+
+    lf, variables = linen_logit_fn(model), {"params": state.params}
+    pair = lambda p, z: (lf(p, z), None)  # noqa: E731
+
+    def grad_convs(loss):
+        return jax.jit(jax.grad(loss)).lower(variables).as_text().count("stablehlo.convolution")
+
+    def shared_loss(v):
+        return jnp.mean(regularized_loss(lf, v, x, batch["label"], kind="score_matching", key=key))
+
+    own = _separate_loss(pair, x, batch["label"], "score_matching", key, lam=None)
+    assert grad_convs(lambda v: own(v)[0]) - grad_convs(shared_loss) == ce
+    # Same gradients both ways (float32; gradient norm, which has no Taylor difference
+    # quotient to magnify rounding by 2 / sigma^2; every kind is compared in float64 above).
+    gn = make_regularizer("gradient_norm", lam=0.1)
+    loss_shared = classifier_loss(model, regularizer=gn)
+    loss_separate = classifier_loss(
+        model, regularizer=lambda lf, p, z, t, *, key=None: gn(lf, p, z, t, key=key)
+    )
+    grads = [
+        jax.grad(lambda p, lf=lf: lf(p, {}, batch, key)[0])(state.params)
+        for lf in (loss_shared, loss_separate)
+    ]
+    jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=2e-4, atol=1e-6), *grads)
+
+
+def test_forward_is_checked():
+    lf = lambda p, z: z @ p  # noqa: E731
+    x, y, p = jnp.ones((2, 3)), jnp.zeros(2, jnp.int32), jnp.ones((3, 4))
+    fwd, aux = logits_with_vjp(lf, p, x)
+    assert aux is None and fwd.logits.shape == (2, 4)
+    np.testing.assert_allclose(
+        regularizer(lf, p, x, y, kind="gradient_norm", forward=fwd),
+        regularizer(lf, p, x, y, kind="gradient_norm"),
+    )
+    with pytest.raises(ValueError, match="forward must be a jaxgrad.score_matching.Forward"):
+        regularizer(lf, p, x, y, kind="gradient_norm", forward=(fwd.logits, fwd.vjp))
+    with pytest.raises(ValueError, match=r"forward.logits must have shape \[B, K\] with B = 2"):
+        regularizer(lf, p, x, y, kind="gradient_norm", forward=logits_with_vjp(lf, p, x[:1])[0])
+    with pytest.raises(ValueError, match=r"logit_fn must return \(logits, aux\)"):
+        logits_with_vjp(lf, p, x, has_aux=True)
+    with pytest.raises(ValueError, match=r"logit_fn must return logits of shape \[B, K\]"):
+        logits_with_vjp(lambda p, z: (z @ p)[:, 0], p, x)
+    # What a training loss reads to share its pass, and to trace it for double backprop.
+    marks = {
+        kind: (make_regularizer(kind).accepts_forward, make_regularizer(kind).double_backprop)
+        for kind in ("none", "gradient_norm", "score_matching", "anti_score_matching")
+    }
+    assert marks == {
+        "none": (False, False),
+        "gradient_norm": (True, True),
+        "score_matching": (True, True),
+        "anti_score_matching": (True, False),  # Taylor: forward passes only
+    }
+    hutchinson = make_regularizer("anti_score_matching", trace_estimator=hessian_trace_hutchinson)
+    assert hutchinson.double_backprop

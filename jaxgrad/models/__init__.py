@@ -9,7 +9,13 @@ from jaxgrad.models.adapters import (
     zero_perturbations,
 )
 from jaxgrad.models.fast import fast_logit_fn, tiled_max_pool
-from jaxgrad.models.layers import conv_general_dilated, get_activation, max_pool_2x2, softplus
+from jaxgrad.models.layers import (
+    conv_general_dilated,
+    get_activation,
+    max_pool_2x2,
+    second_order,
+    softplus,
+)
 from jaxgrad.models.mnist import MLP, MnistCNN, truncated_normal_fan_in
 from jaxgrad.models.registry import MODELS, get_model
 from jaxgrad.models.resnet import BasicBlock, Bottleneck, ResNet, ResNet18, ResNet50
@@ -46,6 +52,7 @@ __all__ = [
     "nnx_biases",
     "nnx_logit_fn",
     "nnx_train_logit_fn",
+    "second_order",
     "softplus",
     "tap_shapes",
     "tap",

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxgrad._validation import CALLABLE, a_callable, check_target, checked, linen_module
-from jaxgrad.score_matching import make_regularizer
+from jaxgrad.score_matching import logits_with_vjp, make_regularizer
 from jaxgrad.trace_estimators import TraceEstimator
 
 LossFn = Callable[[Any, dict, dict, jax.Array], tuple[jax.Array, tuple[dict, dict]]]
@@ -54,7 +54,7 @@ def masked_mean(values: jax.Array, mask: jax.Array | None) -> jax.Array:
     return jnp.sum(values * mask) / jnp.maximum(jnp.sum(mask), 1.0)
 
 
-# reg(logit_fn, params, x, target, *, key) -> [B], e.g. jaxgrad.score_matching.make_regularizer.
+# reg(logit_fn, params, x, target, *, key[, forward]) -> [B], e.g. make_regularizer(...).
 Regularizer = Callable[..., jax.Array]
 
 
@@ -73,7 +73,10 @@ def classifier_loss(
       per_example_loss: ``(logits [B, K], target [B]) -> [B]``.
       augment: optional ``(key, images) -> images`` applied first (e.g. ``cifar_augment``).
       regularizer: optional ``(logit_fn, params, x, target, *, key) -> [B]`` added to the
-        per-example loss (see :func:`regularized_classifier_loss`). Its ``logit_fn`` is the
+        per-example loss (see :func:`regularized_classifier_loss`). One whose attribute
+        ``accepts_forward`` is true (:func:`jaxgrad.score_matching.make_regularizer`'s) is
+        called with ``forward=``, the loss's own forward pass
+        (:class:`jaxgrad.score_matching.Forward`), and reuses it. Its ``logit_fn`` is the
         model in training mode: with BatchNorm, the statistics of the batch it is given
         (so a perturbed batch ``x + v`` is normalised by its own statistics and examples
         interact slightly, as in the authors' PyTorch code); the running averages it would
@@ -88,23 +91,37 @@ def classifier_loss(
         x, labels, mask = batch["image"], batch["label"], batch.get("mask")
         if augment is not None:
             x = augment(jax.random.fold_in(key, 0), x)
-        variables = {"params": params, **model_state}
-        if model_state:
-            logits, new_state = model.apply(variables, x, train=True, mutable=list(model_state))
+
+        def apply(p, z):  # (logits, updated model state)
+            if model_state:
+                variables = {"params": p, **model_state}
+                return model.apply(variables, z, train=True, mutable=list(model_state))
+            return model.apply({"params": p}, z, train=True), model_state
+
+        shared = regularizer is not None and getattr(regularizer, "accepts_forward", False)
+        if shared:
+            # One forward pass for the loss and the regularizer: one backward pass for both.
+            forward, new_state = logits_with_vjp(
+                apply,
+                params,
+                x,
+                has_aux=True,
+                double_backprop=getattr(regularizer, "double_backprop", True),
+            )
+            logits = forward.logits
         else:
-            logits, new_state = model.apply(variables, x, train=True), model_state
+            logits, new_state = apply(params, x)
         per_example = per_example_loss(logits, labels)
         metrics = {}
         if regularizer is not None:
 
             def train_logit_fn(p, z):
-                if model_state:
-                    return model.apply(
-                        {"params": p, **model_state}, z, train=True, mutable=list(model_state)
-                    )[0]
-                return model.apply({"params": p}, z, train=True)
+                return apply(p, z)[0]
 
-            reg = regularizer(train_logit_fn, params, x, labels, key=jax.random.fold_in(key, 1))
+            extra = {"forward": forward} if shared else {}
+            reg = regularizer(
+                train_logit_fn, params, x, labels, key=jax.random.fold_in(key, 1), **extra
+            )
             per_example = per_example + reg
             metrics["regularizer"] = masked_mean(reg, mask)
         loss = masked_mean(per_example, mask)
