@@ -184,26 +184,39 @@ def logits_with_vjp(
         return _logits_with_vjp(logit_fn, params, x, has_aux)
 
 
-def _logits_with_vjp(logit_fn, params, x, has_aux):
-    if has_aux:
+def _checked_output(out: Any, batch: int, has_aux: bool) -> Any:
+    """``logit_fn``'s output, checked: ``logits [B, K]``, or ``(logits, aux)`` with ``has_aux``."""
 
-        def with_aux(z):
-            out = logit_fn(params, z)
-            if not (isinstance(out, tuple) and len(out) == 2):
-                raise ArgumentError(
-                    "with has_aux=True, logit_fn must return (logits, aux), "
-                    f"got {type(out).__name__}"
-                )
-            return out
+    def what(v):
+        return f"shape {tuple(v.shape)}" if hasattr(v, "shape") else type(v).__name__
 
-        logits, pullback, aux = jax.vjp(with_aux, x, has_aux=True)
-    else:
-        (logits, pullback), aux = jax.vjp(lambda z: logit_fn(params, z), x), None
-    if jnp.ndim(logits) != 2 or logits.shape[0] != x.shape[0]:
+    if has_aux and not (isinstance(out, tuple) and len(out) == 2):
         raise ArgumentError(
-            f"logit_fn must return logits of shape [B, K] = [{x.shape[0]}, K]"
-            f"{' (as the first of (logits, aux))' if has_aux else ''}, got {jnp.shape(logits)}"
+            f"logit_fn must return (logits, aux) here (has_aux, or regularized_loss_with_aux), "
+            f"got {what(out)}"
         )
+    logits = out[0] if has_aux else out
+    if isinstance(logits, tuple | list):
+        raise ArgumentError(
+            "logit_fn returned a tuple, not logits [B, K]: for (logits, aux) use "
+            "regularized_loss_with_aux, or has_aux=True"
+        )
+    if getattr(logits, "ndim", None) != 2 or logits.shape[0] != batch:
+        raise ArgumentError(
+            f"logit_fn must return logits of shape [B, K] = [{batch}, K]"
+            f"{' (as the first of (logits, aux))' if has_aux else ''}, got {what(logits)}"
+        )
+    return out
+
+
+def _logits_with_vjp(logit_fn, params, x, has_aux):
+    def run(z):
+        return _checked_output(logit_fn(params, z), x.shape[0], has_aux)
+
+    if has_aux:
+        logits, pullback, aux = jax.vjp(run, x, has_aux=True)
+    else:
+        (logits, pullback), aux = jax.vjp(run, x), None
     return Forward(logits, pullback), aux
 
 
@@ -214,18 +227,11 @@ def _differentiates(trace_estimator: TraceEstimator) -> bool:
     return trace_estimator is not hessian_trace_taylor
 
 
-def _double_backprop(kind: str, trace_estimator: TraceEstimator) -> bool:
-    """Whether the regularizer ``kind`` differentiates an input-gradient in training."""
-    if kind in ("score_matching", "gradient_norm"):
-        return True
-    return kind == "anti_score_matching" and _differentiates(trace_estimator)
-
-
 def _maybe_second_order(on: bool):
     return second_order() if on else contextlib.nullcontext()
 
 
-def _check_forward(forward: Forward | None, x: jax.Array) -> None:
+def _check_forward(forward: Forward | None, x: jax.Array, params: Params) -> None:
     if forward is None:
         return
     if not isinstance(forward, Forward):
@@ -238,9 +244,17 @@ def _check_forward(forward: Forward | None, x: jax.Array) -> None:
             f"forward.logits must have shape [B, K] with B = {x.shape[0]} (x's batch), "
             f"got {jnp.shape(forward.logits)}"
         )
+    traced = any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(params))
+    if traced and not isinstance(forward.logits, jax.core.Tracer):
+        raise ArgumentError(
+            "forward was computed outside the function being differentiated (its logits are "
+            "concrete while params are traced): make it inside, from the same params and x"
+        )
 
 
-@checked(logit_fn=LOGIT_FN, key=OPTIONAL_KEY, mu=NONNEGATIVE, tau=NONNEGATIVE)
+@checked(
+    logit_fn=LOGIT_FN, key=OPTIONAL_KEY, mu=NONNEGATIVE, tau=NONNEGATIVE, trace_estimator=CALLABLE
+)
 def regularizer(
     logit_fn: LogitFn,
     params: Params,
@@ -288,7 +302,7 @@ def regularizer(
     check_choice(kind, KINDS, "kind")
     x = check_x(x)
     target = check_target(target, x.shape[0])
-    _check_forward(forward, x)
+    _check_forward(forward, x, params)
     if kind == "none":
         return jnp.zeros(x.shape[:1], x.dtype)
 
@@ -330,6 +344,7 @@ Regularizer = Callable[..., jax.Array]
     lam=number(0, optional=True),
     mu=number(0, optional=True),
     tau=number(0, optional=True),
+    trace_estimator=a_callable(optional=True),
 )
 def make_regularizer(
     kind: str,
@@ -382,7 +397,9 @@ def make_regularizer(
 
     # What a training loss needs to share its forward pass (classifier_loss reads these).
     reg.accepts_forward = kind != "none"
-    reg.double_backprop = _double_backprop(kind, hyper.get("trace_estimator"))
+    # The shared pass's input-gradient is differentiated again only for these kinds (a
+    # derivative-based trace estimator makes passes of its own, traced by regularizer()).
+    reg.double_backprop = kind in ("score_matching", "gradient_norm")
     return reg
 
 
@@ -405,6 +422,7 @@ class LossAux(NamedTuple):
 _LOSS_RULES = dict(
     logit_fn=LOGIT_FN,
     key=OPTIONAL_KEY,
+    trace_estimator=a_callable(optional=True),
     lam=number(0, optional=True),
     mu=number(0, optional=True),
     tau=number(0, optional=True),
@@ -445,7 +463,7 @@ def regularized_loss_with_aux(
     x = check_x(x)
     reg_fn = make_regularizer(kind, lam=lam, mu=mu, tau=tau, trace_estimator=trace_estimator)
     if kind == "none":
-        logits, model_aux = logit_fn(params, x)
+        logits, model_aux = _checked_output(logit_fn(params, x), x.shape[0], has_aux=True)
     else:
         # One forward pass for both terms: their cotangents then share one backward pass.
         forward, model_aux = logits_with_vjp(
@@ -460,7 +478,7 @@ def regularized_loss_with_aux(
     return ce + reg, LossAux(logits, reg, model_aux)
 
 
-@checked(**_LOSS_RULES, trace_estimator=a_callable(optional=True))
+@checked(**_LOSS_RULES)
 def regularized_loss(
     logit_fn: LogitFn,
     params: Params,

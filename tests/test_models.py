@@ -437,3 +437,21 @@ def test_second_order_convolution_other_forms(x64):
         np.testing.assert_allclose(
             ours, double_backprop(lax.conv_general_dilated), rtol=1e-10, atol=1e-10
         )
+
+
+def test_nnx_conv_takes_jaxgrad_convolution():
+    # nnx.Conv passes out_sharding= to its convolution; jaxgrad's accepts it (and falls
+    # back to lax's rule when one is given), so the README's recipe works for NNX too.
+    from flax import nnx
+
+    from jaxgrad.models import conv_general_dilated
+
+    x = jax.random.normal(jax.random.key(0), (2, 8, 8, 3))
+    stock = nnx.Conv(3, 4, (3, 3), strides=2, rngs=nnx.Rngs(0))
+    ours = nnx.Conv(
+        3, 4, (3, 3), strides=2, rngs=nnx.Rngs(0), conv_general_dilated=conv_general_dilated
+    )
+    np.testing.assert_allclose(ours(x), stock(x), rtol=1e-6, atol=1e-6)
+    g_ours = jax.grad(lambda z: jnp.sum(jnp.tanh(ours(z))))(x)
+    g_stock = jax.grad(lambda z: jnp.sum(jnp.tanh(stock(z))))(x)
+    np.testing.assert_allclose(g_ours, g_stock, rtol=1e-5, atol=1e-6)

@@ -347,5 +347,16 @@ def test_forward_is_checked():
         "score_matching": (True, True),
         "anti_score_matching": (True, False),  # Taylor: forward passes only
     }
+    # Hutchinson differentiates its own passes (traced by regularizer), not the shared one.
     hutchinson = make_regularizer("anti_score_matching", trace_estimator=hessian_trace_hutchinson)
-    assert hutchinson.double_backprop
+    assert hutchinson.accepts_forward and not hutchinson.double_backprop
+    # A forward pass made outside the differentiated function is refused, not used.
+    with pytest.raises(ValueError, match="forward was computed outside"):
+        jax.grad(lambda q: regularizer(lf, q, x, y, kind="gradient_norm", forward=fwd).sum())(p)
+    # (logits, aux) where logits are expected, and the reverse, are named.
+    with pytest.raises(ValueError, match="logit_fn returned a tuple"):
+        regularized_loss(lambda q, z: (lf(q, z), None), p, x, y, kind="gradient_norm")
+    with pytest.raises(ValueError, match=r"logit_fn must return \(logits, aux\)"):
+        regularized_loss_with_aux(lf, p, x, y, kind="none")
+    with pytest.raises(ValueError, match="trace_estimator must be"):
+        make_regularizer("score_matching", trace_estimator="hutchinson")

@@ -113,6 +113,7 @@ def conv_general_dilated(
     batch_group_count: int = 1,
     precision=None,
     preferred_element_type=None,
+    out_sharding=None,
 ) -> jax.Array:
     """``lax.conv_general_dilated`` whose input-gradient uses an explicitly transposed kernel.
 
@@ -126,13 +127,14 @@ def conv_general_dilated(
     ``[64, 14, 14, 64] -> 32`` channel 5x5 convolution), which made chunked Integrated
     Gradients 2x slower than separate calls. Here the kernel is transposed explicitly, so
     the backward convolution has the canonical ``01io`` layout inside loops too: a scan of
-    16 input-gradients of the MNIST CNN went from 1.95 s to 1.00 s. Flax's ``nn.Conv`` takes
-    it as ``conv_general_dilated=``; grouped convolutions fall back to the plain rule.
+    16 input-gradients of the MNIST CNN went from 1.95 s to 1.00 s. Flax's ``nn.Conv`` and
+    ``nnx.Conv`` take it as ``conv_general_dilated=``; grouped convolutions, and a call with
+    an explicit ``out_sharding``, fall back to the plain rule.
 
     Inside :func:`jaxgrad.models.second_order` (which jaxgrad's double-backprop losses enter), a strided
     convolution's input-gradient is, on a CPU, the dense convolution's, whose own weight-
     gradient stays on XLA's fast path: the Taylor score-matching step of the CIFAR ResNet-18
-    went from 16.5 s to 8.5 s (batch 64, 2-core CPU).
+    went from 16.5 s to 8.0 s (batch 64, 2-core CPU).
     """
     if any(int(v) < 1 for v in window_strides):
         raise ValueError(f"window_strides must be positive integers, got {tuple(window_strides)}")
@@ -148,6 +150,8 @@ def conv_general_dilated(
         preferred_element_type=preferred_element_type,
     )
     dn = jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
+    if out_sharding is not None:
+        return conv(lhs, rhs, dimension_numbers=dn, out_sharding=out_sharding)
     if feature_group_count != 1 or batch_group_count != 1:
         return conv(lhs, rhs, dimension_numbers=dn)
     out_dim, in_dim, *spatial = dn.rhs_spec

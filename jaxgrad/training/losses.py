@@ -58,7 +58,12 @@ def masked_mean(values: jax.Array, mask: jax.Array | None) -> jax.Array:
 Regularizer = Callable[..., jax.Array]
 
 
-@checked(model=linen_module, per_example_loss=CALLABLE, augment=a_callable(optional=True))
+@checked(
+    model=linen_module,
+    per_example_loss=CALLABLE,
+    augment=a_callable(optional=True),
+    regularizer=a_callable(optional=True),
+)
 def classifier_loss(
     model: nn.Module,
     per_example_loss: Callable[..., jax.Array] = cross_entropy,
