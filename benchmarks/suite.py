@@ -243,10 +243,12 @@ def bench_score_matching(cfg, steps) -> dict:
     }
 
 
-def bench_attribution(cfg, repeats, chunks, device) -> dict:
+def bench_attribution(cfg, repeats, chunks, device, models=None, batch=None) -> dict:
+    """Gradient, IG and SmoothGrad against Captum for each of ``models`` (default: the
+    config's ``attribution_models`` at ``attribution_batch``; batch 1 is the latency part)."""
     out = {}
-    for name in cfg["attribution_models"]:
-        parts = attribution.setup(name, batch=cfg["attribution_batch"])
+    for name in models or cfg["attribution_models"]:
+        parts = attribution.setup(name, batch=batch or cfg["attribution_batch"])
         out[name] = attribution.bench_model(
             name,
             parts,
@@ -256,28 +258,8 @@ def bench_attribution(cfg, repeats, chunks, device) -> dict:
             ig_steps=cfg["ig_steps"],
             sg_samples=cfg["sg_samples"],
         )
-        log(
-            f"  {name}: {json.dumps({k: out[name][k].get('ratio') for k in ('gradient', 'integrated_gradients', 'smoothgrad')})}"
-        )
-    return out
-
-
-def bench_latency(cfg, repeats, chunks, device) -> dict:
-    """One image at a time (an interactive call): gradient, IG and SmoothGrad at batch 1."""
-    out = {}
-    for name in cfg["latency_models"]:
-        parts = attribution.setup(name, batch=1)
-        out[name] = attribution.bench_model(
-            name,
-            parts,
-            repeats,
-            chunks,
-            device=device,
-            ig_steps=cfg["ig_steps"],
-            sg_samples=cfg["sg_samples"],
-        )
-        ig = out[name]["integrated_gradients"]
-        log(f"  {name}, one image: IG {ig['ratio']:.2f}x Captum")
+        ratios = {k: out[name][k].get("ratio") for k in ("gradient", "integrated_gradients")}
+        log(f"  {name}, batch {out[name]['batch']}: {json.dumps(ratios)} against Captum")
     return out
 
 
@@ -489,7 +471,9 @@ def main() -> None:
         result["attribution"] = bench_attribution(cfg, repeats, chunks, device)
         save()
         log("attribution, one image")
-        result["latency"] = bench_latency(cfg, 1 if a.tiny else 10, chunks, device)
+        result["latency"] = bench_attribution(  # one image: an interactive call's latency
+            cfg, 1 if a.tiny else 10, chunks, device, models=cfg["latency_models"], batch=1
+        )
     else:
         result["attribution_skipped"] = "Captum or a PyTorch device is missing"
     save()
